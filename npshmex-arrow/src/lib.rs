@@ -1,0 +1,2 @@
+//! Arrow arrays and record batches through shared memory in the Arrow IPC
+//! file format.

@@ -1,0 +1,1 @@
+//! The numpy dtype model, numpy `descr` strings and `.npy` headers.

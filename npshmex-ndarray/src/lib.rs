@@ -1,0 +1,2 @@
+//! ndarray arrays (dense and structured) through worker processes via
+//! shared memory.

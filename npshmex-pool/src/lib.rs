@@ -1,0 +1,2 @@
+//! A process pool with the surface of Python's
+//! `concurrent.futures.ProcessPoolExecutor`.

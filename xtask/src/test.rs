@@ -1,0 +1,134 @@
+//! `cargo xtask test`: everything CI checks, in order, with a one-line summary.
+//!
+//! Each step is independent: a failing step is reported and the next one
+//! still runs, so one CI log shows every problem at once. The run ends with
+//! `xtask test: N passed, M failed, K skipped` and a non-zero exit on any
+//! failure. Skips are loud: they name what was not checked and why.
+
+use crate::flags;
+use crate::util::{self, cargo, run_cmd as sh};
+use anyhow::{bail, Result};
+
+/// What became of one step.
+enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+struct Report {
+    steps: Vec<(String, Outcome)>,
+}
+
+impl Report {
+    fn step(&mut self, name: &str, f: impl FnOnce() -> Result<Outcome>) {
+        eprintln!("\n==== xtask test: {name}");
+        let outcome = match f() {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        };
+        match &outcome {
+            Outcome::Passed => eprintln!("==== {name}: passed"),
+            Outcome::Failed(why) => eprintln!("==== {name}: FAILED: {why}"),
+            Outcome::Skipped(why) => eprintln!("==== {name}: SKIPPED: {why}"),
+        }
+        self.steps.push((name.to_string(), outcome));
+    }
+}
+
+/// Runs every step and prints the summary.
+pub fn run(opts: &flags::Test) -> Result<()> {
+    let root = util::workspace_root();
+    std::env::set_current_dir(&root)?;
+    let shm_before = util::shm_entries();
+    let workers_before = util::worker_pids();
+    let mut r = Report { steps: Vec::new() };
+
+    r.step("fmt", || {
+        sh(cargo().args(["fmt", "--all", "--check"]))?;
+        Ok(Outcome::Passed)
+    });
+    r.step("clippy", || {
+        sh(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        Ok(Outcome::Passed)
+    });
+    r.step("tests", || {
+        if util::on_path("cargo-nextest") {
+            sh(cargo().args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "--failure-output",
+                "final",
+            ]))?;
+        } else {
+            eprintln!("cargo-nextest not found: using cargo test");
+            sh(cargo().args([
+                "test",
+                "--workspace",
+                "--no-fail-fast",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ]))?;
+        }
+        Ok(Outcome::Passed)
+    });
+    r.step("doctests", || {
+        sh(cargo().args(["test", "--workspace", "--doc"]))?;
+        Ok(Outcome::Passed)
+    });
+    r.step("docs", || {
+        sh(cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"))?;
+        Ok(Outcome::Passed)
+    });
+    let _ = opts;
+
+    r.step("leaks", || {
+        let shm_after = util::shm_entries();
+        let new: Vec<_> = shm_after.difference(&shm_before).collect();
+        let workers: Vec<_> = util::worker_pids()
+            .difference(&workers_before)
+            .copied()
+            .collect();
+        if !new.is_empty() || !workers.is_empty() {
+            bail!("left behind: /dev/shm entries {new:?}, worker processes {workers:?}");
+        }
+        Ok(Outcome::Passed)
+    });
+
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    eprintln!("\n==== summary");
+    for (name, o) in &r.steps {
+        match o {
+            Outcome::Passed => {
+                passed += 1;
+                eprintln!("  ok       {name}");
+            }
+            Outcome::Failed(why) => {
+                failed += 1;
+                eprintln!("  FAILED   {name}: {why}");
+            }
+            Outcome::Skipped(why) => {
+                skipped += 1;
+                eprintln!("  SKIPPED  {name}: {why}");
+            }
+        }
+    }
+    println!("xtask test: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        bail!("{failed} step(s) failed");
+    }
+    Ok(())
+}
