@@ -7,6 +7,9 @@
 //!   full `/dev/shm` or exhausted memory is [`ShmError::NoSpace`], never a SIGBUS.
 //! - [`Seals`]: seal a memfd's size before it leaves the process; [`Segment::freeze`]
 //!   makes it immutable for everyone.
+//! - Named segments in `/dev/shm` ([`Segment::create_named`], [`Segment::open_named`])
+//!   and their management: [`list`], [`remove`], [`clear`], [`clear_stale`];
+//!   [`ShmDir`] does the same for another directory.
 //! - [`FdSocket`]: framed messages with any number of fds over a unix socket.
 //! - [`oob`]: the thread-local fd collector that lets `Serialize` impls send
 //!   segments out of band.
@@ -32,6 +35,7 @@
 
 mod access;
 mod error;
+mod named;
 pub mod oob;
 mod seals;
 mod segment;
@@ -40,6 +44,9 @@ mod sys;
 
 pub use access::Access;
 pub use error::{Result, ShmError};
+pub use named::{
+    clear, clear_stale, list, remove, validate_name, SegmentInfo, ShmDir, MAX_NAME_LEN, NAME_PREFIX,
+};
 pub use seals::Seals;
 pub use segment::Segment;
 pub use socket::{FdSocket, Message, MAX_FRAME_FDS, MAX_FRAME_LEN};

@@ -19,7 +19,7 @@ use crate::sys::{self, Mapping, Prot, Sharing};
 /// Requests at least this large check available memory first: fallocate on a
 /// memfd is only limited by memory, and filling it would summon the OOM killer
 /// instead of failing.
-const MEMORY_CHECK_THRESHOLD: u64 = 64 << 20;
+pub(crate) const MEMORY_CHECK_THRESHOLD: u64 = 64 << 20;
 
 /// Alignment of the (dangling) pointer of an empty segment, same as a real mapping.
 #[repr(C, align(4096))]

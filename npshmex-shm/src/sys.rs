@@ -116,6 +116,17 @@ pub(crate) fn fstatvfs_space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     ))
 }
 
+/// Whether `fd` lives on a tmpfs (`fstatfs` magic `TMPFS_MAGIC`).
+pub(crate) fn is_tmpfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `fd` is valid for the borrow and `st` points to writable memory
+    // large enough for a `struct statfs`.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_type == libc::TMPFS_MAGIC)
+}
+
 /// `fcntl(fd, F_ADD_SEALS, seals)`.
 pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: u32) -> io::Result<()> {
     let seals =
