@@ -484,6 +484,42 @@ mod tests {
         assert_eq!(parse_owner("other-12-3-4"), (None, None));
     }
 
+    /// The kernel's own ENOSPC from fallocate (not the statvfs precheck) becomes
+    /// NoSpace, on a 1 MiB tmpfs when this process may mount one.
+    #[test]
+    fn fallocate_enospc_is_no_space() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(|e| ShmError::io("tempdir", e))?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "npshmex-test"])
+            .arg(tmp.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("note: cannot mount a tmpfs here; skipped");
+            return Ok(());
+        }
+        let path = tmp.path().join("f");
+        let result = fs::File::create(&path)
+            .map_err(|e| ShmError::io("create", e))
+            .and_then(|f| segment::reserve(f.as_fd(), 2 << 20, Reservation::Filesystem));
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(tmp.path())
+            .status();
+        match result {
+            Err(ShmError::NoSpace {
+                requested,
+                available,
+            }) => {
+                assert_eq!(requested, 2 << 20);
+                assert!(available <= 1 << 20);
+                Ok(())
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+    }
+
     #[test]
     fn own_process_is_alive() -> Result<()> {
         let me = std::process::id();

@@ -256,7 +256,6 @@ pub(crate) fn sendmsg(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
-    nonblocking: bool,
 ) -> io::Result<usize> {
     debug_assert!(fds.len() <= MAX_FDS_PER_MSG);
     debug_assert!(bufs.len() <= IOV_MAX);
@@ -289,7 +288,8 @@ pub(crate) fn sendmsg(
             }
         }
     }
-    let flags = libc::MSG_NOSIGNAL | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a process-killing SIGPIPE.
+    let flags = libc::MSG_NOSIGNAL;
     // SAFETY: `msg` points to iovecs and control data that live for the call; the
     // fds in the control data are valid (borrowed) for the call.
     cvt_size(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) })

@@ -76,7 +76,7 @@ fn dev_shm_life_cycle() -> TestResult {
         assert!(matches!(seg.freeze(), Err(ShmError::NotSealable { .. })));
     }
     // Named segments outlive their mappings until removed.
-    assert_eq!(common::dev_shm_entries(&prefix), [name.clone()]);
+    assert_eq!(common::dev_shm_entries(&prefix), [name.as_str()]);
     npshmex_shm::remove(&name)?;
     assert!(matches!(
         npshmex_shm::remove(&name),
