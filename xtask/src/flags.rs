@@ -7,6 +7,8 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [--no-python] [--quick]   fmt, clippy, every test, interop checks, chaos --quick
+  bench [--quick] [--case NAME] [--peers all]
+                                 side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
   help                           this text";
 
 /// A parsed command line.
@@ -16,6 +18,30 @@ pub enum Command {
     Help,
     /// `cargo xtask test`
     Test(Test),
+    /// `cargo xtask bench`
+    Bench(Bench),
+    /// Internal: one benchmark case, run inside the release build of the xtask.
+    BenchCase(BenchCase),
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Default)]
+pub struct Bench {
+    /// Each case once at reduced size (CI smoke run).
+    pub quick: bool,
+    /// Only this case.
+    pub case: Option<String>,
+    /// Also the heavy peers (Ray).
+    pub peers_all: bool,
+}
+
+/// Options of the internal `bench-case` command.
+#[derive(Debug)]
+pub struct BenchCase {
+    /// The case name (as in BENCHMARKS.md).
+    pub name: String,
+    /// Reduced size, one run.
+    pub quick: bool,
 }
 
 /// Options of `cargo xtask test`.
@@ -46,6 +72,37 @@ impl Command {
                     }
                 }
                 Ok(Command::Test(t))
+            }
+            "bench" => {
+                let mut b = Bench::default();
+                let mut it = rest.into_iter();
+                while let Some(a) = it.next() {
+                    match a.as_str() {
+                        "--quick" => b.quick = true,
+                        "--case" => {
+                            b.case = Some(it.next().ok_or("bench: --case needs a NAME")?);
+                        }
+                        "--peers" => match it.next().as_deref() {
+                            Some("all") => b.peers_all = true,
+                            _ => return Err("bench: --peers takes `all`".into()),
+                        },
+                        other => return Err(format!("bench: unknown option {other:?}")),
+                    }
+                }
+                Ok(Command::Bench(b))
+            }
+            "bench-case" => {
+                let mut name = None;
+                let mut quick = false;
+                for a in rest {
+                    match a.as_str() {
+                        "--quick" => quick = true,
+                        n if name.is_none() && !n.starts_with('-') => name = Some(n.to_string()),
+                        other => return Err(format!("bench-case: unexpected {other:?}")),
+                    }
+                }
+                let name = name.ok_or("bench-case: needs a case NAME")?;
+                Ok(Command::BenchCase(BenchCase { name, quick }))
             }
             other => Err(format!("unknown command {other:?}")),
         }

@@ -3,6 +3,7 @@
 //! A plain binary behind a cargo alias (see `.cargo/config.toml`), one module
 //! per subcommand, as rust-analyzer's xtask does: nothing to install but cargo.
 
+mod bench;
 mod flags;
 mod python;
 mod test;
@@ -11,6 +12,10 @@ mod util;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Worker processes re-execute this binary: the peers' inits must come
+    // first (each checks its own environment variable and returns at once
+    // in an ordinary run; in a worker it serves tasks and never returns).
+    procspawn::init();
     let cmd = match flags::Command::parse(std::env::args().skip(1)) {
         Ok(cmd) => cmd,
         Err(msg) => {
@@ -24,6 +29,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         flags::Command::Test(t) => test::run(&t),
+        flags::Command::Bench(b) => bench::run(&b),
+        flags::Command::BenchCase(c) => bench::run_case(&c),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

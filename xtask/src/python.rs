@@ -12,6 +12,12 @@ use std::process::Command;
 pub const NUMPY: &str = "numpy==2.2.6";
 /// pyarrow for the Arrow interop checks.
 pub const PYARROW: &str = "pyarrow==21.0.0";
+/// SharedArray: the shm layer under npshmex, and a bench peer of its own.
+pub const SHAREDARRAY: &str = "SharedArray==3.2.4";
+/// npshmex, the Python library this project ports (bench peer).
+pub const NPSHMEX: &str = "npshmex==0.2.1";
+/// Ray, the heavy bench peer, installed only by `cargo xtask bench --peers all`.
+pub const RAY: &str = "ray==2.60.0";
 
 /// A ready virtualenv.
 pub struct Venv {
@@ -60,7 +66,13 @@ pub fn venv(packages: &[&str]) -> Result<std::result::Result<Venv, String>> {
     if !missing.is_empty() {
         eprintln!("installing into {}: {}", dir.display(), missing.join(" "));
         let ok = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(&missing)
             .status()
             .context("running pip")?
@@ -94,7 +106,13 @@ fn find_python() -> Option<PathBuf> {
 fn stamp(dir: &Path, req: &str) -> PathBuf {
     let safe: String = req
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     dir.join(format!(".installed-{safe}"))
 }

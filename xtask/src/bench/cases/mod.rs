@@ -1,0 +1,151 @@
+//! The measuring side of `cargo xtask bench`: each case runs in its own
+//! process, the release build of this xtask invoked as
+//! `xtask bench-case NAME [--quick]`, and prints one JSON line,
+//! `{"case": NAME, "unit": U, "samples": [...]}` or
+//! `{"case": NAME, "absent": REASON}`.
+//!
+//! A process per case (rather than one long process) keeps cases from
+//! disturbing each other (segment caches, allocator state, page cache of
+//! freed memory) and makes the memory cases' baseline honest. It also lets
+//! pool workers re-execute a binary whose `main` starts with the pools' inits.
+
+mod limit;
+mod peer_procspawn;
+mod seed;
+
+use crate::flags;
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+/// Sizes and repetition counts of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// Elements of the seed array (2·10^7 f64 = 160 MB).
+    pub seed_len: usize,
+    /// Timed runs per case.
+    pub runs: usize,
+    /// Untimed runs before them.
+    pub warmup: usize,
+    /// Tasks of the throughput cases of the slow peers (procspawn), whose
+    /// rate does not change with the count but whose run time would.
+    pub peer_tasks: usize,
+    /// Round trips of one latency sample.
+    pub roundtrips: usize,
+}
+
+impl Scale {
+    /// The scale of a full or a `--quick` run.
+    pub fn new(quick: bool) -> Scale {
+        if quick {
+            Scale {
+                seed_len: 2_000_000,
+                runs: 1,
+                warmup: 0,
+                peer_tasks: 500,
+                roundtrips: 200,
+            }
+        } else {
+            Scale {
+                seed_len: 20_000_000,
+                runs: 5,
+                warmup: 1,
+                peer_tasks: 10_000,
+                roundtrips: 2_000,
+            }
+        }
+    }
+
+    /// Bytes of the seed array.
+    pub fn seed_bytes(&self) -> usize {
+        self.seed_len * std::mem::size_of::<f64>()
+    }
+}
+
+/// What a case produced.
+pub enum Outcome {
+    /// Samples in a unit.
+    Samples {
+        /// `ms`, `µs`, `tasks/s` or `x`.
+        unit: &'static str,
+        /// One value per timed run.
+        samples: Vec<f64>,
+    },
+    /// The case cannot run in this build or on this machine, and why.
+    Absent(String),
+}
+
+impl Outcome {
+    fn ms(samples: Vec<f64>) -> Outcome {
+        Outcome::Samples {
+            unit: "ms",
+            samples,
+        }
+    }
+    fn us(samples: Vec<f64>) -> Outcome {
+        Outcome::Samples {
+            unit: "µs",
+            samples,
+        }
+    }
+    fn per_s(samples: Vec<f64>) -> Outcome {
+        Outcome::Samples {
+            unit: "tasks/s",
+            samples,
+        }
+    }
+}
+
+/// Runs `one` `scale.warmup` times untimed, then `scale.runs` times, and
+/// returns the values it reported (each run measures its own interval, so
+/// setup and teardown stay outside the figure).
+pub fn repeat(scale: &Scale, mut one: impl FnMut() -> Result<f64>) -> Result<Vec<f64>> {
+    for _ in 0..scale.warmup {
+        one()?;
+    }
+    (0..scale.runs).map(|_| one()).collect()
+}
+
+/// Milliseconds since `t`.
+pub fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The entry point of `xtask bench-case`.
+pub fn run(c: &flags::BenchCase) -> Result<()> {
+    let scale = Scale::new(c.quick);
+    if !super::catalog::all().iter().any(|k| k.name == c.name) {
+        bail!("unknown case {:?}", c.name);
+    }
+    let line = match dispatch(&c.name, &scale)? {
+        Outcome::Samples { unit, samples } => {
+            serde_json::json!({ "case": c.name, "unit": unit, "samples": samples })
+        }
+        Outcome::Absent(reason) => serde_json::json!({ "case": c.name, "absent": reason }),
+    };
+    println!("{line}");
+    Ok(())
+}
+
+fn dispatch(name: &str, scale: &Scale) -> Result<Outcome> {
+    Ok(match name {
+        "limit.memcpy" => Outcome::ms(limit::memcpy(scale)?),
+        "limit.first_touch" => Outcome::ms(limit::first_touch(scale)?),
+        "limit.socket_rtt" => Outcome::us(limit::socket_rtt(scale)?),
+        "limit.spin_rtt" => Outcome::us(limit::spin_rtt(scale)?),
+        "seed.bare" => Outcome::ms(seed::bare(scale)?),
+        "seed.bare_in_place" => Outcome::ms(seed::bare_in_place(scale)?),
+        "seed.rs_procspawn" => Outcome::ms(peer_procspawn::seed(scale)?),
+        "rs_procspawn.tiny_roundtrip" => Outcome::us(peer_procspawn::tiny_roundtrip(scale)?),
+        "rs_procspawn.tiny_throughput" => Outcome::per_s(peer_procspawn::tiny_throughput(scale)?),
+        other => Outcome::Absent(not_yet(other).to_string()),
+    })
+}
+
+// Cases whose library crate has not landed in this build.
+fn not_yet(name: &str) -> &'static str {
+    match name.split('.').next() {
+        Some("arrow") => "needs npshmex-arrow, not yet in this build",
+        Some("records") => "needs npshmex-ndarray records, not yet in this build",
+        _ => "needs npshmex-pool and npshmex-ndarray, not yet in this build",
+    }
+}
