@@ -49,10 +49,10 @@ pub enum ShmError {
         /// The name.
         name: String,
     },
-    /// The named entry is not a regular file (a directory, fifo, device...).
+    /// The named entry or fd is not a regular file (a directory, fifo, socket...).
     #[error("{name:?} is not a regular file")]
     NotRegular {
-        /// The name.
+        /// The name (or `fd N` for an fd).
         name: String,
     },
     /// A segment is smaller than its sender claims.

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use crate::access::Access;
@@ -90,7 +90,8 @@ impl Segment {
     ///
     /// # Errors
     /// [`ShmError::Io`] when `fstat` or `mmap` fail (for example write access to a
-    /// read-only fd), [`ShmError::SizeOverflow`] if the size cannot be mapped.
+    /// read-only fd), [`ShmError::NotRegular`] for fds that are not files (sockets,
+    /// pipes), [`ShmError::SizeOverflow`] if the size cannot be mapped.
     pub fn from_fd(fd: OwnedFd, access: Access) -> Result<Segment> {
         Segment::from_fd_expect(fd, access, 0)
     }
@@ -103,6 +104,11 @@ impl Segment {
     /// as [`Segment::from_fd`].
     pub fn from_fd_expect(fd: OwnedFd, access: Access, min_len: u64) -> Result<Segment> {
         let st = sys::fstat(fd.as_fd()).map_err(|e| ShmError::io("fstat", e))?;
+        if !st.regular {
+            return Err(ShmError::NotRegular {
+                name: format!("fd {}", fd.as_raw_fd()),
+            });
+        }
         if st.size < min_len {
             return Err(ShmError::TooSmall {
                 expected: min_len,
@@ -350,7 +356,8 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, len: u64, kind: Reservation) -> Result
         _ => ShmError::io("ftruncate", e),
     })?;
     sys::fallocate(fd, len).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::ENOMEM | libc::EFBIG) => ShmError::NoSpace {
+        Some(libc::EFBIG) => ShmError::SizeOverflow { len },
+        Some(libc::ENOSPC | libc::ENOMEM) => ShmError::NoSpace {
             requested: len,
             available: match kind {
                 Reservation::Memory => memory_available().unwrap_or(0),
@@ -479,6 +486,15 @@ mod tests {
                 actual: 4096
             })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn sockets_are_not_segments() -> Result<()> {
+        let (a, _b) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| ShmError::io("socketpair", e))?;
+        let err = Segment::from_fd(a.into(), Access::ReadOnly);
+        assert!(matches!(err, Err(ShmError::NotRegular { .. })));
         Ok(())
     }
 
