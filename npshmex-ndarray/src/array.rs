@@ -1,0 +1,411 @@
+//! [`ShmArray`]: an n-dimensional array whose data lives in a shared-memory
+//! segment laid out as a `.npy` file.
+//!
+//! The segment is owned through a reference-counted handle so that frozen
+//! (read-only) arrays can be cloned for free; a writable array never shares
+//! its handle, which is what makes `view_mut` sound within this process.
+
+use crate::cache::{self, Fresh, Origin, Slot};
+use crate::error::{NdarrayError, Result};
+use crate::layout::{order_of, Layout, MemOrder};
+use crate::transfer::Transfer;
+use ndarray::{
+    Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6,
+    IxDyn, Order, ShapeArg, Zip,
+};
+use npshmex_codec::{cast_slice, cast_slice_mut, DType, Element};
+use npshmex_shm::{Access, Segment};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// An n-dimensional array of `A` in shared memory, passed to and from pool
+/// workers by file descriptor instead of by copy.
+///
+/// The segment is a valid `.npy` file (header, then the data at a 64-byte
+/// aligned offset): numpy can open a named one with `np.load(path,
+/// mmap_mode='r')`.
+///
+/// # Receive modes
+/// How the receiver of a sent array may use it is chosen by the sender (see
+/// [`Transfer`]):
+/// - a writable array is *moved* ([`Transfer::Move`]): the pool consumes the
+///   value, the receiver maps the segment read-write and owns it;
+/// - a frozen array ([`ShmArray::into_read_only`]) is *shared read-only*:
+///   the segment is sealed against writes, every clone and every receiver maps
+///   it read-only, and [`ShmArray::view_mut`] returns
+///   [`NdarrayError::ReadOnly`];
+/// - [`ShmArray::share_copy_on_write`] makes a handle whose receiver maps the
+///   segment `MAP_PRIVATE`: it may write, the sender never sees those writes,
+///   only touched pages are copied.
+///
+/// ```
+/// use npshmex_ndarray::ShmArray;
+/// let mut a = ShmArray::<f64, _>::zeros((2, 3))?;
+/// a.view_mut()?.fill(1.5);
+/// assert_eq!(a.view().sum(), 9.0);
+/// let frozen = a.into_read_only()?;
+/// assert!(frozen.try_clone()?.view_mut().is_err());
+/// assert_eq!(frozen.to_owned(), ndarray::Array2::from_elem((2, 3), 1.5));
+/// # Ok::<(), npshmex_ndarray::NdarrayError>(())
+/// ```
+pub struct ShmArray<A, D> {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) layout: Layout<D>,
+    pub(crate) transfer: Transfer,
+    pub(crate) _elem: PhantomData<A>,
+}
+
+/// A 0-dimensional [`ShmArray`].
+pub type ShmArray0<A> = ShmArray<A, Ix0>;
+/// A 1-dimensional [`ShmArray`].
+pub type ShmArray1<A> = ShmArray<A, Ix1>;
+/// A 2-dimensional [`ShmArray`].
+pub type ShmArray2<A> = ShmArray<A, Ix2>;
+/// A 3-dimensional [`ShmArray`].
+pub type ShmArray3<A> = ShmArray<A, Ix3>;
+/// A 4-dimensional [`ShmArray`].
+pub type ShmArray4<A> = ShmArray<A, Ix4>;
+/// A 5-dimensional [`ShmArray`].
+pub type ShmArray5<A> = ShmArray<A, Ix5>;
+/// A 6-dimensional [`ShmArray`].
+pub type ShmArray6<A> = ShmArray<A, Ix6>;
+/// A dynamic-dimensional [`ShmArray`].
+pub type ShmArrayD<A> = ShmArray<A, IxDyn>;
+
+fn mem_order(order: Option<Order>) -> MemOrder {
+    match order {
+        Some(Order::ColumnMajor) => MemOrder::F,
+        _ => MemOrder::C,
+    }
+}
+
+impl<A: Element, D: Dimension> ShmArray<A, D> {
+    /// Allocates a segment for an array of `dim` in `order` and writes its
+    /// header. The data bytes are zero if `Fresh::Zeroed`, old contents else.
+    fn alloc(dim: D, order: MemOrder) -> Result<(Self, Fresh)> {
+        let (layout, header) = Layout::new::<A>(dim, order)?;
+        let (mut slot, fresh) = cache::alloc(layout.total_len())?;
+        slot.seg_mut().as_mut_slice()?[..header.len()].copy_from_slice(&header);
+        Ok((ShmArray::from_parts(slot, layout), fresh))
+    }
+
+    pub(crate) fn from_parts(slot: Slot, layout: Layout<D>) -> Self {
+        let transfer = match slot.seg().access() {
+            Access::ReadOnly => Transfer::ReadOnly,
+            Access::ReadWrite | Access::CopyOnWrite => Transfer::Move,
+        };
+        ShmArray {
+            slot: Arc::new(slot),
+            layout,
+            transfer,
+            _elem: PhantomData,
+        }
+    }
+
+    /// A new array of zeros (all bytes zero) in shared memory. `shape` is
+    /// anything ndarray takes as a shape, optionally with an order:
+    /// `zeros((3, 4))`, `zeros(((3, 4), Order::ColumnMajor))`.
+    ///
+    /// A fresh segment is zero already and is not written (its pages are only
+    /// touched when used); a reused one is cleared.
+    ///
+    /// # Errors
+    /// [`NdarrayError::Shm`] when the segment cannot be created (no space),
+    /// [`NdarrayError::SizeOverflow`] for a shape too large to address.
+    pub fn zeros<Sh: ShapeArg<Dim = D>>(shape: Sh) -> Result<Self> {
+        let (dim, order) = shape.into_shape_and_order();
+        let (mut a, fresh) = Self::alloc(dim, mem_order(order))?;
+        if fresh == Fresh::Dirty {
+            let range = a.layout.data_range();
+            a.segment_mut()?.as_mut_slice()?[range].fill(0);
+        }
+        Ok(a)
+    }
+
+    /// A new array in shared memory whose every element is `elem`.
+    ///
+    /// # Errors
+    /// As [`ShmArray::zeros`].
+    pub fn from_elem<Sh: ShapeArg<Dim = D>>(shape: Sh, elem: A) -> Result<Self> {
+        let (dim, order) = shape.into_shape_and_order();
+        let (mut a, _) = Self::alloc(dim, mem_order(order))?;
+        a.view_mut()?.fill(elem);
+        Ok(a)
+    }
+
+    /// A new array in shared memory whose element at each index is `f(index)`
+    /// (the index as a tuple for fixed dimensions, as ndarray's
+    /// `Array::from_shape_fn`). Elements are written in memory order.
+    ///
+    /// # Errors
+    /// As [`ShmArray::zeros`].
+    pub fn from_shape_fn<Sh, F>(shape: Sh, mut f: F) -> Result<Self>
+    where
+        Sh: ShapeArg<Dim = D>,
+        F: FnMut(D::Pattern) -> A,
+    {
+        let (dim, order) = shape.into_shape_and_order();
+        let (mut a, _) = Self::alloc(dim, mem_order(order))?;
+        a.view_mut()?
+            .indexed_iter_mut()
+            .for_each(|(i, x)| *x = f(i));
+        Ok(a)
+    }
+
+    /// Copies any ndarray array or view into a new shared-memory array,
+    /// keeping its order when it is contiguous in C or Fortran order
+    /// (non-contiguous views are copied into C order).
+    ///
+    /// # Errors
+    /// As [`ShmArray::zeros`].
+    pub fn from_array<S: Data<Elem = A>>(array: &ArrayBase<S, D>) -> Result<Self> {
+        let (mut a, _) = Self::alloc(array.raw_dim(), order_of(array))?;
+        a.view_mut()?.assign(array);
+        Ok(a)
+    }
+
+    /// A new shared-memory array of `f` applied to every element of this
+    /// one, in the same shape and order (ndarray's `map`, allocated in shm:
+    /// what a worker uses to build a result that is sent back without copy).
+    ///
+    /// # Errors
+    /// As [`ShmArray::zeros`].
+    pub fn map<B: Element, F: FnMut(&A) -> B>(&self, f: F) -> Result<ShmArray<B, D>> {
+        map_into(&self.view(), f)
+    }
+
+    /// A read-only view of the data.
+    pub fn view(&self) -> ArrayView<'_, A, D> {
+        // Invariant: `layout` was validated against this segment and `A` when
+        // the array was made (dtype, length, alignment of the page-aligned
+        // mapping plus a multiple-of-alignment offset), and neither the
+        // mapping nor the layout changes afterwards.
+        let bytes = &self.slot.seg().as_slice()[self.layout.data_range()];
+        let slice = cast_slice::<A>(&self.layout.dtype, bytes)
+            .expect("layout validated when the array was made");
+        ArrayView::from_shape(self.layout.stride_shape(), slice)
+            .expect("layout validated when the array was made")
+    }
+
+    /// A mutable view of the data.
+    ///
+    /// # Errors
+    /// [`NdarrayError::ReadOnly`] for a frozen array, one received in shared
+    /// read-only mode, or a copy-on-write share handle;
+    /// [`NdarrayError::Codec`] (`Padding`) for record types with padding
+    /// bytes, which cannot be written through a typed view.
+    pub fn view_mut(&mut self) -> Result<ArrayViewMut<'_, A, D>> {
+        let range = self.layout.data_range();
+        let shape = self.layout.stride_shape();
+        let dtype = self.layout.dtype.clone();
+        let bytes = &mut self.segment_mut()?.as_mut_slice()?[range];
+        let slice = cast_slice_mut::<A>(&dtype, bytes)?;
+        Ok(ArrayViewMut::from_shape(shape, slice)?)
+    }
+
+    fn segment_mut(&mut self) -> Result<&mut Segment> {
+        if self.slot.seg().access() == Access::ReadOnly {
+            return Err(NdarrayError::ReadOnly);
+        }
+        // A writable handle is never shared (only read-only ones are cloned),
+        // so this is `Some` whenever the mapping is writable.
+        let slot = Arc::get_mut(&mut self.slot).ok_or(NdarrayError::ReadOnly)?;
+        Ok(slot.seg_mut())
+    }
+
+    /// Copies the data out into an ordinary owned ndarray array (same order).
+    pub fn to_owned(&self) -> Array<A, D> {
+        self.view().to_owned()
+    }
+
+    /// Copies the data out into an ordinary owned ndarray array and releases
+    /// the segment.
+    pub fn into_array(self) -> Array<A, D> {
+        self.to_owned()
+    }
+
+    /// Freezes the array: the segment is sealed against writes (by anyone,
+    /// in any process) and mapped read-only. The result is sent in shared
+    /// read-only mode and [`ShmArray::try_clone`] shares it for free.
+    ///
+    /// # Errors
+    /// [`NdarrayError::NamedNotSealable`] for an array in a named segment
+    /// (a popped key), [`NdarrayError::Shm`] if sealing fails.
+    pub fn into_read_only(self) -> Result<Self> {
+        if self.transfer == Transfer::ReadOnly && self.slot.seg().access() == Access::ReadOnly {
+            return Ok(self);
+        }
+        if let Some(name) = self.slot.seg().name() {
+            return Err(NdarrayError::NamedNotSealable {
+                name: name.to_string(),
+            });
+        }
+        let ShmArray { slot, layout, .. } = self;
+        let slot = match Arc::try_unwrap(slot) {
+            Ok(slot) => slot,
+            // Only read-only handles are shared, and those returned above.
+            Err(_) => return Err(NdarrayError::ReadOnly),
+        };
+        let slot = slot.map_segment(Segment::freeze)?;
+        let mut a = ShmArray::from_parts(slot, layout);
+        a.transfer = Transfer::ReadOnly;
+        Ok(a)
+    }
+
+    /// A handle to the same data that is sent in copy-on-write mode: its
+    /// receiver maps the segment privately, may write, and this array never
+    /// sees those writes. The handle itself is read-only here.
+    ///
+    /// While such a handle or its receiver is alive, writes to this array
+    /// may or may not be seen by the receiver in the pages it has not
+    /// written yet (`MAP_PRIVATE` semantics): do not write meanwhile.
+    ///
+    /// # Errors
+    /// [`NdarrayError::Shm`] if the segment cannot be mapped again.
+    pub fn share_copy_on_write(&self) -> Result<Self> {
+        let slot = Slot::shadow(&self.slot)?;
+        Ok(ShmArray {
+            slot: Arc::new(slot),
+            layout: self.layout.clone(),
+            transfer: Transfer::CopyOnWrite,
+            _elem: PhantomData,
+        })
+    }
+
+    /// A second handle: free for a read-only array (both map the same sealed
+    /// segment), a deep copy into a new segment otherwise.
+    ///
+    /// # Errors
+    /// As [`ShmArray::zeros`] when a copy is made.
+    pub fn try_clone(&self) -> Result<Self> {
+        if self.slot.seg().access() == Access::ReadOnly {
+            return Ok(ShmArray {
+                slot: Arc::clone(&self.slot),
+                layout: self.layout.clone(),
+                transfer: self.transfer,
+                _elem: PhantomData,
+            });
+        }
+        self.deep_copy()
+    }
+
+    /// A copy of the whole `.npy` content in a new writable segment.
+    pub(crate) fn deep_copy(&self) -> Result<Self> {
+        let n = self.layout.total_len();
+        let (mut slot, _) = cache::alloc(n)?;
+        slot.seg_mut().as_mut_slice()?[..n].copy_from_slice(&self.slot.seg().as_slice()[..n]);
+        Ok(ShmArray::from_parts(slot, self.layout.clone()))
+    }
+
+    /// How a receiver of this array gets it when it is sent.
+    pub fn transfer(&self) -> Transfer {
+        self.transfer
+    }
+
+    /// Whether this handle can be written through.
+    pub fn is_writable(&self) -> bool {
+        self.slot.seg().access() != Access::ReadOnly
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        self.layout.dim.slice_as()
+    }
+
+    /// The shape as ndarray's dimension type.
+    pub fn raw_dim(&self) -> D {
+        self.layout.dim.clone()
+    }
+
+    /// Number of axes.
+    pub fn ndim(&self) -> usize {
+        self.layout.dim.ndim()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.layout.dim.size()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The numpy dtype of the elements.
+    pub fn dtype(&self) -> &DType {
+        &self.layout.dtype
+    }
+
+    /// Whether the data is in Fortran (column-major) order.
+    pub fn is_fortran_order(&self) -> bool {
+        self.layout.order == MemOrder::F
+    }
+
+    /// The segment: its bytes are the `.npy` file.
+    pub fn segment(&self) -> &Segment {
+        self.slot.seg()
+    }
+
+    /// The `.npy` bytes (header and data) of the array.
+    pub fn as_npy_bytes(&self) -> &[u8] {
+        &self.slot.seg().as_slice()[..self.layout.total_len()]
+    }
+
+    /// The name of the segment in `/dev/shm`, for an array in a named
+    /// segment (see [`crate::shm_put`]).
+    pub fn name(&self) -> Option<&str> {
+        self.slot.seg().name()
+    }
+
+    /// Whether the segment was allocated by this process (for tests of the
+    /// transfer protocol).
+    #[doc(hidden)]
+    pub fn is_own_segment(&self) -> bool {
+        self.slot.origin() == Origin::Own
+    }
+}
+
+/// Allocates an array of `f` over `src` in shm, in `src`'s memory order.
+pub(crate) fn map_into<A, B, S, D, F>(src: &ArrayBase<S, D>, mut f: F) -> Result<ShmArray<B, D>>
+where
+    A: Element,
+    B: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+    F: FnMut(&A) -> B,
+{
+    let (mut out, _) = ShmArray::<B, D>::alloc(src.raw_dim(), order_of(src))?;
+    Zip::from(&mut out.view_mut()?)
+        .and(src)
+        .for_each(|o, x| *o = f(x));
+    Ok(out)
+}
+
+/// Shape as a slice for any dimension type (ndarray only exposes it through
+/// `Dimension::as_array_view` or hidden methods).
+trait DimSlice {
+    fn slice_as(&self) -> &[usize];
+}
+
+impl<D: Dimension> DimSlice for D {
+    fn slice_as(&self) -> &[usize] {
+        // `as_array_view` of a dimension is a contiguous 1-D view of its
+        // axis lengths.
+        self.as_array_view()
+            .to_slice()
+            .expect("dimension views are contiguous")
+    }
+}
+
+impl<A: Element + fmt::Debug, D: Dimension> fmt::Debug for ShmArray<A, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmArray")
+            .field("dtype", &self.layout.dtype.to_descr())
+            .field("shape", &self.shape())
+            .field("transfer", &self.transfer)
+            .field("data", &self.view())
+            .finish()
+    }
+}

@@ -1,0 +1,130 @@
+//! Sending a [`ShmArray`] through serde: the segment travels out of band as
+//! a file descriptor (`npshmex_shm::oob`), the serialized bytes carry only
+//! its index and the receive mode.
+//!
+//! The receiver treats the segment as untrusted: it re-reads and validates
+//! the `.npy` header against the element type and dimensionality it expects,
+//! checks the size, and for the read-only mode that the segment is sealed
+//! against writes. Errors become serde errors; because serde formats such as
+//! postcard drop the message of custom errors, the typed cause is also kept
+//! for [`take_last_error`] on the thread that failed.
+
+use crate::array::ShmArray;
+use crate::cache::{self, FileKey, Origin, Slot};
+use crate::error::{NdarrayError, Result};
+use crate::layout::Layout;
+use ndarray::Dimension;
+use npshmex_codec::Element;
+use npshmex_shm::{oob, Access, Seals, Segment};
+use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// How the receiver of a sent [`ShmArray`] gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Transfer {
+    /// The receiver maps the segment read-write and owns the array; the
+    /// sender gave its handle up (the pool consumes what it sends).
+    Move,
+    /// The segment is sealed against writes; the receiver maps it read-only.
+    ReadOnly,
+    /// The receiver maps the segment privately (`MAP_PRIVATE`): it may
+    /// write, the sender never sees it, only touched pages are copied.
+    CopyOnWrite,
+}
+
+impl Transfer {
+    fn access(self) -> Access {
+        match self {
+            Transfer::Move => Access::ReadWrite,
+            Transfer::ReadOnly => Access::ReadOnly,
+            Transfer::CopyOnWrite => Access::CopyOnWrite,
+        }
+    }
+}
+
+/// What travels in the serialized bytes.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    fd: u32,
+    transfer: Transfer,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<NdarrayError>> = const { RefCell::new(None) };
+}
+
+/// The typed cause of the last failed (de)serialization of an array type of
+/// this crate on this thread, taken out (serde formats keep only a message,
+/// some not even that).
+pub fn take_last_error() -> Option<NdarrayError> {
+    LAST_ERROR.with(|e| e.borrow_mut().take())
+}
+
+pub(crate) fn ser_error<E: ser::Error>(err: NdarrayError) -> E {
+    let e = E::custom(&err);
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(err));
+    e
+}
+
+pub(crate) fn de_error<E: de::Error>(err: NdarrayError) -> E {
+    let e = E::custom(&err);
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(err));
+    e
+}
+
+impl<A: Element, D: Dimension> ShmArray<A, D> {
+    /// The descriptor to send and the mode the receiver gets.
+    fn lend(&self) -> Result<(OwnedFd, Transfer)> {
+        if self.slot.seg().access() == Access::CopyOnWrite {
+            // This handle's writes live only in its private mapping: send a
+            // copy that holds them.
+            let copy = self.deep_copy()?;
+            return Ok((copy.slot.lend()?, Transfer::Move));
+        }
+        Ok((self.slot.lend()?, self.transfer))
+    }
+
+    /// Maps a received segment (or reuses a mapping of it this process
+    /// still holds) and validates it as an array of `A` with dimension `D`.
+    pub(crate) fn receive(fd: OwnedFd, transfer: Transfer) -> Result<Self> {
+        let access = transfer.access();
+        let key = FileKey::of(fd.as_fd())?;
+        let slot = match cache::take_mapping(key, access) {
+            Some(slot) => slot,
+            None => Slot::new(Segment::from_fd(fd, access)?, key, Origin::Received),
+        };
+        if transfer == Transfer::ReadOnly && !slot.seg().seals()?.contains(Seals::WRITE) {
+            return Err(NdarrayError::NotSealed);
+        }
+        let layout = Layout::read::<A>(slot.seg().as_slice())?;
+        Ok(ShmArray::from_parts(slot, layout))
+    }
+}
+
+impl<A: Element, D: Dimension> Serialize for ShmArray<A, D> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !oob::is_collecting() {
+            return Err(ser_error(NdarrayError::NoCollector));
+        }
+        let (fd, transfer) = self.lend().map_err(ser_error)?;
+        let index = oob::push_fd(fd).map_err(|e| ser_error(e.into()))?;
+        Wire {
+            fd: index,
+            transfer,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, A: Element, D: Dimension> Deserialize<'de> for ShmArray<A, D> {
+    fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        if !oob::is_receiving() {
+            return Err(de_error(NdarrayError::NoCollector));
+        }
+        let fd = oob::take_fd(wire.fd).map_err(|e| de_error(e.into()))?;
+        ShmArray::receive(fd, wire.transfer).map_err(de_error)
+    }
+}

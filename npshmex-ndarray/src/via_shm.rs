@@ -1,0 +1,280 @@
+//! The drop-in path: plain `ndarray` arrays that travel through shared
+//! memory with one copy in and one copy out, as npshmex does for numpy.
+//!
+//! Use `#[serde(with = "npshmex_ndarray::via_shm")]` on `Array<A, D>` fields
+//! of your own types, or wrap a bare array argument or result in [`Shm`].
+//!
+//! Inside a pool task, an array of at least [`INLINE_MAX`] bytes is copied
+//! into a segment (a reused, already-faulted one when the cache has a free
+//! one; see [`crate::cache`]) whose descriptor is sent; the receiver copies
+//! it out into an owned array and unmaps it at once, which is what lets the
+//! sender reuse that segment for its next transfer. Smaller arrays, and every
+//! array serialized outside a pool (to JSON, to a file), go inline as the
+//! bytes of a `.npy` file, so the same types also serialize anywhere.
+
+use crate::array::ShmArray;
+use crate::cache::Slot;
+use crate::error::{NdarrayError, Result};
+use crate::layout::{order_of, Layout};
+use crate::transfer::{de_error, ser_error};
+use ndarray::{Array, ArrayBase, ArrayViewMut, Data, Dimension};
+use npshmex_codec::{cast_slice, cast_slice_mut, Element};
+use npshmex_shm::{oob, Access, Segment};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// Arrays whose `.npy` form (header and data) is smaller than this go inline
+/// in the serialized bytes even inside a pool: below it, passing a segment
+/// costs more than copying.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// What travels in the serialized bytes.
+enum Wire<'a> {
+    /// A whole `.npy` file.
+    Inline(&'a [u8]),
+    /// Index of the segment's descriptor.
+    Fd(u32),
+}
+
+const VARIANTS: &[&str] = &["Inline", "Fd"];
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Wire::Inline(bytes) => s.serialize_newtype_variant("Wire", 0, "Inline", &Bytes(bytes)),
+            Wire::Fd(i) => s.serialize_newtype_variant("Wire", 1, "Fd", i),
+        }
+    }
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Received form of [`Wire`].
+enum WireOwned {
+    Inline(Vec<u8>),
+    Fd(u32),
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of a .npy file")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<ByteBuf, S::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(INLINE_MAX));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireOwned {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = WireOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array inline or as a segment index")
+            }
+            fn visit_enum<E: de::EnumAccess<'de>>(self, e: E) -> Result<WireOwned, E::Error> {
+                use de::VariantAccess;
+                let (tag, v) = e.variant::<u32>()?;
+                match tag {
+                    0 => Ok(WireOwned::Inline(v.newtype_variant::<ByteBuf>()?.0)),
+                    1 => Ok(WireOwned::Fd(v.newtype_variant::<u32>()?)),
+                    n => Err(de::Error::invalid_value(
+                        de::Unexpected::Unsigned(n.into()),
+                        &"variant 0 or 1",
+                    )),
+                }
+            }
+        }
+        d.deserialize_enum("Wire", VARIANTS, V)
+    }
+}
+
+/// Serializes any ndarray array or view via shared memory (in a pool) or
+/// inline (elsewhere or when small). For `#[serde(with = "...")]`.
+///
+/// # Errors
+/// A serde error when the segment cannot be created or passed; the typed
+/// cause is in [`crate::take_last_error`].
+pub fn serialize<A, S, D, Ser>(
+    array: &ArrayBase<S, D>,
+    serializer: Ser,
+) -> Result<Ser::Ok, Ser::Error>
+where
+    A: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+    Ser: Serializer,
+{
+    let (layout, header) =
+        Layout::<D>::new::<A>(array.raw_dim(), order_of(array)).map_err(ser_error)?;
+    let total = layout.total_len();
+    if total < INLINE_MAX || !oob::is_collecting() {
+        let npy = inline_npy(array, &layout, &header).map_err(ser_error)?;
+        return Wire::Inline(npy.bytes()).serialize(serializer);
+    }
+    let copy = ShmArray::<A, D>::from_array(array).map_err(ser_error)?;
+    let fd = copy.slot.lend().map_err(ser_error)?;
+    let index = oob::push_fd(fd).map_err(|e| ser_error(e.into()))?;
+    // `copy` goes back to the cache on drop; the descriptor just lent keeps
+    // its lock until the receiver has unmapped it.
+    drop(copy);
+    Wire::Fd(index).serialize(serializer)
+}
+
+/// Deserializes an owned ndarray array written by [`serialize`], validating
+/// everything (dtype, dimensionality, size). For `#[serde(with = "...")]`.
+///
+/// # Errors
+/// A serde error on any mismatch; the typed cause is in
+/// [`crate::take_last_error`].
+pub fn deserialize<'de, A, D, De>(deserializer: De) -> Result<Array<A, D>, De::Error>
+where
+    A: Element,
+    D: Dimension,
+    De: Deserializer<'de>,
+{
+    match WireOwned::deserialize(deserializer)? {
+        WireOwned::Inline(bytes) => from_inline(&bytes).map_err(de_error),
+        WireOwned::Fd(index) => {
+            if !oob::is_receiving() {
+                return Err(de_error(NdarrayError::NoCollector));
+            }
+            let fd = oob::take_fd(index).map_err(|e| de_error(e.into()))?;
+            from_fd(fd).map_err(de_error)
+        }
+    }
+}
+
+/// Copies a received segment out and unmaps it at once (never cached: the
+/// sender wants it back).
+fn from_fd<A: Element, D: Dimension>(fd: std::os::fd::OwnedFd) -> Result<Array<A, D>> {
+    let seg = Segment::from_fd(fd, Access::ReadOnly)?;
+    let slot = Slot::uncached(seg)?;
+    let layout = Layout::<D>::read::<A>(slot.seg().as_slice())?;
+    let a = ShmArray::<A, D>::from_parts(slot, layout);
+    Ok(a.into_array())
+}
+
+/// A scratch buffer whose byte at `start` is 64-byte aligned, so typed views
+/// of `.npy` data can be made in ordinary memory without `unsafe`.
+struct Aligned {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let buf = vec![0u8; len + 64];
+        let start = buf.as_ptr().align_offset(64).min(64);
+        Aligned { buf, start, len }
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+fn inline_npy<A, S, D>(
+    array: &ArrayBase<S, D>,
+    layout: &Layout<D>,
+    header: &[u8],
+) -> Result<Aligned>
+where
+    A: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+{
+    let mut out = Aligned::new(layout.total_len());
+    out.bytes_mut()[..header.len()].copy_from_slice(header);
+    let data = cast_slice_mut::<A>(&layout.dtype, &mut out.bytes_mut()[layout.data_range()])?;
+    ArrayViewMut::from_shape(layout.stride_shape(), data)?.assign(array);
+    Ok(out)
+}
+
+fn from_inline<A: Element, D: Dimension>(npy: &[u8]) -> Result<Array<A, D>> {
+    let mut buf = Aligned::new(npy.len());
+    buf.bytes_mut().copy_from_slice(npy);
+    let layout = Layout::<D>::read::<A>(buf.bytes())?;
+    let data = cast_slice::<A>(&layout.dtype, &buf.bytes()[layout.data_range()])?;
+    Ok(ndarray::ArrayView::from_shape(layout.stride_shape(), data)?.to_owned())
+}
+
+/// A plain ndarray array as a bare task argument or result that travels via
+/// shared memory (see the module docs); derefs to the array.
+///
+/// ```
+/// use npshmex_ndarray::Shm;
+/// let a = Shm(ndarray::arr1(&[1.0, 2.0]));
+/// // Outside a pool it serializes inline, so it round-trips through any format.
+/// let bytes = postcard::to_allocvec(&a)?;
+/// let b: Shm<ndarray::Array1<f64>> = postcard::from_bytes(&bytes)?;
+/// assert_eq!(a, b);
+/// # Ok::<(), postcard::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Shm<T>(pub T);
+
+impl<T> Shm<T> {
+    /// The wrapped value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Shm<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Shm<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<A, S, D> Serialize for Shm<ArrayBase<S, D>>
+where
+    A: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+{
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        serialize(&self.0, s)
+    }
+}
+
+impl<'de, A: Element, D: Dimension> Deserialize<'de> for Shm<Array<A, D>> {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        deserialize(d).map(Shm)
+    }
+}
