@@ -171,10 +171,7 @@ impl Segment {
     /// The bytes of the segment.
     pub fn as_slice(&self) -> &[u8] {
         match &self.map {
-            // SAFETY: the mapping is `len` readable bytes, alive as long as `self`;
-            // within this process writes need `&mut self`, so no `&mut` alias exists
-            // while this borrow lives.
-            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) },
+            Some(m) => m.as_slice(),
             None => &[],
         }
     }
@@ -188,9 +185,7 @@ impl Segment {
             return Err(ShmError::ReadOnly);
         }
         match &mut self.map {
-            // SAFETY: the mapping is `len` bytes, writable (not ReadOnly), alive as
-            // long as `self`, and `&mut self` guarantees no other borrow in this process.
-            Some(m) => Ok(unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), m.len()) }),
+            Some(m) => m.as_mut_slice().ok_or(ShmError::ReadOnly),
             None => Ok(&mut []),
         }
     }

@@ -167,6 +167,7 @@ pub(crate) enum Sharing {
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    prot: Prot,
 }
 
 // SAFETY: a Mapping is an owned region of memory like a Box<[u8]>; nothing about it
@@ -188,7 +189,7 @@ impl Mapping {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let prot = match prot {
+        let prot_bits = match prot {
             Prot::Read => libc::PROT_READ,
             Prot::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
         };
@@ -199,13 +200,22 @@ impl Mapping {
         // SAFETY: a fresh mapping at an address the kernel chooses (NULL hint, no
         // MAP_FIXED) cannot alias any existing Rust object; `fd` is valid for the
         // borrow and `len` is non-zero.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot_bits,
+                flags,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping { ptr, len, prot })
     }
 
     /// Start of the mapping (page aligned).
@@ -213,9 +223,22 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
-    /// Length in bytes (non-zero).
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// The mapped bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes, alive as long as `self`;
+        // within this process writes need `&mut self`, so no `&mut` alias exists
+        // while this borrow lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The mapped bytes, writable; `None` for a read-only mapping.
+    pub(crate) fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
+        if self.prot != Prot::ReadWrite {
+            return None;
+        }
+        // SAFETY: the mapping is `len` writable bytes (PROT_WRITE), alive as long
+        // as `self`, and `&mut self` guarantees no other borrow in this process.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
     }
 
     /// `madvise(MADV_HUGEPAGE)`, ignoring errors: huge pages are an optimisation
