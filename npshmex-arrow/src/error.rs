@@ -1,0 +1,98 @@
+//! The one error type of the crate, [`ArrowShmError`].
+
+use arrow_schema::ArrowError;
+
+/// `Result` with [`ArrowShmError`] as the default error.
+pub type Result<T, E = ArrowShmError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong writing or reading Arrow data in shared memory.
+///
+/// Reading data from outside (a segment another process wrote, a file in
+/// `/dev/shm`, bytes received from a worker) never panics: malformed input is
+/// one of [`Malformed`](Self::Malformed), [`Flatbuffer`](Self::Flatbuffer),
+/// [`Invalid`](Self::Invalid) or, as the last line of defence,
+/// [`DecoderPanicked`](Self::DecoderPanicked).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArrowShmError {
+    /// Arrow refused the data while it was being laid out for writing.
+    #[error("cannot encode the batch")]
+    Encode {
+        /// Arrow's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// A batch does not have the schema of the file being written.
+    #[error("batch {index} has a schema different from the file's")]
+    SchemaMismatch {
+        /// Index of the offending batch.
+        index: usize,
+    },
+    /// Two batches of one file carry different dictionaries for the same
+    /// field: the IPC file format allows one dictionary per field.
+    #[error("dictionary {dict_id} differs between batches (the IPC file format allows one dictionary per field)")]
+    DictionaryReplaced {
+        /// The IPC dictionary id.
+        dict_id: i64,
+    },
+    /// A size does not fit the field the IPC format has for it.
+    #[error("{what} of {value} bytes does not fit the IPC format")]
+    TooLarge {
+        /// Which size.
+        what: &'static str,
+        /// The size.
+        value: u64,
+    },
+    /// The bytes are not a well-formed Arrow IPC file.
+    #[error("not a valid Arrow IPC file: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A flatbuffer of the file (footer or message) failed verification.
+    #[error("corrupt {what} flatbuffer")]
+    Flatbuffer {
+        /// Which flatbuffer.
+        what: &'static str,
+        /// The verifier's error.
+        #[source]
+        source: flatbuffers::InvalidFlatbuffer,
+    },
+    /// Arrow's IPC decoder or its validation rejected the data (bad offsets,
+    /// invalid UTF-8, dictionary keys out of range, unsupported features such
+    /// as compression, ...).
+    #[error("invalid Arrow data: {op}")]
+    Invalid {
+        /// What was being decoded.
+        op: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// Arrow's decoder panicked on corrupt input; the panic was caught.
+    /// Should not happen (every check we know of runs first); reported so
+    /// that a hostile file is an error and not a crash.
+    #[error("Arrow's decoder panicked on corrupt input: {message}")]
+    DecoderPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The caller asked for exactly one batch and the file holds another number.
+    #[error("expected exactly one record batch, the file holds {actual}")]
+    NotOneBatch {
+        /// How many batches the file holds.
+        actual: usize,
+    },
+    /// A received segment is missing seals the sender promised.
+    #[error("received segment lacks the {missing} seal(s) its receive mode requires")]
+    MissingSeals {
+        /// Which seals are missing.
+        missing: &'static str,
+    },
+}
+
+impl ArrowShmError {
+    pub(crate) fn invalid(op: &'static str) -> impl FnOnce(ArrowError) -> ArrowShmError {
+        move |source| ArrowShmError::Invalid { op, source }
+    }
+}

@@ -1,0 +1,559 @@
+//! A record batch with a column of every type family the Arrow IPC format
+//! carries, for tests, examples and the pyarrow interop check
+//! (`xtask/py/arrow_interop.py` builds the same table in Python).
+
+use arrow_array::builder::{Int64Builder, MapBuilder, MapFieldNames, StringBuilder};
+use arrow_array::types::{Int16Type, Int32Type, Int8Type};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BinaryViewArray, BooleanArray, Date32Array, Date64Array,
+    Decimal128Array, Decimal256Array, DictionaryArray, DurationMillisecondArray,
+    DurationNanosecondArray, FixedSizeBinaryArray, FixedSizeListArray, Float16Array, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, Int8Array, IntervalMonthDayNanoArray,
+    LargeBinaryArray, LargeListArray, LargeStringArray, ListArray, ListViewArray, NullArray,
+    RecordBatch, RunArray, StringArray, StringViewArray, StructArray, Time32MillisecondArray,
+    Time32SecondArray, Time64MicrosecondArray, Time64NanosecondArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray, UInt16Array,
+    UInt32Array, UInt64Array, UInt8Array, UnionArray,
+};
+use arrow_buffer::{i256, IntervalMonthDayNano, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{ArrowError, DataType, Field, Fields, UnionFields};
+use std::sync::Arc;
+
+/// Number of rows of [`every_type`].
+pub const ROWS: usize = 5;
+
+/// Five rows, one column per type family: null, boolean, every integer and
+/// float width, utf8/binary and their large and view variants, fixed-size
+/// binary, decimals, dates, times, timestamps with and without zones,
+/// durations, month-day-nano intervals, lists, large lists, list views,
+/// fixed-size lists, a struct, a map, dense and sparse unions, a dictionary,
+/// a list of dictionaries (a nested dictionary) and a run-end encoded column.
+/// Row 2 is null wherever the type allows nulls.
+///
+/// # Errors
+/// Only if arrow rejects one of the fixed arrays (a bug).
+pub fn every_type() -> Result<RecordBatch, ArrowError> {
+    let strs = [
+        Some("a"),
+        Some("héllo"),
+        None,
+        Some(""),
+        Some("a string longer than twelve bytes"),
+    ];
+    let bins: [Option<&[u8]>; ROWS] = [
+        Some(b"\x00\x01"),
+        Some(b""),
+        None,
+        Some(b"abc"),
+        Some(b"0123456789abcdefXYZ"),
+    ];
+    let mut cols: Vec<(&str, ArrayRef)> = vec![
+        ("null", Arc::new(NullArray::new(ROWS))),
+        (
+            "bool",
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(false),
+                None,
+                Some(true),
+                Some(false),
+            ])),
+        ),
+        (
+            "int8",
+            Arc::new(Int8Array::from(vec![
+                Some(i8::MIN),
+                Some(1),
+                None,
+                Some(3),
+                Some(i8::MAX),
+            ])),
+        ),
+        (
+            "int16",
+            Arc::new(Int16Array::from(vec![
+                Some(i16::MIN),
+                Some(1),
+                None,
+                Some(3),
+                Some(i16::MAX),
+            ])),
+        ),
+        (
+            "int32",
+            Arc::new(Int32Array::from(vec![
+                Some(i32::MIN),
+                Some(1),
+                None,
+                Some(3),
+                Some(i32::MAX),
+            ])),
+        ),
+        (
+            "int64",
+            Arc::new(Int64Array::from(vec![
+                Some(i64::MIN),
+                Some(1),
+                None,
+                Some(3),
+                Some(i64::MAX),
+            ])),
+        ),
+        (
+            "uint8",
+            Arc::new(UInt8Array::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3),
+                Some(u8::MAX),
+            ])),
+        ),
+        (
+            "uint16",
+            Arc::new(UInt16Array::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3),
+                Some(u16::MAX),
+            ])),
+        ),
+        (
+            "uint32",
+            Arc::new(UInt32Array::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3),
+                Some(u32::MAX),
+            ])),
+        ),
+        (
+            "uint64",
+            Arc::new(UInt64Array::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3),
+                Some(u64::MAX),
+            ])),
+        ),
+        (
+            "float16",
+            Arc::new(Float16Array::from(
+                [Some(0.5f32), Some(1.5), None, Some(-2.0), Some(4.0)]
+                    .iter()
+                    .map(|v| v.map(half::f16::from_f32))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "float32",
+            Arc::new(Float32Array::from(vec![
+                Some(0.5),
+                Some(1.5),
+                None,
+                Some(-2.0),
+                Some(f32::MAX),
+            ])),
+        ),
+        (
+            "float64",
+            Arc::new(Float64Array::from(vec![
+                Some(0.5),
+                Some(1.5),
+                None,
+                Some(-2.0),
+                Some(f64::INFINITY),
+            ])),
+        ),
+        ("utf8", Arc::new(StringArray::from(strs.to_vec()))),
+        (
+            "large_utf8",
+            Arc::new(LargeStringArray::from(strs.to_vec())),
+        ),
+        ("utf8_view", Arc::new(StringViewArray::from(strs.to_vec()))),
+        ("binary", Arc::new(BinaryArray::from(bins.to_vec()))),
+        (
+            "large_binary",
+            Arc::new(LargeBinaryArray::from(bins.to_vec())),
+        ),
+        (
+            "binary_view",
+            Arc::new(BinaryViewArray::from(bins.to_vec())),
+        ),
+        (
+            "fixed_size_binary",
+            Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                [
+                    Some(b"abc"),
+                    Some(b"def"),
+                    None,
+                    Some(b"\x00\x01\x02"),
+                    Some(b"xyz"),
+                ]
+                .into_iter(),
+                3,
+            )?),
+        ),
+        (
+            "decimal128",
+            Arc::new(
+                Decimal128Array::from(vec![
+                    Some(12345),
+                    Some(-1),
+                    None,
+                    Some(0),
+                    Some(9_999_999_999),
+                ])
+                .with_precision_and_scale(10, 2)?,
+            ),
+        ),
+        (
+            "decimal256",
+            Arc::new(
+                Decimal256Array::from(vec![
+                    Some(i256::from_i128(1)),
+                    Some(i256::from_i128(-100_000)),
+                    None,
+                    Some(i256::ZERO),
+                    Some(i256::from_i128(10i128.pow(35))),
+                ])
+                .with_precision_and_scale(40, 5)?,
+            ),
+        ),
+        (
+            "date32",
+            Arc::new(Date32Array::from(vec![
+                Some(0),
+                Some(19_000),
+                None,
+                Some(-1),
+                Some(1),
+            ])),
+        ),
+        (
+            "date64",
+            Arc::new(Date64Array::from(vec![
+                Some(0),
+                Some(86_400_000),
+                None,
+                Some(-86_400_000),
+                Some(1_641_600_000_000),
+            ])),
+        ),
+        (
+            "time32_s",
+            Arc::new(Time32SecondArray::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3600),
+                Some(86_399),
+            ])),
+        ),
+        (
+            "time32_ms",
+            Arc::new(Time32MillisecondArray::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3_600_000),
+                Some(86_399_999),
+            ])),
+        ),
+        (
+            "time64_us",
+            Arc::new(Time64MicrosecondArray::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3_600_000_000),
+                Some(86_399_999_999),
+            ])),
+        ),
+        (
+            "time64_ns",
+            Arc::new(Time64NanosecondArray::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(3_600_000_000_000),
+                Some(86_399_999_999_999),
+            ])),
+        ),
+        (
+            "timestamp_s",
+            Arc::new(TimestampSecondArray::from(vec![
+                Some(0),
+                Some(1),
+                None,
+                Some(-1),
+                Some(1_700_000_000),
+            ])),
+        ),
+        (
+            "timestamp_ms_utc",
+            Arc::new(
+                TimestampMillisecondArray::from(vec![
+                    Some(0),
+                    Some(1),
+                    None,
+                    Some(-1),
+                    Some(1_700_000_000_000),
+                ])
+                .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "timestamp_us_offset",
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![
+                    Some(0),
+                    Some(1),
+                    None,
+                    Some(-1),
+                    Some(1_700_000_000_000_000),
+                ])
+                .with_timezone("+05:30"),
+            ),
+        ),
+        (
+            "timestamp_ns_zone",
+            Arc::new(
+                TimestampNanosecondArray::from(vec![
+                    Some(0),
+                    Some(1),
+                    None,
+                    Some(-1),
+                    Some(1_700_000_000_000_000_000),
+                ])
+                .with_timezone("America/New_York"),
+            ),
+        ),
+        (
+            "duration_ms",
+            Arc::new(DurationMillisecondArray::from(vec![
+                Some(0),
+                Some(-1),
+                None,
+                Some(1000),
+                Some(i64::MAX),
+            ])),
+        ),
+        (
+            "duration_ns",
+            Arc::new(DurationNanosecondArray::from(vec![
+                Some(0),
+                Some(-1),
+                None,
+                Some(1000),
+                Some(i64::MIN),
+            ])),
+        ),
+        (
+            "interval_mdn",
+            Arc::new(IntervalMonthDayNanoArray::from(vec![
+                Some(IntervalMonthDayNano::new(1, 2, 3)),
+                Some(IntervalMonthDayNano::new(-1, 0, 0)),
+                None,
+                Some(IntervalMonthDayNano::new(0, 0, 0)),
+                Some(IntervalMonthDayNano::new(12, 31, 1_000_000_000)),
+            ])),
+        ),
+    ];
+
+    let item32 = Arc::new(Field::new_list_field(DataType::Int32, true));
+    cols.push((
+        "list_int32",
+        Arc::new(ListArray::try_new(
+            item32.clone(),
+            OffsetBuffer::new(ScalarBuffer::from(vec![0, 2, 2, 2, 4, 5])),
+            Arc::new(Int32Array::from(vec![
+                Some(1),
+                Some(2),
+                Some(3),
+                None,
+                Some(4),
+            ])),
+            Some(NullBuffer::from(vec![true, true, false, true, true])),
+        )?),
+    ));
+    cols.push((
+        "large_list_utf8",
+        Arc::new(LargeListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Utf8, true)),
+            OffsetBuffer::new(ScalarBuffer::from(vec![0i64, 1, 1, 1, 3, 4])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("b"),
+                Some("c"),
+                None,
+            ])),
+            Some(NullBuffer::from(vec![true, false, true, true, true])),
+        )?),
+    ));
+    cols.push((
+        "list_view_int32",
+        Arc::new(ListViewArray::try_new(
+            item32.clone(),
+            ScalarBuffer::from(vec![3, 0, 0, 1, 0]),
+            ScalarBuffer::from(vec![2, 0, 0, 2, 1]),
+            Arc::new(Int32Array::from(vec![
+                Some(1),
+                Some(2),
+                Some(3),
+                None,
+                Some(4),
+            ])),
+            Some(NullBuffer::from(vec![true, true, false, true, true])),
+        )?),
+    ));
+    cols.push((
+        "fixed_size_list_f32",
+        Arc::new(FixedSizeListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Float32, true)),
+            2,
+            Arc::new(Float32Array::from(vec![
+                Some(1.0),
+                Some(2.0),
+                Some(3.0),
+                Some(4.0),
+                None,
+                None,
+                Some(5.0),
+                None,
+                Some(7.0),
+                Some(8.0),
+            ])),
+            Some(NullBuffer::from(vec![true, true, false, true, true])),
+        )?),
+    ));
+    cols.push((
+        "struct",
+        Arc::new(StructArray::try_new(
+            Fields::from(vec![
+                Field::new("a", DataType::Int32, true),
+                Field::new("b", DataType::Utf8, true),
+            ]),
+            vec![
+                Arc::new(Int32Array::from(vec![
+                    Some(1),
+                    Some(2),
+                    None,
+                    Some(4),
+                    Some(5),
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    None,
+                    None,
+                    Some("w"),
+                    Some("v"),
+                ])),
+            ],
+            Some(NullBuffer::from(vec![true, true, false, true, true])),
+        )?),
+    ));
+    cols.push(("map", Arc::new(map_column()?)));
+
+    let union_fields = UnionFields::try_new(
+        vec![0, 1],
+        vec![
+            Field::new("i", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+        ],
+    )?;
+    cols.push((
+        "dense_union",
+        Arc::new(UnionArray::try_new(
+            union_fields.clone(),
+            ScalarBuffer::from(vec![0i8, 1, 0, 1, 0]),
+            Some(ScalarBuffer::from(vec![0i32, 0, 1, 1, 2])),
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec![Some("a"), Some("bb")])),
+            ],
+        )?),
+    ));
+    cols.push((
+        "sparse_union",
+        Arc::new(UnionArray::try_new(
+            union_fields,
+            ScalarBuffer::from(vec![0i8, 1, 0, 1, 0]),
+            None,
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), None, None, None, Some(5)])),
+                Arc::new(StringArray::from(vec![
+                    None,
+                    Some("b"),
+                    None,
+                    Some("d"),
+                    None,
+                ])),
+            ],
+        )?),
+    ));
+
+    let dict_values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+    cols.push((
+        "dictionary",
+        Arc::new(DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(vec![Some(0), Some(1), None, Some(0), Some(2)]),
+            dict_values.clone(),
+        )?),
+    ));
+    let inner = DictionaryArray::<Int16Type>::try_new(
+        Int16Array::from(vec![Some(0), Some(1), Some(1), None, Some(2)]),
+        dict_values,
+    )?;
+    cols.push((
+        "list_dictionary",
+        Arc::new(ListArray::try_new(
+            Arc::new(Field::new_list_field(inner.data_type().clone(), true)),
+            OffsetBuffer::new(ScalarBuffer::from(vec![0, 2, 2, 2, 4, 5])),
+            Arc::new(inner),
+            Some(NullBuffer::from(vec![true, true, false, true, true])),
+        )?),
+    ));
+    cols.push((
+        "dictionary_int8_large_utf8",
+        Arc::new(DictionaryArray::<Int8Type>::try_new(
+            Int8Array::from(vec![Some(1), Some(0), None, Some(1), Some(1)]),
+            Arc::new(LargeStringArray::from(vec!["x", "yy"])),
+        )?),
+    ));
+    cols.push((
+        "run_end_encoded",
+        Arc::new(RunArray::<Int32Type>::try_new(
+            &Int32Array::from(vec![2, 3, 5]),
+            &StringArray::from(vec![Some("a"), None, Some("b")]),
+        )?),
+    ));
+
+    RecordBatch::try_from_iter(cols)
+}
+
+fn map_column() -> Result<arrow_array::MapArray, ArrowError> {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut b = MapBuilder::new(Some(names), StringBuilder::new(), Int64Builder::new());
+    b.keys().append_value("a");
+    b.values().append_value(1);
+    b.append(true)?;
+    b.append(true)?;
+    b.append(false)?;
+    b.keys().append_value("b");
+    b.values().append_value(2);
+    b.keys().append_value("c");
+    b.values().append_null();
+    b.append(true)?;
+    b.keys().append_value("d");
+    b.values().append_value(4);
+    b.append(true)?;
+    Ok(b.finish())
+}
