@@ -331,9 +331,6 @@ fn from_field_list(items: &[Lit]) -> Result<StructType> {
             && name.is_empty()
             && matches!(dt, DType::Void { .. } | DType::SubArray(_));
         if !is_pad {
-            if name.is_empty() {
-                return Err(bad(name_lit.pos, "empty field name"));
-            }
             fields.push(Field {
                 name,
                 title,
@@ -397,8 +394,8 @@ fn from_dict(pos: usize, items: &[(Lit, Lit)]) -> Result<DType> {
     let mut max_align = 1;
     for i in 0..n {
         let name = match &names[i].kind {
-            LitKind::Str(s) if !s.is_empty() => s.clone(),
-            _ => return Err(bad(names[i].pos, "a field name is a non-empty str")),
+            LitKind::Str(s) => s.clone(),
+            _ => return Err(bad(names[i].pos, "a field name is a str")),
         };
         let dtype = from_lit(&formats[i])?;
         let title = match titles.as_ref().map(|t| &t[i]) {
@@ -469,7 +466,9 @@ pub(crate) fn parse_type_str(s: &str, pos: usize) -> Result<DType> {
     let Some(&kind) = b.get(rest) else {
         return Err(bad(pos + rest, "missing type character"));
     };
-    let tail = &s[rest + 1..];
+    let Some(tail) = s.get(rest + 1..).filter(|_| kind.is_ascii()) else {
+        return Err(bad(pos + rest, "unknown type character"));
+    };
     let tail_pos = pos + rest + 1;
     // Digits, then for datetimes an optional [unit].
     let ndigits = tail.bytes().take_while(u8::is_ascii_digit).count();

@@ -373,7 +373,8 @@ impl StructType {
     /// A structured dtype from fields with explicit offsets.
     ///
     /// # Errors
-    /// [`CodecError::BadStruct`] when names are empty or repeated, titles
+    /// [`CodecError::BadStruct`] when names repeat, an unnamed field is a void
+    /// or subarray (that is padding in numpy's descr), titles
     /// collide with names, offsets decrease or fields overlap, a field ends
     /// after `itemsize`, or (for [`StructAlign::Aligned`]) an offset or the
     /// itemsize is not a multiple of the alignment.
@@ -382,8 +383,14 @@ impl StructType {
         let mut seen = std::collections::HashSet::new();
         let mut max_align = 1;
         for f in &fields {
-            if f.name.is_empty() {
-                return Err(bad_struct("empty field name"));
+            // numpy allows an empty name, but an unnamed void or subarray
+            // field is what descr_to_dtype reads as padding: refuse it so
+            // every struct survives a trip through a `.npy` header.
+            if f.name.is_empty()
+                && f.title.is_none()
+                && matches!(f.dtype, DType::Void { .. } | DType::SubArray(_))
+            {
+                return Err(bad_struct("an unnamed void or subarray field is padding"));
             }
             if !seen.insert(f.name.as_str()) {
                 return Err(bad_struct(format!("duplicate field name {:?}", f.name)));

@@ -137,7 +137,7 @@ fn subarray_runs(s: &SubArrayType, target: ByteOrder, base: usize, out: &mut Vec
     }
     for i in 0..s.count() {
         out.extend(inner.iter().map(|r| Run {
-            offset: base + i * stride,
+            offset: base + i * stride + r.offset,
             ..*r
         }));
     }
