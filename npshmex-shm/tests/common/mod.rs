@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: names, /dev/shm checks, tmpfs mounts.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A name prefix no other test (or process) uses: `npshmex-shmtest-<pid>-<tag>-`.
@@ -72,9 +72,4 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|rd| rd.count())
         .unwrap_or(0)
-}
-
-/// A path inside `dir`.
-pub fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
