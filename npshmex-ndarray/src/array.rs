@@ -409,3 +409,126 @@ impl<A: Element + fmt::Debug, D: Dimension> fmt::Debug for ShmArray<A, D> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr2, Array, Array2, Array3, Axis, IxDyn, ShapeBuilder, Slice};
+
+    #[test]
+    fn zeros_are_zero_and_keep_order() {
+        let a = ShmArray::<f64, _>::zeros((3, 4)).unwrap();
+        assert_eq!(a.shape(), &[3, 4]);
+        assert_eq!(a.len(), 12);
+        assert!(!a.is_fortran_order());
+        assert!(a.view().iter().all(|&x| x == 0.0));
+        let f = ShmArray::<i32, _>::zeros(((3, 4), Order::ColumnMajor)).unwrap();
+        assert!(f.is_fortran_order());
+        assert_eq!(f.view().strides(), &[1, 3]);
+        let empty = ShmArray::<u8, _>::zeros((0, 5)).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.view().shape(), &[0, 5]);
+        let scalar = ShmArray::<u16, _>::zeros(()).unwrap();
+        assert_eq!(scalar.len(), 1);
+        assert_eq!(scalar.view()[()], 0);
+    }
+
+    #[test]
+    fn segment_is_a_npy_file() {
+        let a = ShmArray::<f64, _>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f64).unwrap();
+        let (header, offset) = npshmex_codec::NpyHeader::read(a.as_npy_bytes()).unwrap();
+        assert_eq!(header.shape, vec![2, 3]);
+        assert_eq!(offset % 64, 0);
+        assert_eq!(a.as_npy_bytes().len(), offset + 6 * 8);
+        assert_eq!(a.to_owned(), arr2(&[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]));
+    }
+
+    #[test]
+    fn from_array_keeps_c_and_fortran_and_copies_views() {
+        let c: Array3<u32> =
+            Array::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 100 + j * 10 + k) as u32);
+        let sc = ShmArray::from_array(&c).unwrap();
+        assert!(!sc.is_fortran_order());
+        assert_eq!(sc.view(), c.view());
+
+        let t = c.t(); // a Fortran-contiguous view of shape (4, 3, 2)
+        let st = ShmArray::from_array(&t).unwrap();
+        assert!(st.is_fortran_order());
+        assert_eq!(st.view(), t);
+
+        let view = c
+            .slice_axis(Axis(1), Slice::new(0, None, 2))
+            .slice_axis_move(Axis(2), Slice::from(1..));
+        let sv = ShmArray::from_array(&view).unwrap();
+        assert!(!sv.is_fortran_order());
+        assert_eq!(sv.view(), view);
+        assert_eq!(sv.into_array(), view.to_owned());
+    }
+
+    #[test]
+    fn fortran_input_stays_fortran() {
+        let f: Array2<f32> = Array::from_shape_fn((3, 5).f(), |(i, j)| (i * 5 + j) as f32);
+        let s = ShmArray::from_array(&f).unwrap();
+        assert!(s.is_fortran_order());
+        let out = s.to_owned();
+        assert_eq!(out, f);
+        assert_eq!(out.strides(), f.strides());
+    }
+
+    #[test]
+    fn read_only_refuses_writes_and_clones_for_free() {
+        let mut a = ShmArray::<i64, _>::from_elem(5, 7).unwrap();
+        a.view_mut().unwrap()[2] = 9;
+        let ro = a.into_read_only().unwrap();
+        assert_eq!(ro.transfer(), Transfer::ReadOnly);
+        assert!(!ro.is_writable());
+        let mut clone = ro.try_clone().unwrap();
+        assert!(matches!(clone.view_mut(), Err(NdarrayError::ReadOnly)));
+        assert_eq!(clone.view(), ndarray::arr1(&[7, 7, 9, 7, 7]));
+        assert!(Arc::ptr_eq(&clone.slot, &ro.slot));
+        let seals = ro.segment().seals().unwrap();
+        assert!(seals.contains(npshmex_shm::Seals::WRITE));
+    }
+
+    #[test]
+    fn try_clone_of_writable_is_deep() {
+        let mut a = ShmArray::<u8, _>::from_elem(4, 1).unwrap();
+        let b = a.try_clone().unwrap();
+        a.view_mut().unwrap().fill(2);
+        assert_eq!(b.view(), ndarray::arr1(&[1u8, 1, 1, 1]));
+    }
+
+    #[test]
+    fn map_allocates_in_shm_in_same_order() {
+        let f: Array2<f64> = Array::from_shape_fn((2, 3).f(), |(i, j)| (i + j) as f64);
+        let a = ShmArray::from_array(&f).unwrap();
+        let b = a.map(|x| (x * 2.0) as i16).unwrap();
+        assert!(b.is_fortran_order());
+        assert_eq!(b.to_owned(), f.mapv(|x| (x * 2.0) as i16));
+    }
+
+    #[test]
+    fn dynamic_dimension_and_debug() {
+        let a = ShmArray::<bool, IxDyn>::from_elem(IxDyn(&[2, 1, 2]), true).unwrap();
+        assert_eq!(a.ndim(), 3);
+        let dbg = format!("{a:?}");
+        assert!(dbg.contains("|b1"), "{dbg}");
+    }
+
+    #[test]
+    fn padded_records_are_readable_not_writable() {
+        crate::record! {
+            #[repr(C)]
+            #[derive(Clone, Copy, Debug, PartialEq)]
+            struct Padded { a: u8, b: f64 }
+        }
+        let mut z = ShmArray::<Padded, _>::zeros(3).unwrap();
+        assert_eq!(z.view()[1], Padded { a: 0, b: 0.0 });
+        assert!(matches!(
+            z.view_mut(),
+            Err(NdarrayError::Codec(
+                npshmex_codec::CodecError::Padding { .. }
+            ))
+        ));
+    }
+}

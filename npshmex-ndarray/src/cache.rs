@@ -448,6 +448,49 @@ fn flock(fd: BorrowedFd<'_>, arg: nix::fcntl::FlockArg) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::roundtrip;
+    use crate::ShmArray1;
+    use npshmex_shm::oob;
+
+    fn key_of(a: &ShmArray1<u8>) -> FileKey {
+        FileKey::of(a.segment().fd()).unwrap()
+    }
+
+    #[test]
+    fn segments_are_reused_only_after_the_receiver_let_go() {
+        // A size no other test uses, so the shared cache holds no candidate.
+        let n = (3 << 20) + 4099;
+        let mut a = ShmArray1::<u8>::zeros(n).unwrap();
+        a.view_mut().unwrap().fill(7);
+        let first = key_of(&a);
+        // Sent: the "receiver" holds the lent descriptor.
+        let (bytes, held) = oob::collect(|| postcard::to_allocvec(&a));
+        bytes.unwrap();
+        drop(a);
+        let b = ShmArray1::<u8>::zeros(n).unwrap();
+        assert_ne!(key_of(&b), first, "reused while a receiver holds it");
+        drop(held);
+        let c = ShmArray1::<u8>::zeros(n).unwrap();
+        assert_eq!(key_of(&c), first, "reused once the receiver let go");
+        assert!(
+            c.view().iter().all(|&x| x == 0),
+            "zeros clears a reused segment"
+        );
+        drop(b);
+    }
+
+    #[test]
+    fn a_moved_array_coming_back_reuses_its_mapping() {
+        let n = (5 << 20) + 8191;
+        let a = ShmArray1::<u8>::from_elem(n, 3).unwrap();
+        let first = key_of(&a);
+        let ptr = a.segment().as_ptr();
+        let b: ShmArray1<u8> = roundtrip(a).unwrap();
+        assert_eq!(key_of(&b), first);
+        assert!(b.is_own_segment(), "came back to its allocator");
+        assert_eq!(b.segment().as_ptr(), ptr, "same mapping, no new faults");
+        assert_eq!(b.view()[n - 1], 3);
+    }
 
     #[test]
     fn lock_protocol_tracks_other_descriptions() {

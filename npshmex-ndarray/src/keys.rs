@@ -200,3 +200,52 @@ pub fn shm_clear() -> Result<usize> {
         None => Ok(removed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NdarrayError;
+    use ndarray::{arr2, Array1, Ix1, Ix2};
+
+    fn exists(key: &ShmKey) -> bool {
+        key.path().exists()
+    }
+
+    #[test]
+    fn put_pop_keep_del_clear() {
+        let a = arr2(&[[1i32, 2], [3, 4]]);
+        let key = shm_put(&a).unwrap();
+        assert!(key.name().starts_with("npshmex-"));
+        let kept = shm_pop::<i32, Ix2>(&key, Keep::Yes).unwrap();
+        assert_eq!(kept.view(), a);
+        assert!(exists(&key), "keep leaves the key");
+        let popped = shm_pop::<i32, Ix2>(&key, Keep::No).unwrap();
+        assert!(!exists(&key), "pop without keep removes it");
+        assert_eq!(popped.view(), a, "a popped array outlives its key");
+        assert!(matches!(
+            shm_pop::<i32, Ix2>(&key, Keep::No),
+            Err(NdarrayError::Shm(npshmex_shm::ShmError::NotFound { .. }))
+        ));
+
+        let k2 = shm_put(&Array1::<f64>::zeros(3)).unwrap();
+        assert!(matches!(
+            shm_pop::<f32, Ix1>(&k2, Keep::No),
+            Err(NdarrayError::DTypeMismatch { .. })
+        ));
+        assert!(exists(&k2), "a refused pop leaves the key");
+        shm_del(&k2).unwrap();
+        assert!(!exists(&k2));
+
+        let name = format!("npshmex-test-user-key-{}", std::process::id());
+        let k3 = shm_put_as(&name, &Array1::from_elem(4, 1u8)).unwrap();
+        assert_eq!(k3.name(), name);
+        assert!(matches!(
+            shm_put_as(&name, &Array1::from_elem(4, 1u8)),
+            Err(NdarrayError::Shm(npshmex_shm::ShmError::Exists { .. }))
+        ));
+        let k4 = shm_put(&Array1::from_elem(4, 2u8)).unwrap();
+        assert!(shm_clear().unwrap() >= 2);
+        assert!(!exists(&k3) && !exists(&k4));
+        assert!(ShmKey::new("../etc").is_err());
+    }
+}

@@ -81,7 +81,7 @@ impl<D: Dimension> Layout<D> {
             });
         }
         let align = expected.alignment().max(1);
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(NdarrayError::Misaligned { offset, align });
         }
         let order = if header.fortran_order && header.shape.len() > 1 {

@@ -46,6 +46,33 @@ pub use array::{
 };
 pub use error::{NdarrayError, Result};
 pub use keys::{shm_clear, shm_del, shm_pop, shm_put, shm_put_as, Keep, ShmKey};
+pub use npshmex_codec::record;
 pub use npshmex_codec::{DType, Element};
 pub use transfer::{take_last_error, Transfer};
 pub use via_shm::Shm;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use serde::{de::DeserializeOwned, Serialize};
+
+    /// Sends `v` through serde and the fd collector within this process, as
+    /// the pool does between processes (the value is dropped after encoding).
+    pub fn roundtrip<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error> {
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&v));
+        drop(v);
+        let bytes = bytes?;
+        npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
+    }
+
+    /// Entries of `/dev/shm` whose names start with `npshmex-`.
+    pub fn shm_names() -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("npshmex-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -128,3 +128,110 @@ impl<'de, A: Element, D: Dimension> Deserialize<'de> for ShmArray<A, D> {
         ShmArray::receive(fd, wire.transfer).map_err(de_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::roundtrip;
+    use crate::ShmArray1;
+    use ndarray::{arr1, Array1, Ix1, Ix2};
+
+    fn big(n: usize) -> ShmArray1<f64> {
+        ShmArray::from_shape_fn(n, |i| i as f64).unwrap()
+    }
+
+    #[test]
+    fn moved_arrays_arrive_writable_with_same_data() {
+        let a = big(1 << 18); // 2 MiB: large enough to be cached
+        let mut b = roundtrip(a).unwrap();
+        assert_eq!(b.transfer(), Transfer::Move);
+        assert_eq!(b.view()[1000], 1000.0);
+        b.view_mut().unwrap()[0] = -1.0;
+        assert_eq!(b.view()[0], -1.0);
+    }
+
+    #[test]
+    fn read_only_arrays_arrive_read_only() {
+        let a = big(100).into_read_only().unwrap();
+        let keep = a.try_clone().unwrap();
+        let mut b = roundtrip(a).unwrap();
+        assert_eq!(b.transfer(), Transfer::ReadOnly);
+        assert!(matches!(b.view_mut(), Err(NdarrayError::ReadOnly)));
+        assert_eq!(b.view(), keep.view());
+    }
+
+    #[test]
+    fn copy_on_write_writes_stay_with_the_receiver() {
+        let a = big(1000);
+        let share = a.share_copy_on_write().unwrap();
+        assert_eq!(share.transfer(), Transfer::CopyOnWrite);
+        let mut b = roundtrip(share).unwrap();
+        b.view_mut().unwrap().fill(5.0);
+        assert_eq!(b.view()[3], 5.0);
+        assert_eq!(
+            a.view()[3],
+            3.0,
+            "the sender never sees the receiver's writes"
+        );
+        // Sent on, the receiver's private writes travel (as a copy).
+        let c = roundtrip(b).unwrap();
+        assert_eq!(c.view()[3], 5.0);
+    }
+
+    #[test]
+    fn receiver_validates_type_and_dimension() {
+        let a = big(10);
+        let (bytes, fds) = oob::collect(|| postcard::to_allocvec(&a));
+        let bytes = bytes.unwrap();
+        let r = oob::with_received(fds, || postcard::from_bytes::<ShmArray<f32, Ix1>>(&bytes));
+        assert!(r.is_err());
+        assert!(matches!(
+            take_last_error(),
+            Some(NdarrayError::DTypeMismatch { .. })
+        ));
+
+        let (bytes, fds) = oob::collect(|| postcard::to_allocvec(&a));
+        let bytes = bytes.unwrap();
+        let r = oob::with_received(fds, || postcard::from_bytes::<ShmArray<f64, Ix2>>(&bytes));
+        assert!(r.is_err());
+        assert!(matches!(
+            take_last_error(),
+            Some(NdarrayError::DimMismatch { expected: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn read_only_mode_requires_a_sealed_segment() {
+        // A hostile sender claims read-only for a writable segment.
+        let a = big(10);
+        let fd = a.segment().try_clone_fd().unwrap();
+        let r = ShmArray::<f64, Ix1>::receive(fd, Transfer::ReadOnly);
+        assert!(matches!(r, Err(NdarrayError::NotSealed)));
+    }
+
+    #[test]
+    fn refuses_outside_a_pool() {
+        let a = ShmArray::from_array(&arr1(&[1u8, 2])).unwrap();
+        assert!(postcard::to_allocvec(&a).is_err());
+        assert!(matches!(take_last_error(), Some(NdarrayError::NoCollector)));
+        let msg = NdarrayError::NoCollector.to_string();
+        assert!(
+            msg.contains("only be serialized inside a pool task"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn containers_of_arrays_travel() {
+        let mut m = std::collections::HashMap::new();
+        m.insert("a".to_string(), big(3));
+        m.insert("b".to_string(), big(4));
+        let v = vec![big(1), big(2)];
+        let (m2, v2, n) = roundtrip((m, v, 7u8)).unwrap();
+        assert_eq!(m2["b"].len(), 4);
+        assert_eq!(v2[1].view(), arr1(&[0.0, 1.0]));
+        assert_eq!(n, 7);
+        let owned: Array1<f64> = m2["a"].to_owned();
+        assert_eq!(owned, arr1(&[0.0, 1.0, 2.0]));
+    }
+}

@@ -278,3 +278,82 @@ impl<'de, A: Element, D: Dimension> Deserialize<'de> for Shm<Array<A, D>> {
         deserialize(d).map(Shm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::roundtrip;
+    use ndarray::{arr1, Array1, Array2, Array3, Axis, Ix2, ShapeBuilder};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Job {
+        #[serde(with = "crate::via_shm")]
+        x: Array2<f64>,
+        #[serde(with = "crate::via_shm")]
+        y: Array1<i16>,
+        label: String,
+    }
+
+    #[test]
+    fn small_arrays_go_inline_anywhere() {
+        let job = Job {
+            x: Array2::from_shape_fn((3, 2).f(), |(i, j)| (i * 2 + j) as f64),
+            y: arr1(&[1, -2, 3]),
+            label: "j".into(),
+        };
+        let bytes = postcard::to_allocvec(&job).unwrap();
+        let back: Job = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, job);
+        assert_eq!(back.x.strides(), job.x.strides(), "Fortran order kept");
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&job));
+        assert!(fds.is_empty(), "small arrays need no segment");
+        assert!(bytes.is_ok());
+    }
+
+    #[test]
+    fn large_arrays_travel_by_segment_and_are_copied_out() {
+        let x = Array2::from_shape_fn((300, 100), |(i, j)| (i * 100 + j) as f64);
+        let job = Job {
+            x: x.clone(),
+            y: Array1::from_elem(40_000, 9),
+            label: "big".into(),
+        };
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&job));
+        assert_eq!(fds.len(), 2);
+        let bytes = bytes.unwrap();
+        assert!(bytes.len() < 100);
+        let back: Job =
+            npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes)).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn non_contiguous_views_serialize() {
+        let a = Array3::from_shape_fn((4, 5, 6), |(i, j, k)| (i * 100 + j * 10 + k) as u32);
+        let v = a.index_axis(Axis(1), 2);
+        let bytes = postcard::to_allocvec(&Shm(v)).unwrap();
+        let back: Shm<ndarray::Array<u32, Ix2>> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.0, v);
+    }
+
+    #[test]
+    fn shm_newtype_and_typed_errors() {
+        let a = Shm(Array1::from_shape_fn(20_000, |i| i as u64));
+        let back = roundtrip(a.clone()).unwrap();
+        assert_eq!(back, a);
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        let wrong = postcard::from_bytes::<Shm<Array1<i64>>>(&bytes);
+        assert!(wrong.is_err());
+        assert!(matches!(
+            crate::take_last_error(),
+            Some(NdarrayError::DTypeMismatch { .. })
+        ));
+        let mut corrupt = bytes.clone();
+        let n = corrupt.len();
+        corrupt[n / 2] ^= 0xff; // inside the data: still a valid array
+        let _ = postcard::from_bytes::<Shm<Array1<u64>>>(&corrupt);
+        corrupt[6] = b'X'; // inside the magic / header
+        assert!(postcard::from_bytes::<Shm<Array1<u64>>>(&corrupt).is_err());
+    }
+}
