@@ -1,0 +1,183 @@
+//! Errors: [`PoolError`] for the pool as a whole, [`TaskError`] for one task.
+//!
+//! `TaskError` is `Clone` (sources are kept behind `Arc`) because one failure
+//! can concern several results: a chunk of `map` that dies with its worker
+//! fails every element of the chunk with the same error.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An error of the pool itself: building it, submitting to it, its transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// [`init`](crate::init) was not called before the pool was built.
+    #[error(
+        "npshmex_pool::init() was not called: call it as the first line of main() \
+         (or put npshmex_pool::test_support!() at the top of a test binary); \
+         without it a worker process would run main() again"
+    )]
+    NotInitialized,
+    /// A builder option is out of range.
+    #[error("invalid pool configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Starting a worker process failed.
+    #[error("could not start a worker process ({op})")]
+    Spawn {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A new worker did not complete the handshake.
+    #[error("worker handshake failed: {reason}")]
+    Handshake {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The worker runs another executable than this process, so function
+    /// addresses cannot be trusted.
+    #[error("the worker runs a different executable (parent {parent}, worker {worker})")]
+    ExecutableMismatch {
+        /// Identity of this process's executable.
+        parent: String,
+        /// Identity the worker reported.
+        worker: String,
+    },
+    /// The shared-memory transport failed.
+    #[error("shared-memory transport failed while {op}")]
+    Transport {
+        /// What was being done.
+        op: &'static str,
+        /// The transport error.
+        #[source]
+        source: npshmex_shm::ShmError,
+    },
+    /// The task argument could not be serialized.
+    #[error("could not encode the task argument")]
+    Encode {
+        /// The serializer's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// [`shutdown`](crate::ProcessPoolExecutor::shutdown) was called already.
+    #[error("the pool has been shut down")]
+    ShutDown,
+    /// The pool cannot run tasks any more (a worker initializer failed or no
+    /// worker could be started).
+    #[error("the pool is broken: {reason}")]
+    Broken {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// It exited with this status code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// Its status could not be collected.
+    Unknown,
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WorkerExit::Code(c) => write!(f, "exited with status {c}"),
+            WorkerExit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
+                Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+            WorkerExit::Unknown => f.write_str("ended with an unknown status"),
+        }
+    }
+}
+
+/// Why one task produced no value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The function panicked; the message of the panic. The worker survives
+    /// (unless the program is built with `panic = "abort"`).
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// The worker process ended while running the task (abort, signal,
+    /// `exit`, `kill -9`); it has been replaced.
+    #[error("worker {pid} died while running the task: {exit}")]
+    WorkerDied {
+        /// Pid of the dead worker.
+        pid: u32,
+        /// How it ended.
+        exit: WorkerExit,
+    },
+    /// The task ran longer than the pool's `task_timeout`; its worker was
+    /// killed and replaced.
+    #[error("task ran longer than {limit:?}; its worker was killed")]
+    TimedOut {
+        /// The configured limit.
+        limit: Duration,
+    },
+    /// The future was cancelled before it was sent to a worker.
+    #[error("task was cancelled")]
+    Cancelled,
+    /// The worker could not decode the argument.
+    #[error("the worker could not decode the task argument: {0}")]
+    ArgumentDecode(String),
+    /// The worker could not encode the result (e.g. a segment type outside a
+    /// collector, or a serializer error).
+    #[error("the worker could not encode the result: {0}")]
+    ResultEncode(String),
+    /// The result bytes could not be decoded here.
+    #[error("could not decode the task result")]
+    ResultDecode {
+        /// The deserializer's error.
+        #[source]
+        source: Arc<postcard::Error>,
+    },
+    /// The worker's initializer panicked; the pool is broken.
+    #[error("the worker initializer failed: {0}")]
+    Initializer(String),
+    /// The pool could not run the task (broken, shut down, transport failure).
+    #[error("the pool could not run the task")]
+    Pool {
+        /// The pool's error.
+        #[source]
+        source: Arc<PoolError>,
+    },
+    /// The transport failed while moving the task or its result.
+    #[error("transport failed while {op}")]
+    Transport {
+        /// What was being done.
+        op: &'static str,
+        /// The transport error.
+        #[source]
+        source: Arc<npshmex_shm::ShmError>,
+    },
+    /// No result within the time given to `result_timeout` (or `map`'s
+    /// timeout). The task goes on; the future is still usable.
+    #[error("no result within {waited:?}")]
+    WaitTimedOut {
+        /// How long was waited.
+        waited: Duration,
+    },
+    /// The value was already taken out of this future.
+    #[error("the result was already taken from this future")]
+    ResultTaken,
+}
+
+impl TaskError {
+    pub(crate) fn pool(e: PoolError) -> TaskError {
+        TaskError::Pool {
+            source: Arc::new(e),
+        }
+    }
+}

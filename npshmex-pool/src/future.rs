@@ -1,0 +1,317 @@
+//! [`Future`]: the handle to one submitted task, with Python's
+//! `concurrent.futures.Future` methods and `std::future::Future`.
+//!
+//! The result is decoded by the pool thread that receives it (so done
+//! callbacks can see it by reference) and stored until taken. Waiting first
+//! spins for the pool's `spin` time on an atomic flag, then blocks on a
+//! condition variable: a result that arrives within microseconds is seen
+//! without a thread wake-up.
+
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use npshmex_shm::oob;
+use serde::de::DeserializeOwned;
+
+use crate::error::TaskError;
+
+/// What the pool does with a task's future, without knowing `R`.
+pub(crate) trait Completion: Send + Sync {
+    /// Pending -> running; false if the future was cancelled.
+    fn start(&self) -> bool;
+    /// Decodes and stores the result.
+    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>);
+    /// Stores an error.
+    fn fail(&self, err: TaskError);
+    /// Pending -> cancelled (shutdown with `CancelFutures::CancelPending`).
+    fn cancel(&self) -> bool;
+}
+
+type Callback<R> = Box<dyn FnOnce(Result<&R, &TaskError>) + Send>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Pending,
+    Running,
+    Finished,
+    Cancelled,
+}
+
+struct Slot<R> {
+    phase: Phase,
+    value: Option<Result<R, TaskError>>,
+    callbacks: Vec<Callback<R>>,
+    waker: Option<Waker>,
+    waiters: usize,
+}
+
+pub(crate) struct Shared<R> {
+    slot: Mutex<Slot<R>>,
+    cond: Condvar,
+    done: AtomicBool,
+    spin: Duration,
+}
+
+/// The eventual result of a task submitted to a
+/// [`ProcessPoolExecutor`](crate::ProcessPoolExecutor).
+///
+/// Like Python's `concurrent.futures.Future`: [`result`](Future::result)
+/// waits for it, [`cancel`](Future::cancel) withdraws a task that has not
+/// been sent to a worker yet, [`add_done_callback`](Future::add_done_callback)
+/// runs code when it completes. It is also a `std::future::Future`, so async
+/// code can `.await` it (the pool's own threads drive it; any executor works).
+pub struct Future<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> std::fmt::Debug for Future<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = self.shared.lock().phase;
+        f.debug_struct("Future").field("phase", &phase).finish()
+    }
+}
+
+impl<R> Shared<R> {
+    fn lock(&self) -> MutexGuard<'_, Slot<R>> {
+        // Callbacks run under this lock inside catch_unwind, so a poisoned
+        // slot is still consistent.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, value: Result<R, TaskError>, phase: Phase) {
+        self.complete_if(|p| !matches!(p, Phase::Finished | Phase::Cancelled), value, phase);
+    }
+
+    /// Stores the outcome if the current phase passes `allowed`; runs the
+    /// callbacks and wakes waiters. Returns whether it stored.
+    fn complete_if(&self, allowed: fn(Phase) -> bool, value: Result<R, TaskError>, phase: Phase) -> bool {
+        let mut s = self.lock();
+        if !allowed(s.phase) {
+            return false;
+        }
+        s.phase = phase;
+        s.value = Some(value);
+        let callbacks = std::mem::take(&mut s.callbacks);
+        for cb in callbacks {
+            run_callback(&s, cb);
+        }
+        self.done.store(true, Ordering::Release);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        if s.waiters > 0 {
+            self.cond.notify_all();
+        }
+        true
+    }
+
+    /// Pending -> cancelled, atomically with respect to dispatch (which
+    /// moves pending -> running under the same lock).
+    fn cancel_pending(&self) -> bool {
+        self.complete_if(|p| p == Phase::Pending, Err(TaskError::Cancelled), Phase::Cancelled)
+    }
+
+    /// Waits until done or `deadline`; true if done.
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        if self.done.load(Ordering::Acquire) {
+            return true;
+        }
+        if !self.spin.is_zero() {
+            let mut until = Instant::now() + self.spin;
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
+            loop {
+                if self.done.load(Ordering::Acquire) {
+                    return true;
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        let mut s = self.lock();
+        s.waiters += 1;
+        while !matches!(s.phase, Phase::Finished | Phase::Cancelled) {
+            match deadline {
+                None => s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    s = self
+                        .cond
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        s.waiters -= 1;
+        matches!(s.phase, Phase::Finished | Phase::Cancelled)
+    }
+}
+
+fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
+    let taken = TaskError::ResultTaken;
+    let arg = match &s.value {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(e),
+        None => Err(&taken),
+    };
+    // A panicking callback must not take the pool thread down; Python logs
+    // and ignores callback exceptions too.
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(arg))).is_err() {
+        eprintln!("npshmex-pool: a done callback panicked; ignored");
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
+    fn start(&self) -> bool {
+        let mut s = self.lock();
+        match s.phase {
+            Phase::Pending => {
+                s.phase = Phase::Running;
+                true
+            }
+            Phase::Running => true,
+            Phase::Finished | Phase::Cancelled => false,
+        }
+    }
+
+    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>) {
+        let value = oob::with_received(fds, || postcard::from_bytes::<R>(bytes)).map_err(|e| {
+            TaskError::ResultDecode {
+                source: Arc::new(e),
+            }
+        });
+        self.complete(value, Phase::Finished);
+    }
+
+    fn fail(&self, err: TaskError) {
+        self.complete(Err(err), Phase::Finished);
+    }
+
+    fn cancel(&self) -> bool {
+        self.cancel_pending()
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Future<R> {
+    pub(crate) fn new(spin: Duration) -> Future<R> {
+        Future {
+            shared: Arc::new(Shared {
+                slot: Mutex::new(Slot {
+                    phase: Phase::Pending,
+                    value: None,
+                    callbacks: Vec::new(),
+                    waker: None,
+                    waiters: 0,
+                }),
+                cond: Condvar::new(),
+                done: AtomicBool::new(false),
+                spin,
+            }),
+        }
+    }
+
+    pub(crate) fn completion(&self) -> Arc<dyn Completion> {
+        self.shared.clone()
+    }
+}
+
+impl<R> Future<R> {
+    /// Withdraws the task if it has not been sent to a worker yet (then the
+    /// future completes with [`TaskError::Cancelled`]). Returns whether the
+    /// future is cancelled; `false` once the task runs or has finished.
+    pub fn cancel(&self) -> bool {
+        self.shared.cancel_pending() || self.cancelled()
+    }
+
+    /// Waits for the task and returns its value (or why there is none).
+    ///
+    /// # Errors
+    /// The task's [`TaskError`].
+    pub fn result(self) -> Result<R, TaskError> {
+        self.shared.wait(None);
+        self.take()
+    }
+
+    /// Waits at most `timeout`. On [`TaskError::WaitTimedOut`] the task goes
+    /// on and the future stays usable; any other outcome is final, and the
+    /// value is moved out (a later call returns [`TaskError::ResultTaken`]).
+    ///
+    /// # Errors
+    /// [`TaskError::WaitTimedOut`] or the task's error.
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<R, TaskError> {
+        let deadline = Instant::now().checked_add(timeout);
+        if !self.shared.wait(deadline) {
+            return Err(TaskError::WaitTimedOut { waited: timeout });
+        }
+        self.take()
+    }
+
+    fn take(&self) -> Result<R, TaskError> {
+        self.shared.lock().value.take().unwrap_or(Err(TaskError::ResultTaken))
+    }
+
+    /// Whether the future was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.shared.lock().phase == Phase::Cancelled
+    }
+
+    /// Whether the task has been sent to a worker and has not finished.
+    pub fn running(&self) -> bool {
+        self.shared.lock().phase == Phase::Running
+    }
+
+    /// Whether the future has a final outcome (value, error or cancelled).
+    pub fn done(&self) -> bool {
+        self.shared.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the future is done with an error other than cancellation
+    /// (for [`ReturnWhen::FirstException`](crate::ReturnWhen)).
+    pub(crate) fn failed(&self) -> bool {
+        let s = self.shared.lock();
+        s.phase == Phase::Finished && matches!(s.value, Some(Err(_)))
+    }
+
+    /// Runs `f` with the outcome once the future is done (at once, in this
+    /// thread, if it is done already; otherwise in the pool thread that
+    /// completes it, so keep it short). A panicking callback is reported on
+    /// stderr and ignored.
+    pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(Result<&R, &TaskError>) + Send + 'static,
+    {
+        let mut s = self.shared.lock();
+        if matches!(s.phase, Phase::Finished | Phase::Cancelled) {
+            run_callback(&s, Box::new(f));
+        } else {
+            s.callbacks.push(Box::new(f));
+        }
+    }
+}
+
+impl<R> std::future::Future for Future<R> {
+    type Output = Result<R, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.shared.lock();
+        if matches!(s.phase, Phase::Finished | Phase::Cancelled) {
+            return Poll::Ready(s.value.take().unwrap_or(Err(TaskError::ResultTaken)));
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}

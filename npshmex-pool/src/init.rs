@@ -1,0 +1,30 @@
+//! [`init`]: the one call that turns a re-executed copy of the program
+//! into a worker, and marks the parent as ready to start workers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::worker::{self, WORKER_ENV};
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Call this first thing in `main` (test binaries: [`test_support!`](crate::test_support)).
+///
+/// In a worker process (started by a pool with the `NPSHMEX_WORKER`
+/// variable set) it never returns: it runs the worker loop and exits the
+/// process. Everything `main` does before this call is done again in every
+/// worker, so keep it first. In any other process it only records that the
+/// program is ready to start workers; a pool built without it fails with
+/// [`PoolError::NotInitialized`](crate::PoolError::NotInitialized) instead
+/// of starting copies of the program that would run `main` again.
+pub fn init() {
+    if let Some(value) = std::env::var_os(WORKER_ENV) {
+        // Code the worker's tasks run must not believe it is a worker too.
+        std::env::remove_var(WORKER_ENV);
+        worker::main_spawned(value);
+    }
+    INITIALIZED.store(true, Ordering::SeqCst);
+}
+
+pub(crate) fn is_initialized() -> bool {
+    INITIALIZED.load(Ordering::SeqCst)
+}

@@ -1,0 +1,253 @@
+//! [`ProcessPoolExecutor`]: submitting tasks and shutting down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::builder::PoolBuilder;
+use crate::error::{PoolError, TaskError};
+use crate::future::Future;
+use crate::remote_fn::{call_offset, fn_offset};
+use crate::state::{Config, Inner, Job, SlotState, State};
+use crate::wire::{self, ExeId, PackError, Packet};
+
+/// Whether [`shutdown`](ProcessPoolExecutor::shutdown) blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Return once every submitted task has finished and every worker has
+    /// exited and been reaped (Python's `wait=True`).
+    #[default]
+    UntilDone,
+    /// Return at once; the pool's threads finish the remaining work and
+    /// reap the workers in the background (Python's `wait=False`).
+    Return,
+}
+
+/// What [`shutdown`](ProcessPoolExecutor::shutdown) does with tasks not yet
+/// sent to a worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CancelFutures {
+    /// Run them (Python's `cancel_futures=False`).
+    #[default]
+    RunPending,
+    /// Cancel them: their futures complete with
+    /// [`TaskError::Cancelled`](crate::TaskError::Cancelled).
+    CancelPending,
+}
+
+/// Options of [`ProcessPoolExecutor::shutdown`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownOptions {
+    /// Block until done, or not.
+    pub wait: Wait,
+    /// Run or cancel the tasks still queued.
+    pub cancel_futures: CancelFutures,
+}
+
+/// A pool of worker processes running plain `fn(A) -> R` items, with the
+/// surface of Python's `concurrent.futures.ProcessPoolExecutor`.
+///
+/// `Send + Sync`: share it by reference or in an `Arc`. Dropping it shuts it
+/// down and waits for submitted tasks (like leaving Python's `with` block).
+pub struct ProcessPoolExecutor {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    detached: AtomicBool,
+}
+
+impl std::fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.inner.cfg.max_workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// Settings for a new pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// A pool of `max_workers` workers with default settings.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(max_workers: usize) -> Result<Self, PoolError> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    pub(crate) fn start(cfg: Config) -> Result<Self, PoolError> {
+        let exe = ExeId::current().map_err(|source| PoolError::Spawn {
+            op: "reading /proc/self/exe",
+            source,
+        })?;
+        let n = cfg.max_workers;
+        let inner = Arc::new(Inner {
+            cfg,
+            exe,
+            state: Mutex::new(State {
+                slots: (0..n).map(|_| SlotState::default()).collect(),
+                ..State::default()
+            }),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        let mut first_error = None;
+        for i in 0..n {
+            let (inner, tx) = (inner.clone(), tx.clone());
+            match std::thread::Builder::new()
+                .name(format!("npshmex-slot-{i}"))
+                .spawn(move || crate::slot::run(inner, i, tx))
+            {
+                Ok(h) => threads.push(h),
+                Err(source) => {
+                    first_error = Some(PoolError::Spawn {
+                        op: "starting a slot thread",
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        for _ in 0..threads.len() {
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        let pool = ProcessPoolExecutor {
+            inner,
+            threads: Mutex::new(threads),
+            detached: AtomicBool::new(false),
+        };
+        match first_error {
+            // Dropping the pool stops the workers that did start.
+            Some(e) => Err(e),
+            None => Ok(pool),
+        }
+    }
+
+    /// Schedules `f(arg)` on a worker and returns its future.
+    ///
+    /// `f` is any `fn` item, or a closure that captures nothing; it travels
+    /// as an address relative to this crate's code (no registration). The
+    /// argument is encoded here, with postcard, inside an fd collector (so
+    /// values holding shared-memory segments send them out of band); past
+    /// the pool's `inline_max` the encoding travels in a sealed memfd.
+    ///
+    /// # Errors
+    /// [`PoolError::Encode`] if `arg` cannot be serialized,
+    /// [`PoolError::Transport`] if its memfd cannot be made,
+    /// [`PoolError::ShutDown`] / [`PoolError::Broken`] if the pool no longer
+    /// takes tasks.
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let packet = self.pack(&arg)?;
+        self.submit_packet(call_offset::<A, R>(), fn_offset(f), packet)
+    }
+
+    pub(crate) fn pack<T: Serialize>(&self, value: &T) -> Result<Packet, PoolError> {
+        wire::pack(value, self.inner.cfg.inline_max).map_err(|e| match e {
+            PackError::Encode(source) => PoolError::Encode { source },
+            PackError::Shm(op, source) => PoolError::Transport { op, source },
+        })
+    }
+
+    pub(crate) fn submit_packet<R>(&self, tramp: i64, func: i64, packet: Packet) -> Result<Future<R>, PoolError>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        let fut = Future::new(self.inner.cfg.spin);
+        let mut st = self.inner.lock();
+        if let Some(reason) = &st.broken {
+            return Err(PoolError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if st.shutting_down {
+            return Err(PoolError::ShutDown);
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.queue.push_back(Job {
+            id,
+            tramp,
+            func,
+            packet,
+            completion: fut.completion(),
+        });
+        st.dispatch(&self.inner.cfg);
+        Ok(fut)
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The number of worker processes.
+    pub fn max_workers(&self) -> usize {
+        self.inner.cfg.max_workers
+    }
+
+    /// Pids of the live worker processes (for monitoring and leak checks).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let st = self.inner.lock();
+        st.slots.iter().filter(|s| s.conn.is_some()).map(|s| s.pid).collect()
+    }
+
+    /// Stops taking tasks and lets the workers exit once the remaining ones
+    /// are done (or cancelled). Idempotent; later submits return
+    /// [`PoolError::ShutDown`].
+    pub fn shutdown(&self, opts: ShutdownOptions) {
+        let cancelled = {
+            let mut st = self.inner.lock();
+            st.shutting_down = true;
+            let cancelled: Vec<Job> = match opts.cancel_futures {
+                CancelFutures::CancelPending => st.queue.drain(..).collect(),
+                CancelFutures::RunPending => Vec::new(),
+            };
+            st.retire_idle();
+            cancelled
+        };
+        for job in cancelled {
+            if !job.completion.cancel() {
+                job.completion.fail(TaskError::Cancelled);
+            }
+        }
+        match opts.wait {
+            Wait::UntilDone => {
+                let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+                for t in threads {
+                    // A slot thread does not panic; if it did, its worker
+                    // was reaped by WorkerProc's drop during unwinding.
+                    let _ = t.join();
+                }
+            }
+            Wait::Return => self.detached.store(true, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        let wait = if self.detached.load(Ordering::SeqCst) {
+            Wait::Return
+        } else {
+            Wait::UntilDone
+        };
+        self.shutdown(ShutdownOptions {
+            wait,
+            cancel_futures: CancelFutures::RunPending,
+        });
+    }
+}

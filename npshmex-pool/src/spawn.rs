@@ -1,0 +1,202 @@
+//! Starting one worker process (re-exec of `/proc/self/exe`, or `fork`),
+//! the handshake that proves it runs our executable, and reaping it.
+//!
+//! The worker's end of a socket pair is inherited under its own number
+//! (close-on-exec is cleared in the child only, between fork and exec), and
+//! the number travels in the `NPSHMEX_WORKER` variable with a random token.
+//! Before any function address is trusted the worker sends the identity of
+//! its executable (device, inode, size, mtime of `/proc/self/exe`) and the
+//! offset of a probe function; both must equal the parent's.
+
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use npshmex_shm::{FdSocket, ShmError};
+
+use crate::error::{PoolError, WorkerExit};
+use crate::remote_fn::{initializer_offset, probe_offset};
+use crate::state::Config;
+use crate::wire::{self, ExeId, Setup, ToParent, ToWorker};
+use crate::worker::{self, WORKER_ENV};
+use crate::StartMethod;
+
+/// How long a new worker may take to say hello (a debug test binary on a
+/// loaded machine can take a while to start).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A started worker process; reaped on `wait` or, at the latest, on drop.
+pub(crate) struct WorkerProc {
+    pid: i32,
+    reaped: bool,
+}
+
+impl WorkerProc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// SIGKILL (no-op if it is gone).
+    pub(crate) fn kill(&self) {
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Blocks until it has exited and collects its status.
+    pub(crate) fn wait(&mut self) -> WorkerExit {
+        if self.reaped {
+            return WorkerExit::Unknown;
+        }
+        loop {
+            match waitpid(Pid::from_raw(self.pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    return WorkerExit::Code(code);
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    return WorkerExit::Signal(sig as i32);
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    // ECHILD: someone else reaped it (a SIGCHLD=SIG_IGN
+                    // parent); nothing is left to wait for.
+                    self.reaped = true;
+                    return WorkerExit::Unknown;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+            let _ = self.wait();
+        }
+    }
+}
+
+fn random_token() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+fn transport(op: &'static str) -> impl FnOnce(ShmError) -> PoolError {
+    move |source| PoolError::Transport { op, source }
+}
+
+/// Starts a worker, checks it, sends its settings.
+pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket), PoolError> {
+    let (parent, child) = FdSocket::pair().map_err(transport("creating a worker socket"))?;
+    let token = random_token();
+    let ppid = std::process::id() as i32;
+    let mut proc = match cfg.start_method {
+        StartMethod::Spawn => {
+            let fd = child.as_fd().as_raw_fd();
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.env(WORKER_ENV, format!("{fd}:{token}:{ppid}"))
+                .stdin(Stdio::null());
+            if let Some(arg0) = std::env::args_os().next() {
+                cmd.arg0(arg0);
+            }
+            crate::sys::keep_fd_across_exec(&mut cmd, fd);
+            let c = cmd.spawn().map_err(|source| PoolError::Spawn {
+                op: "executing /proc/self/exe",
+                source,
+            })?;
+            drop(child);
+            WorkerProc {
+                pid: c.id() as i32,
+                reaped: false,
+            }
+        }
+        StartMethod::Fork => {
+            let keep = child.as_fd().as_raw_fd();
+            let forked = crate::sys::fork_worker(keep, move || {
+                worker::main_forked(child.into_fd(), token, ppid)
+            })
+            .map_err(|source| PoolError::Spawn { op: "fork", source })?;
+            WorkerProc {
+                pid: forked.pid,
+                reaped: false,
+            }
+        }
+    };
+    if let Err(e) = handshake(&parent, token, exe, &mut proc) {
+        proc.kill();
+        let _ = proc.wait();
+        return Err(e);
+    }
+    let setup = ToWorker::Setup(Setup {
+        initializer: cfg.initializer.map(initializer_offset),
+        max_tasks: cfg.max_tasks_per_child,
+        spin_ns: u64::try_from(cfg.spin.as_nanos()).unwrap_or(u64::MAX),
+        inline_max: cfg.inline_max as u64,
+        batch_results: cfg.task_timeout.is_none(),
+    });
+    let bytes = wire::encode_frame(&setup, 0).map_err(|e| PoolError::Handshake {
+        reason: format!("encoding the worker settings: {e}"),
+    })?;
+    parent
+        .send(&bytes, &[])
+        .map_err(transport("sending the worker settings"))?;
+    Ok((proc, parent))
+}
+
+fn handshake(sock: &FdSocket, token: u64, exe: &ExeId, proc: &mut WorkerProc) -> Result<(), PoolError> {
+    let msg = match sock.recv_timeout(HANDSHAKE_TIMEOUT) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(PoolError::Handshake {
+                reason: format!("no hello from worker {} within {HANDSHAKE_TIMEOUT:?}", proc.pid()),
+            })
+        }
+        Err(ShmError::PeerClosed) => {
+            let exit = proc.wait();
+            return Err(PoolError::Handshake {
+                reason: format!("worker {} ended before the handshake: {exit}", proc.pid()),
+            });
+        }
+        Err(source) => {
+            return Err(PoolError::Transport {
+                op: "receiving the worker hello",
+                source,
+            })
+        }
+    };
+    let hello = match wire::decode_frame::<ToParent>(&msg.bytes) {
+        Ok((ToParent::Hello(h), _)) => h,
+        _ => {
+            return Err(PoolError::Handshake {
+                reason: "the first frame of the worker is not a hello".into(),
+            })
+        }
+    };
+    if hello.token != token || hello.pid != proc.pid() {
+        return Err(PoolError::Handshake {
+            reason: "the worker's token or pid does not match".into(),
+        });
+    }
+    if hello.exe != *exe || hello.probe != probe_offset() {
+        return Err(PoolError::ExecutableMismatch {
+            parent: format!("{exe}, probe {}", probe_offset()),
+            worker: format!("{}, probe {}", hello.exe, hello.probe),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The parent's shared state: the queue of tasks not yet sent, each worker
+//! slot's tasks in flight, and the dispatch rule that moves tasks from the
+//! queue to workers.
+//!
+//! Tasks are pipelined: a worker may hold several (up to `max_in_flight`,
+//! and never more inline bytes than fit the socket buffer, so a send never
+//! blocks while the lock is held). It runs them in order, so when it dies
+//! the first unanswered task is the one that killed it and the others were
+//! not started: they go back to the front of the queue. A future is
+//! cancellable only while its task is still in the queue.
+
+use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use npshmex_shm::FdSocket;
+
+use crate::future::Completion;
+use crate::wire::{self, ExeId, Packet, TaskHead, ToWorker};
+use crate::StartMethod;
+
+/// Most tasks in one frame.
+const MAX_FRAME_TASKS: usize = 64;
+/// Most inline payload bytes in flight to one worker (below the default
+/// unix socket buffer of ~208 KiB, so sends do not block).
+const MAX_IN_FLIGHT_BYTES: usize = 96 * 1024;
+
+/// The builder's settings, fixed for the pool's life.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) initializer: Option<fn()>,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) start_method: StartMethod,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) spin: Duration,
+    pub(crate) inline_max: usize,
+    pub(crate) max_in_flight: usize,
+}
+
+/// What every thread of a pool shares.
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) exe: ExeId,
+    pub(crate) state: Mutex<State>,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding this lock (completions run outside
+        // it), so a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One task, encoded and ready to send.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) tramp: i64,
+    pub(crate) func: i64,
+    pub(crate) packet: Packet,
+    pub(crate) completion: Arc<dyn Completion>,
+}
+
+/// A task sent to a worker and not answered yet.
+pub(crate) struct InFlight {
+    pub(crate) job: Job,
+    /// When it started running (known for the head of the pipeline only).
+    pub(crate) started: Option<Instant>,
+}
+
+/// One worker slot as the dispatcher sees it.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// The live worker's socket; `None` while (re)starting or stopped.
+    pub(crate) conn: Option<Arc<FdSocket>>,
+    pub(crate) pid: u32,
+    pub(crate) in_flight: VecDeque<InFlight>,
+    pub(crate) in_flight_bytes: usize,
+    /// Tasks this worker may still be sent (`max_tasks_per_child`).
+    pub(crate) budget: Option<u64>,
+}
+
+/// The mutable part.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) queue: VecDeque<Job>,
+    pub(crate) slots: Vec<SlotState>,
+    pub(crate) shutting_down: bool,
+    pub(crate) broken: Option<String>,
+    pub(crate) next_id: u64,
+}
+
+impl State {
+    /// Sends queued tasks to workers with room, in batches.
+    pub(crate) fn dispatch(&mut self, cfg: &Config) {
+        if self.broken.is_some() {
+            return;
+        }
+        while !self.queue.is_empty() {
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.has_room(cfg))
+                .min_by_key(|(_, s)| s.in_flight.len())
+                .map(|(i, _)| i);
+            let Some(i) = best else { break };
+            self.send_batch(i, cfg);
+        }
+    }
+
+    fn send_batch(&mut self, i: usize, cfg: &Config) {
+        let slot = &mut self.slots[i];
+        let Some(conn) = slot.conn.clone() else { return };
+        let mut batch: Vec<Job> = Vec::new();
+        let mut bytes = slot.in_flight_bytes;
+        while let Some(job) = self.queue.front() {
+            let room = cfg.max_in_flight.saturating_sub(slot.in_flight.len() + batch.len());
+            let budget = slot.budget.map_or(usize::MAX, |b| b as usize);
+            if room == 0 || batch.len() >= budget || batch.len() >= MAX_FRAME_TASKS {
+                break;
+            }
+            let len = job.packet.inline().len();
+            let empty = slot.in_flight.is_empty() && batch.is_empty();
+            if !empty && bytes + len > MAX_IN_FLIGHT_BYTES {
+                break;
+            }
+            let Some(job) = self.queue.pop_front() else { break };
+            // A cancelled future's task is dropped here, unsent.
+            if !job.completion.start() {
+                continue;
+            }
+            bytes += len;
+            batch.push(job);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let heads: Vec<TaskHead> = batch
+            .iter()
+            .map(|j| TaskHead {
+                id: j.id,
+                tramp: j.tramp,
+                func: j.func,
+                body: j.packet.body(),
+                fds: j.packet.fd_count(),
+            })
+            .collect();
+        let payload_len: usize = batch.iter().map(|j| j.packet.inline().len()).sum();
+        let frame = ToWorker::Tasks(heads);
+        match wire::encode_frame(&frame, payload_len) {
+            Ok(head) => {
+                let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
+                parts.push(&head);
+                parts.extend(batch.iter().map(|j| j.packet.inline()).filter(|b| !b.is_empty()));
+                let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+                for j in &batch {
+                    j.packet.push_fds(&mut fds);
+                }
+                // A failed send means the worker is gone: its slot thread
+                // sees EOF and requeues or fails what is in flight.
+                let _ = conn.send_vectored(&parts, &fds);
+            }
+            Err(_) => {
+                // Headers are plain integers; postcard cannot fail on them
+                // short of running out of memory. Should it, closing the
+                // worker makes its slot requeue or fail what is in flight.
+                close(&conn);
+            }
+        }
+        let now = Instant::now();
+        if let Some(b) = &mut slot.budget {
+            *b = b.saturating_sub(batch.len() as u64);
+        }
+        slot.in_flight_bytes = bytes;
+        for job in batch {
+            let started = slot.in_flight.is_empty().then_some(now);
+            slot.in_flight.push_back(InFlight { job, started });
+        }
+    }
+
+    /// Marks the pool broken: nothing more is dispatched, every worker is
+    /// told to stop. Returns the tasks that will never run.
+    pub(crate) fn break_pool(&mut self, reason: String) -> Vec<Job> {
+        if self.broken.is_none() {
+            self.broken = Some(reason);
+        }
+        let mut lost: Vec<Job> = self.queue.drain(..).collect();
+        for slot in &mut self.slots {
+            lost.extend(slot.in_flight.drain(..).map(|f| f.job));
+            slot.in_flight_bytes = 0;
+            if let Some(conn) = &slot.conn {
+                close(conn);
+            }
+        }
+        lost
+    }
+
+    /// Tells idle workers to stop once the pool is shutting down and no
+    /// work is left for them.
+    pub(crate) fn retire_idle(&mut self) {
+        if !self.shutting_down || !self.queue.is_empty() {
+            return;
+        }
+        for slot in &mut self.slots {
+            if slot.in_flight.is_empty() {
+                if let Some(conn) = &slot.conn {
+                    close(conn);
+                }
+            }
+        }
+    }
+}
+
+impl SlotState {
+    fn has_room(&self, cfg: &Config) -> bool {
+        self.conn.is_some()
+            && self.in_flight.len() < cfg.max_in_flight
+            && self.budget.is_none_or(|b| b > 0)
+            && (self.in_flight.is_empty() || self.in_flight_bytes < MAX_IN_FLIGHT_BYTES)
+    }
+}
+
+/// Shuts a worker socket down both ways: the worker reads EOF and exits,
+/// and our own blocked receive on it returns at once.
+pub(crate) fn close(conn: &FdSocket) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::sys::socket::shutdown(conn.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}

@@ -1,0 +1,256 @@
+//! The worker side: start-up (name, parent-death signal, handshake,
+//! initializer) and the loop that runs tasks in order and answers them.
+//!
+//! Results are batched: a worker that has more tasks already received keeps
+//! finished results briefly and sends them together, so a backlog costs one
+//! `sendmsg` per batch. After answering it spins (bounded, polling the socket
+//! without blocking) before it blocks in `recv`, so a parent that submits the
+//! next task right away does not pay a sleeping-CPU wake-up; an idle worker
+//! blocks and burns nothing.
+
+use std::ffi::OsString;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use npshmex_shm::{FdSocket, Message, ShmError};
+
+use crate::remote_fn::{invoke, probe_offset, run_initializer};
+use crate::wire::{self, ExeId, Failure, Hello, Packet, ResultHead, ToParent, ToWorker};
+
+/// Environment variable that makes a process a worker: `fd:token:ppid`.
+pub(crate) const WORKER_ENV: &str = "NPSHMEX_WORKER";
+
+/// The comm name of workers (at most 15 bytes; leak checks look for the
+/// `npshmex-w` prefix).
+const WORKER_NAME: &std::ffi::CStr = c"npshmex-worker";
+
+/// Send buffered results once this many are waiting...
+const MAX_BATCH: usize = 64;
+/// ...or the oldest has waited this long.
+const MAX_HOLD: Duration = Duration::from_micros(200);
+/// Results are held only after tasks shorter than this.
+const SHORT_TASK: Duration = Duration::from_micros(50);
+
+/// Entry of a worker started by exec: never returns.
+pub(crate) fn main_spawned(value: OsString) -> ! {
+    let parsed = value.to_str().and_then(|s| {
+        let mut it = s.split(':');
+        let fd = it.next()?.parse::<RawFd>().ok()?;
+        let token = it.next()?.parse::<u64>().ok()?;
+        let ppid = it.next()?.parse::<i32>().ok()?;
+        Some((fd, token, ppid))
+    });
+    let Some((fd, token, ppid)) = parsed else {
+        eprintln!("npshmex worker: malformed {WORKER_ENV} value {value:?}");
+        std::process::exit(101);
+    };
+    become_worker(ppid);
+    let sock = match crate::sys::adopt_inherited_socket(fd) {
+        Ok(fd) => FdSocket::from_fd(fd),
+        Err(e) => {
+            eprintln!("npshmex worker: cannot use the inherited socket: {e}");
+            std::process::exit(101);
+        }
+    };
+    std::process::exit(serve(&sock, token))
+}
+
+/// Entry of a forked worker (in the child); returns the exit code.
+pub(crate) fn main_forked(sock: OwnedFd, token: u64, ppid: i32) -> i32 {
+    become_worker(ppid);
+    serve(&FdSocket::from_fd(sock), token)
+}
+
+/// Process-level set-up: comm name, die with the parent.
+fn become_worker(ppid: i32) {
+    // Best effort: a worker without its name still works.
+    let _ = nix::sys::prctl::set_name(WORKER_NAME);
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+        std::process::exit(102);
+    }
+    // The parent may have died before PR_SET_PDEATHSIG took effect.
+    if nix::unistd::getppid().as_raw() != ppid {
+        std::process::exit(103);
+    }
+}
+
+/// Handshake, initializer, task loop. Returns the exit code.
+fn serve(sock: &FdSocket, token: u64) -> i32 {
+    let exe = match ExeId::current() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("npshmex worker: cannot identify /proc/self/exe: {e}");
+            return 104;
+        }
+    };
+    let hello = ToParent::Hello(Hello {
+        token,
+        pid: std::process::id(),
+        exe,
+        probe: probe_offset(),
+    });
+    if send_head(sock, &hello, &[], &[]).is_err() {
+        return 0;
+    }
+    let setup = match sock.recv() {
+        Ok(m) => match wire::decode_frame::<ToWorker>(&m.bytes) {
+            Ok((ToWorker::Setup(s), _)) => s,
+            _ => return 105,
+        },
+        // The parent gave up on us (handshake refused or shutdown).
+        Err(_) => return 0,
+    };
+    let init_error = setup.initializer.and_then(|off| run_initializer(off).err());
+    let failed = init_error.is_some();
+    if send_head(sock, &ToParent::Ready(init_error), &[], &[]).is_err() {
+        return 0;
+    }
+    if failed {
+        // The parent marks the pool broken and closes the socket.
+        while sock.recv().is_ok() {}
+        return 0;
+    }
+    Worker {
+        sock,
+        spin: Duration::from_nanos(setup.spin_ns),
+        inline_max: usize::try_from(setup.inline_max).unwrap_or(usize::MAX),
+        budget: setup.max_tasks,
+        batch: setup.batch_results,
+        out: Outbox::default(),
+    }
+    .run()
+}
+
+fn send_head(sock: &FdSocket, head: &ToParent, payloads: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<(), ShmError> {
+    let bytes = wire::encode_frame(head, 0).map_err(|e| ShmError::Frame {
+        reason: format!("encoding a frame header: {e}"),
+    })?;
+    let mut parts = Vec::with_capacity(1 + payloads.len());
+    parts.push(&bytes[..]);
+    parts.extend_from_slice(payloads);
+    sock.send_vectored(&parts, fds)
+}
+
+/// Results waiting to be sent.
+#[derive(Default)]
+struct Outbox {
+    heads: Vec<ResultHead>,
+    packets: Vec<Packet>,
+    since: Option<Instant>,
+}
+
+struct Worker<'a> {
+    sock: &'a FdSocket,
+    spin: Duration,
+    inline_max: usize,
+    budget: Option<u64>,
+    batch: bool,
+    out: Outbox,
+}
+
+impl Worker<'_> {
+    fn run(mut self) -> i32 {
+        loop {
+            let msg = match self.next_frame() {
+                Ok(m) => m,
+                // EOF: the parent is done with us (or gone).
+                Err(_) => return 0,
+            };
+            match self.run_frame(msg) {
+                Ok(true) => {}
+                Ok(false) => return 0,
+                Err(code) => return code,
+            }
+        }
+    }
+
+    /// The next frame: buffered results go out first, then a bounded spin,
+    /// then a blocking receive.
+    fn next_frame(&mut self) -> Result<Message, ShmError> {
+        if let Some(m) = self.sock.try_recv()? {
+            return Ok(m);
+        }
+        self.flush()?;
+        if !self.spin.is_zero() {
+            let until = Instant::now() + self.spin;
+            loop {
+                if let Some(m) = self.sock.try_recv()? {
+                    return Ok(m);
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.sock.recv()
+    }
+
+    /// Runs the tasks of one frame. `Ok(false)`: the task budget is spent.
+    fn run_frame(&mut self, msg: Message) -> Result<bool, i32> {
+        let Ok((ToWorker::Tasks(tasks), mut inline)) = wire::decode_frame::<ToWorker>(&msg.bytes) else {
+            eprintln!("npshmex worker: malformed frame from the parent");
+            return Err(106);
+        };
+        let mut fds = msg.fds.into_iter();
+        let inline_max = self.inline_max;
+        for task in tasks {
+            let t0 = Instant::now();
+            let outcome = wire::with_payload(task.body, task.fds, &mut inline, &mut fds, |bytes, fds| {
+                invoke(task.tramp, task.func, bytes, fds, inline_max)
+            });
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => Err(Failure::ArgumentDecode(e.to_string())),
+            };
+            self.push(task.id, outcome);
+            if let Some(b) = &mut self.budget {
+                *b = b.saturating_sub(1);
+                if *b == 0 {
+                    return match self.flush() {
+                        Ok(()) => Ok(false),
+                        Err(_) => Ok(false),
+                    };
+                }
+            }
+            // Holding results only pays for tiny tasks; after a longer one
+            // the results go out before the next task starts.
+            let full = !self.batch
+                || t0.elapsed() >= SHORT_TASK
+                || self.out.heads.len() >= MAX_BATCH
+                || self.out.since.is_some_and(|t| t.elapsed() >= MAX_HOLD);
+            if full && self.flush().is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn push(&mut self, id: u64, outcome: Result<Packet, Failure>) {
+        let outcome = match outcome {
+            Ok(p) => {
+                let head = (p.body(), p.fd_count());
+                self.out.packets.push(p);
+                Ok(head)
+            }
+            Err(f) => Err(f),
+        };
+        self.out.heads.push(ResultHead { id, outcome });
+        self.out.since.get_or_insert_with(Instant::now);
+    }
+
+    fn flush(&mut self) -> Result<(), ShmError> {
+        if self.out.heads.is_empty() {
+            return Ok(());
+        }
+        let heads = std::mem::take(&mut self.out.heads);
+        let packets = std::mem::take(&mut self.out.packets);
+        self.out.since = None;
+        let mut fds = Vec::new();
+        for p in &packets {
+            p.push_fds(&mut fds);
+        }
+        let payloads: Vec<&[u8]> = packets.iter().map(|p| p.inline()).filter(|b| !b.is_empty()).collect();
+        send_head(self.sock, &ToParent::Results(heads), &payloads, &fds)
+    }
+}
