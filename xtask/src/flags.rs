@@ -9,6 +9,7 @@ commands:
   test [--no-python] [--quick]   fmt, clippy, every test, interop checks, chaos --quick
   bench [--quick] [--case NAME] [--peers all]
                                  side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
+  chaos [--quick]                fault injection: kills, full shm, hostile input, hung tasks
   help                           this text";
 
 /// A parsed command line.
@@ -20,6 +21,8 @@ pub enum Command {
     Test(Test),
     /// `cargo xtask bench`
     Bench(Bench),
+    /// `cargo xtask chaos`
+    Chaos(Chaos),
     /// Internal: one benchmark case, run inside the release build of the xtask.
     BenchCase(BenchCase),
 }
@@ -33,6 +36,13 @@ pub struct Bench {
     pub case: Option<String>,
     /// Also the heavy peers (Ray).
     pub peers_all: bool,
+}
+
+/// Options of `cargo xtask chaos`.
+#[derive(Debug, Default)]
+pub struct Chaos {
+    /// Reduced counts (under 3 minutes).
+    pub quick: bool,
 }
 
 /// Options of the internal `bench-case` command.
@@ -90,6 +100,16 @@ impl Command {
                     }
                 }
                 Ok(Command::Bench(b))
+            }
+            "chaos" => {
+                let mut c = Chaos::default();
+                for a in rest {
+                    match a.as_str() {
+                        "--quick" => c.quick = true,
+                        other => return Err(format!("chaos: unknown option {other:?}")),
+                    }
+                }
+                Ok(Command::Chaos(c))
             }
             "bench-case" => {
                 let mut name = None;

@@ -4,6 +4,7 @@
 //! per subcommand, as rust-analyzer's xtask does: nothing to install but cargo.
 
 mod bench;
+mod chaos;
 mod flags;
 mod python;
 mod test;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         }
         flags::Command::Test(t) => test::run(&t),
         flags::Command::Bench(b) => bench::run(&b),
+        flags::Command::Chaos(c) => chaos::run(&c),
         flags::Command::BenchCase(c) => bench::run_case(&c),
     };
     match outcome {

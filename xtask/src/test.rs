@@ -93,7 +93,27 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"))?;
         Ok(Outcome::Passed)
     });
-    let _ = opts;
+    r.step("chaos --quick", || {
+        if opts.quick {
+            return Ok(Outcome::Skipped("--quick skips the chaos run".into()));
+        }
+        crate::chaos::run(&flags::Chaos { quick: true })?;
+        Ok(Outcome::Passed)
+    });
+    r.step("bench --quick", || {
+        if opts.quick {
+            return Ok(Outcome::Skipped(
+                "--quick skips the benchmark smoke run".into(),
+            ));
+        }
+        // Only that every case runs and the three files are written: no
+        // verdict on ratios from one reduced run on a CI machine.
+        crate::bench::run(&flags::Bench {
+            quick: true,
+            ..flags::Bench::default()
+        })?;
+        Ok(Outcome::Passed)
+    });
 
     r.step("leaks", || {
         let shm_after = util::shm_entries();

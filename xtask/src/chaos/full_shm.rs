@@ -1,0 +1,144 @@
+//! Full shared memory: a small tmpfs mounted for the test stands in for a
+//! full `/dev/shm` (filling the real one would disturb everything else on
+//! the machine). Allocation beyond its size must be a `NoSpace` error at
+//! creation, writing every byte of what was granted must not raise SIGBUS
+//! (space is reserved up front), and space must come back when segments go.
+
+use super::Verdict;
+use anyhow::{bail, Context, Result};
+use npshmex_shm::{ShmDir, ShmError};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const MIB: usize = 1 << 20;
+/// Size of the test filesystem.
+const FS_SIZE: usize = 32 * MIB;
+
+/// Runs the scenario; skipped (loudly) when not root.
+pub fn run() -> Result<Verdict> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(Verdict::Skip("mounting a tmpfs needs root".into()));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("npshmex-chaos-tmpfs")
+        .tempdir()
+        .context("temp dir")?;
+    let mount = Mount::tmpfs(dir.path(), FS_SIZE)?;
+    let out = exercise(&ShmDir::new(dir.path()));
+    mount.unmount()?;
+    out
+}
+
+fn exercise(shm: &ShmDir) -> Result<Verdict> {
+    let mut checks = 0;
+    let no_space = |r: npshmex_shm::Result<npshmex_shm::Segment>, what: &str| -> Result<()> {
+        match r {
+            Err(ShmError::NoSpace { .. }) => Ok(()),
+            Err(e) => bail!("{what}: expected NoSpace, got {e}"),
+            Ok(_) => bail!("{what}: expected NoSpace, got a segment"),
+        }
+    };
+    // More than the whole filesystem.
+    no_space(
+        shm.create_unique(2 * FS_SIZE),
+        "a segment twice the fs size",
+    )?;
+    checks += 1;
+    // Three quarters of it, then every byte written: reserved, so no SIGBUS.
+    let mut big = shm
+        .create_unique(FS_SIZE * 3 / 4)
+        .context("a segment of 3/4 of the fs")?;
+    big.as_mut_slice()
+        .context("mapping it writable")?
+        .fill(0xa5);
+    checks += 1;
+    // Half more does not fit any more.
+    no_space(
+        shm.create_unique(FS_SIZE / 2),
+        "a half-size segment after 3/4 are taken",
+    )?;
+    checks += 1;
+    // Fill the rest with an ordinary file (someone else's data), then even a page is refused.
+    let filler = shm.path().join("not-ours");
+    let _ = std::fs::write(&filler, vec![1u8; FS_SIZE]); // fails part-way with ENOSPC, on purpose
+    no_space(shm.create_unique(64 * 1024), "64 KiB on a full fs")?;
+    checks += 1;
+    // The granted segment is still intact and writable.
+    let s = big.as_mut_slice().context("remapping")?;
+    if s.iter().any(|b| *b != 0xa5) {
+        bail!("the granted segment lost its contents");
+    }
+    s.fill(0x5a);
+    checks += 1;
+    // Space comes back.
+    let name = big.name().map(str::to_owned);
+    drop(big);
+    if let Some(n) = name {
+        shm.remove(&n).context("removing the big segment")?;
+    }
+    std::fs::remove_file(&filler).context("removing the filler")?;
+    let again = shm
+        .create_unique(FS_SIZE * 3 / 4)
+        .context("the same size after freeing")?;
+    let n = again.name().map(str::to_owned);
+    drop(again);
+    if let Some(n) = n {
+        shm.remove(&n)?;
+    }
+    checks += 1;
+    Ok(Verdict::Pass(format!(
+        "{checks} checks on a {} MiB tmpfs: NoSpace at creation, no SIGBUS, space returned",
+        FS_SIZE / MIB
+    )))
+}
+
+/// A tmpfs mounted on a directory; unmounted (lazily) on drop at the latest.
+struct Mount {
+    target: CString,
+    mounted: bool,
+}
+
+impl Mount {
+    fn tmpfs(dir: &Path, size: usize) -> Result<Mount> {
+        let target = CString::new(dir.as_os_str().as_bytes()).context("path")?;
+        let opts = CString::new(format!("size={size},mode=0700")).context("options")?;
+        // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                opts.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("mount -t tmpfs");
+        }
+        Ok(Mount {
+            target,
+            mounted: true,
+        })
+    }
+
+    fn unmount(mut self) -> Result<()> {
+        self.mounted = false;
+        // SAFETY: target is a NUL-terminated path we mounted.
+        if unsafe { libc::umount2(self.target.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("umount");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.mounted {
+            // SAFETY: target is a NUL-terminated path we mounted; a lazy
+            // detach cannot fail in a way we could handle here.
+            unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}

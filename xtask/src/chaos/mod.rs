@@ -1,0 +1,126 @@
+//! `cargo xtask chaos`: faults injected on purpose, each scenario with its
+//! counts and a PASS/FAIL/SKIP line, ending in `chaos: N/M scenarios passed`
+//! and a non-zero exit on any failure.
+//!
+//! The scenarios run in this process (pool workers and child programs
+//! re-execute this binary, whose `main` starts with the pools' inits), one
+//! after the other, and the whole run checks that it leaves no `npshmex-*`
+//! entry in `/dev/shm` and no worker process behind.
+
+mod full_shm;
+mod hostile;
+mod hostile_npy;
+mod mutate;
+
+use crate::{flags, util};
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+/// How a scenario ended.
+pub enum Verdict {
+    /// Passed, with its counts.
+    Pass(String),
+    /// Could not run here, and why (said loudly; not a pass).
+    Skip(String),
+}
+
+/// Counts of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// Mutated `.npy` headers.
+    pub npy_headers: usize,
+    /// Seed of the random choices (printed, so a failure reproduces).
+    pub seed: u64,
+}
+
+impl Scale {
+    fn new(quick: bool) -> Scale {
+        let seed = std::env::var("NPSHMEX_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs())
+            });
+        if quick {
+            Scale {
+                npy_headers: 50_000,
+                seed,
+            }
+        } else {
+            Scale {
+                npy_headers: 1_000_000,
+                seed,
+            }
+        }
+    }
+}
+
+type Scenario = fn(&Scale) -> Result<Verdict>;
+
+/// Runs `cargo xtask chaos`.
+pub fn run(opts: &flags::Chaos) -> Result<()> {
+    let scale = Scale::new(opts.quick);
+    eprintln!(
+        "chaos: seed {} (set NPSHMEX_CHAOS_SEED to reproduce){}",
+        scale.seed,
+        if opts.quick { ", quick counts" } else { "" }
+    );
+    let shm_before = util::shm_entries();
+    let workers_before = util::worker_pids();
+    let scenarios: [(&str, Scenario); 2] = [
+        ("full shared memory", |_| full_shm::run()),
+        ("hostile input", hostile::run),
+    ];
+    let (mut passed, mut failed, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, f) in scenarios {
+        eprintln!("==== chaos: {name}");
+        let t = Instant::now();
+        let outcome = f(&scale);
+        let secs = t.elapsed().as_secs_f64();
+        match outcome {
+            Ok(Verdict::Pass(detail)) => {
+                println!("PASS  {name}: {detail} ({secs:.1} s)");
+                passed.push(name);
+            }
+            Ok(Verdict::Skip(why)) => {
+                println!("SKIP  {name}: {why}");
+                skipped.push(name);
+            }
+            Err(e) => {
+                println!("FAIL  {name}: {e:#} ({secs:.1} s)");
+                failed.push(name);
+            }
+        }
+    }
+    let leaked: Vec<String> = util::shm_entries()
+        .difference(&shm_before)
+        .filter(|n| n.starts_with("npshmex-"))
+        .cloned()
+        .collect();
+    let survivors: Vec<u32> = util::worker_pids()
+        .difference(&workers_before)
+        .copied()
+        .collect();
+    let total = passed.len() + failed.len() + skipped.len();
+    let mut line = format!("chaos: {}/{total} scenarios passed", passed.len());
+    if !skipped.is_empty() {
+        line.push_str(&format!(
+            " ({} skipped: {})",
+            skipped.len(),
+            skipped.join(", ")
+        ));
+    }
+    if !failed.is_empty() {
+        line.push_str(&format!(" (failed: {})", failed.join(", ")));
+    }
+    println!("{line}");
+    if !leaked.is_empty() || !survivors.is_empty() {
+        bail!("chaos left behind /dev/shm entries {leaked:?} and worker processes {survivors:?}");
+    }
+    if !failed.is_empty() {
+        bail!("{} chaos scenario(s) failed", failed.len());
+    }
+    Ok(())
+}
