@@ -49,7 +49,7 @@ pub use keys::{shm_clear, shm_del, shm_pop, shm_put, shm_put_as, Keep, ShmKey};
 pub use npshmex_codec::record;
 pub use npshmex_codec::{DType, Element};
 pub use transfer::{take_last_error, Transfer};
-pub use via_shm::Shm;
+pub use via_shm::{Shm, ShmArg};
 
 #[cfg(test)]
 pub(crate) mod test_util {
@@ -64,15 +64,4 @@ pub(crate) mod test_util {
         npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
     }
 
-    /// Entries of `/dev/shm` whose names start with `npshmex-`.
-    pub fn shm_names() -> std::collections::BTreeSet<String> {
-        std::fs::read_dir("/dev/shm")
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("npshmex-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }

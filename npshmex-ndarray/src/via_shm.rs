@@ -17,7 +17,7 @@ use crate::cache::Slot;
 use crate::error::{NdarrayError, Result};
 use crate::layout::{order_of, Layout};
 use crate::transfer::{de_error, ser_error};
-use ndarray::{Array, ArrayBase, ArrayViewMut, Data, Dimension};
+use ndarray::{Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension};
 use npshmex_codec::{cast_slice, cast_slice_mut, Element};
 use npshmex_shm::{oob, Access, Segment};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
@@ -276,6 +276,78 @@ where
 impl<'de, A: Element, D: Dimension> Deserialize<'de> for Shm<Array<A, D>> {
     fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
         deserialize(d).map(Shm)
+    }
+}
+
+/// A bare array argument that the caller lends instead of giving up: it
+/// serializes from a borrowed view (the caller keeps its array, no clone)
+/// and always deserializes as an owned array. The drop-in path of npshmex,
+/// where the caller passes `x` and still has it afterwards.
+///
+/// ```
+/// use npshmex_ndarray::via_shm::ShmArg;
+/// fn add_one(x: ShmArg<'_, f64, ndarray::Ix1>) -> npshmex_ndarray::Shm<ndarray::Array1<f64>> {
+///     npshmex_ndarray::Shm(x.into_owned() + 1.0)
+/// }
+/// let x = ndarray::arr1(&[1.0, 2.0]);
+/// // pool.submit(add_one, ShmArg::from(&x)) in a program with a pool; here directly:
+/// assert_eq!(add_one(ShmArg::from(&x)).0, ndarray::arr1(&[2.0, 3.0]));
+/// ```
+#[derive(Debug)]
+pub enum ShmArg<'a, A, D: Dimension> {
+    /// A view of the caller's array (the sending side).
+    Borrowed(ArrayView<'a, A, D>),
+    /// An owned array (the receiving side, or a caller that gives it up).
+    Owned(Array<A, D>),
+}
+
+impl<'a, A: Element, D: Dimension> ShmArg<'a, A, D> {
+    /// A view of the array.
+    pub fn view(&self) -> ArrayView<'_, A, D> {
+        match self {
+            ShmArg::Borrowed(v) => v.view(),
+            ShmArg::Owned(a) => a.view(),
+        }
+    }
+
+    /// The owned array (copied if this is a borrowed view).
+    pub fn into_owned(self) -> Array<A, D> {
+        match self {
+            ShmArg::Borrowed(v) => v.to_owned(),
+            ShmArg::Owned(a) => a,
+        }
+    }
+}
+
+impl<'a, A, S, D> From<&'a ArrayBase<S, D>> for ShmArg<'a, A, D>
+where
+    A: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+{
+    fn from(a: &'a ArrayBase<S, D>) -> Self {
+        ShmArg::Borrowed(a.view())
+    }
+}
+
+impl<A: Element, D: Dimension> From<Array<A, D>> for ShmArg<'_, A, D> {
+    fn from(a: Array<A, D>) -> Self {
+        ShmArg::Owned(a)
+    }
+}
+
+impl<A: Element, D: Dimension> Serialize for ShmArg<'_, A, D> {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        match self {
+            ShmArg::Borrowed(v) => serialize(v, s),
+            ShmArg::Owned(a) => serialize(a, s),
+        }
+    }
+}
+
+impl<'de, A: Element, D: Dimension> Deserialize<'de> for ShmArg<'_, A, D> {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        deserialize(d).map(ShmArg::Owned)
     }
 }
 
