@@ -12,7 +12,7 @@
 
 use crate::dtype::{
     checked_product, round_up, ByteOrder, ComplexWidth, DType, DateUnit, Field, FloatWidth,
-    IntWidth, StructAlign, StructType, SubArrayType, TimeUnit, MAX_DIMS,
+    IntWidth, StructAlign, StructType, TimeUnit, MAX_DIMS,
 };
 use crate::error::{CodecError, Result};
 use crate::literal::{self, Lit, LitKind, LongSuffix};
@@ -248,7 +248,7 @@ pub(crate) fn from_lit(lit: &Lit) -> Result<DType> {
         LitKind::Str(s) => parse_type_str(s, lit.pos + 1),
         LitKind::List(items) => from_field_list(items).map(DType::Struct),
         LitKind::Tuple(items) => match items.as_slice() {
-            [base, shape] => SubArrayType::new(from_lit(base)?, shape_from_lit(shape)?),
+            [base, shape] => DType::subarray(from_lit(base)?, shape_from_lit(shape)?),
             _ => Err(bad(lit.pos, "a descr tuple must be (descr, shape)")),
         },
         LitKind::Dict(items) => from_dict(lit.pos, items),
@@ -303,7 +303,7 @@ fn from_field_list(items: &[Lit]) -> Result<StructType> {
         };
         let (name_lit, dt) = match parts.as_slice() {
             [n, d] => (n, from_lit(d)?),
-            [n, d, s] => (n, SubArrayType::new(from_lit(d)?, shape_from_lit(s)?)?),
+            [n, d, s] => (n, DType::subarray(from_lit(d)?, shape_from_lit(s)?)?),
             _ => return Err(bad(item.pos, "a field is a (name, descr[, shape]) tuple")),
         };
         let (title, name) = match &name_lit.kind {

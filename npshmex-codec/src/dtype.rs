@@ -407,7 +407,7 @@ impl StructType {
                 .ok_or(CodecError::Overflow { what: "field end" })?;
             if align == StructAlign::Aligned {
                 let a = f.dtype.alignment();
-                if f.offset % a != 0 {
+                if !f.offset.is_multiple_of(a) {
                     return Err(bad_struct(format!(
                         "aligned struct: field {:?} at offset {} is not a multiple of {a}",
                         f.name, f.offset
@@ -430,7 +430,7 @@ impl StructType {
                 "fields end at byte {end}, after the itemsize {itemsize}"
             )));
         }
-        if align == StructAlign::Aligned && itemsize % max_align != 0 {
+        if align == StructAlign::Aligned && !itemsize.is_multiple_of(max_align) {
             return Err(bad_struct(format!(
                 "aligned struct: itemsize {itemsize} is not a multiple of {max_align}"
             )));
@@ -558,7 +558,7 @@ struct RawSubArray {
 impl TryFrom<RawSubArray> for SubArrayType {
     type Error = CodecError;
     fn try_from(r: RawSubArray) -> Result<SubArrayType> {
-        match SubArrayType::new(*r.base, r.shape)? {
+        match DType::subarray(*r.base, r.shape)? {
             DType::SubArray(s) => Ok(s),
             _ => Err(bad_struct("subarray with an empty shape")),
         }
@@ -585,7 +585,7 @@ impl SubArrayType {
     /// # Errors
     /// [`CodecError::Overflow`] when the itemsize overflows,
     /// [`CodecError::BadStruct`] for more than [`MAX_DIMS`] dimensions.
-    pub fn new(base: DType, shape: Vec<usize>) -> Result<DType> {
+    fn build(base: DType, shape: Vec<usize>) -> Result<DType> {
         if shape.is_empty() {
             return Ok(base);
         }
@@ -646,11 +646,16 @@ pub(crate) fn checked_product(shape: &[usize]) -> Option<usize> {
 }
 
 impl DType {
-    /// `'<f8'`-like constructor for native-order `f8`.
-    pub const F8: DType = DType::Float {
-        width: FloatWidth::F8,
-        order: ByteOrder::NATIVE,
-    };
+    /// `shape` copies of `base` ([`DType::SubArray`]), normalised as numpy
+    /// does: an empty shape gives `base` itself, and a subarray of a subarray
+    /// is flattened into one (`(('<f8', (2,)), (3,))` is `('<f8', (3, 2))`).
+    ///
+    /// # Errors
+    /// [`CodecError::Overflow`] when the itemsize overflows,
+    /// [`CodecError::BadStruct`] for more than [`MAX_DIMS`] dimensions.
+    pub fn subarray(base: DType, shape: Vec<usize>) -> Result<DType> {
+        SubArrayType::build(base, shape)
+    }
 
     /// Size of one element in bytes, as numpy's `dtype.itemsize`.
     pub fn itemsize(&self) -> usize {
@@ -857,8 +862,8 @@ mod tests {
 
     #[test]
     fn subarrays_flatten_and_check_overflow() {
-        let inner = SubArrayType::new(f8(), vec![2]).unwrap();
-        let outer = SubArrayType::new(inner, vec![3]).unwrap();
+        let inner = DType::subarray(f8(), vec![2]).unwrap();
+        let outer = DType::subarray(inner, vec![3]).unwrap();
         match &outer {
             DType::SubArray(s) => {
                 assert_eq!(s.shape(), [3, 2]);
@@ -867,9 +872,9 @@ mod tests {
             other => panic!("not a subarray: {other:?}"),
         }
         assert_eq!(outer.itemsize(), 48);
-        assert_eq!(SubArrayType::new(f8(), vec![]).unwrap(), f8());
+        assert_eq!(DType::subarray(f8(), vec![]).unwrap(), f8());
         assert!(matches!(
-            SubArrayType::new(f8(), vec![usize::MAX / 4, 3]),
+            DType::subarray(f8(), vec![usize::MAX / 4, 3]),
             Err(CodecError::Overflow { .. })
         ));
     }

@@ -6,7 +6,7 @@
 //! alternative: depending on `bytemuck`; its `Pod` cannot express "valid only
 //! after checking each byte" (bool) nor compare against a runtime dtype.
 
-use crate::dtype::{ByteOrder, ComplexWidth, DType, FloatWidth, IntWidth, SubArrayType};
+use crate::dtype::{ByteOrder, ComplexWidth, DType, FloatWidth, IntWidth};
 use crate::error::{CodecError, Result};
 use num_complex::Complex;
 
@@ -165,7 +165,7 @@ unsafe impl<T: Element, const LEN: usize> Element for [T; LEN] {
     fn dtype() -> DType {
         // An overflow would need an array larger than memory, which cannot
         // be a type; fall back to a void of the same size to stay total.
-        SubArrayType::new(T::dtype(), vec![LEN]).unwrap_or(DType::Void {
+        DType::subarray(T::dtype(), vec![LEN]).unwrap_or(DType::Void {
             len: std::mem::size_of::<Self>(),
         })
     }
@@ -191,7 +191,7 @@ fn check<T: Element>(dtype: &DType, bytes: &[u8]) -> Result<usize> {
             itemsize: 0,
         });
     }
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(CodecError::Length {
             len: bytes.len(),
             itemsize: size,
@@ -199,7 +199,7 @@ fn check<T: Element>(dtype: &DType, bytes: &[u8]) -> Result<usize> {
     }
     let align = std::mem::align_of::<T>();
     let addr = bytes.as_ptr() as usize;
-    if addr % align != 0 {
+    if !addr.is_multiple_of(align) {
         return Err(CodecError::Misaligned { addr, align });
     }
     T::validate(bytes)?;

@@ -96,7 +96,7 @@ impl NpyHeader {
     ///
     /// # Errors
     /// [`CodecError::Overflow`] if the shape product overflows `usize`.
-    pub fn len(&self) -> Result<usize> {
+    pub fn num_elements(&self) -> Result<usize> {
         shape_len(&self.shape)
     }
 
@@ -285,7 +285,7 @@ impl NpyHeader {
         let lit = literal::parse(text, long)?;
         let LitKind::Dict(items) = &lit.kind else {
             return Err(CodecError::BadHeader {
-                reason: format!("header is a {}, not a dict", lit.kind.type_name()),
+                reason: format!("header is {}, not a dict", lit.kind.type_name()),
             });
         };
         let mut descr = None;
@@ -296,7 +296,7 @@ impl NpyHeader {
                 LitKind::Str(s) => s.as_str(),
                 other => {
                     return Err(CodecError::BadHeader {
-                        reason: format!("header key is a {}, not a str", other.type_name()),
+                        reason: format!("header key is {}, not a str", other.type_name()),
                     })
                 }
             };
@@ -324,7 +324,7 @@ impl NpyHeader {
             _ => {
                 return Err(CodecError::BadHeader {
                     reason: format!(
-                        "'fortran_order' is a {}, not a bool",
+                        "'fortran_order' is {}, not a bool",
                         fortran.kind.type_name()
                     ),
                 })
@@ -344,7 +344,7 @@ impl NpyHeader {
 fn shape_of(lit: &Lit) -> Result<Vec<usize>> {
     let LitKind::Tuple(items) = &lit.kind else {
         return Err(CodecError::BadHeader {
-            reason: format!("'shape' is a {}, not a tuple", lit.kind.type_name()),
+            reason: format!("'shape' is {}, not a tuple", lit.kind.type_name()),
         });
     };
     if items.len() > MAX_DIMS {
@@ -365,7 +365,7 @@ fn shape_of(lit: &Lit) -> Result<Vec<usize>> {
                 }
             }),
             _ => Err(CodecError::BadHeader {
-                reason: format!("a dimension is a {}, not an int", d.kind.type_name()),
+                reason: format!("a dimension is {}, not an int", d.kind.type_name()),
             }),
         })
         .collect()

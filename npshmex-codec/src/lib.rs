@@ -43,4 +43,4 @@ pub use literal::MAX_DEPTH;
 #[doc(hidden)]
 pub use record::record_dtype as __record_dtype;
 pub use record::Record;
-pub use swap::{convert_byte_order, to_native};
+pub use swap::{convert_byte_order, from_native, to_native};

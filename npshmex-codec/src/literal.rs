@@ -36,17 +36,18 @@ pub(crate) enum LitKind {
 }
 
 impl LitKind {
+    /// The Python type with its article, for messages ("an int").
     pub(crate) fn type_name(&self) -> &'static str {
         match self {
-            LitKind::Str(_) => "str",
-            LitKind::Bytes => "bytes",
-            LitKind::Int(_) => "int",
-            LitKind::Float => "float",
-            LitKind::Bool(_) => "bool",
+            LitKind::Str(_) => "a str",
+            LitKind::Bytes => "a bytes",
+            LitKind::Int(_) => "an int",
+            LitKind::Float => "a float",
+            LitKind::Bool(_) => "a bool",
             LitKind::None => "None",
-            LitKind::Tuple(_) => "tuple",
-            LitKind::List(_) => "list",
-            LitKind::Dict(_) => "dict",
+            LitKind::Tuple(_) => "a tuple",
+            LitKind::List(_) => "a list",
+            LitKind::Dict(_) => "a dict",
         }
     }
 }

@@ -21,10 +21,14 @@ use crate::element::Element;
 /// offset, and `size_of::<Self>()` is its itemsize. The macro guarantees it.
 pub unsafe trait Record: Element {}
 
-/// Builds the dtype of a record from its size and `(name, offset, dtype)`
-/// per field. Used by [`record!`](crate::record); not a stable API.
+/// `(name, offset, dtype)` of one record field, as the macro collects it.
 #[doc(hidden)]
-pub fn record_dtype(size: usize, fields: &[(&str, usize, fn() -> DType)]) -> DType {
+pub type FieldSpec = (&'static str, usize, fn() -> DType);
+
+/// Builds the dtype of a record from its size and a [`FieldSpec`] per
+/// field. Used by [`record!`](crate::record); not a stable API.
+#[doc(hidden)]
+pub fn record_dtype(size: usize, fields: &[FieldSpec]) -> DType {
     let mut fs: Vec<Field> = fields
         .iter()
         .map(|&(name, offset, dt)| Field::new(name, dt(), offset))

@@ -162,7 +162,7 @@ pub fn convert_byte_order(dtype: &DType, bytes: &mut [u8], target: ByteOrder) ->
             })
         };
     }
-    if bytes.len() % itemsize != 0 {
+    if !bytes.len().is_multiple_of(itemsize) {
         return Err(CodecError::Length {
             len: bytes.len(),
             itemsize,
@@ -192,6 +192,18 @@ pub fn convert_byte_order(dtype: &DType, bytes: &mut [u8], target: ByteOrder) ->
 pub fn to_native(dtype: &DType, mut bytes: Vec<u8>) -> Result<(DType, Vec<u8>)> {
     let dt = convert_byte_order(dtype, &mut bytes, ByteOrder::NATIVE)?;
     Ok((dt, bytes))
+}
+
+/// The inverse of [`to_native`]: turns `bytes`, holding elements of
+/// `dtype.with_byte_order(NATIVE)`, into elements of `dtype` itself, each
+/// part in its own byte order (records may mix orders).
+///
+/// # Errors
+/// [`CodecError::Length`] when `bytes` is not a whole number of elements.
+pub fn from_native(dtype: &DType, bytes: &mut [u8]) -> Result<()> {
+    // Swapping is an involution over the same runs: the parts of `dtype`
+    // that are not native are exactly those to swap in either direction.
+    convert_byte_order(dtype, bytes, ByteOrder::NATIVE).map(drop)
 }
 
 #[cfg(test)]
@@ -229,6 +241,12 @@ mod tests {
         let bdt = convert_byte_order(&ndt, &mut back, ByteOrder::Big).unwrap();
         assert_eq!(bdt, dt);
         assert_eq!(back, data);
+        let mixed = DType::parse_descr("[('a', '<i4'), ('b', '>i4')]").unwrap();
+        let raw = vec![1, 0, 0, 0, 0, 0, 0, 2];
+        let (ndt, mut nat) = to_native(&mixed, raw.clone()).unwrap();
+        assert!(ndt.is_native_order());
+        from_native(&mixed, &mut nat).unwrap();
+        assert_eq!(nat, raw);
         assert!(matches!(
             to_native(&dt, vec![0; 5]),
             Err(CodecError::Length { .. })

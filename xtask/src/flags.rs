@@ -10,6 +10,7 @@ commands:
   bench [--quick] [--case NAME] [--peers all]
                                  side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
   chaos [--quick]                fault injection: kills, full shm, hostile input, hung tasks
+  roundtrip IN OUT               read each IN/*.npy, decode, write OUT/NAME; `ok NAME` / `refused NAME: reason`
   help                           this text";
 
 /// A parsed command line.
@@ -21,6 +22,8 @@ pub enum Command {
     Test(Test),
     /// `cargo xtask bench`
     Bench(Bench),
+    /// `cargo xtask roundtrip IN OUT`
+    Roundtrip(Roundtrip),
     /// `cargo xtask chaos`
     Chaos(Chaos),
     /// Internal: one benchmark case, run inside the release build of the xtask.
@@ -124,7 +127,23 @@ impl Command {
                 let name = name.ok_or("bench-case: needs a case NAME")?;
                 Ok(Command::BenchCase(BenchCase { name, quick }))
             }
+            "roundtrip" => match <[String; 2]>::try_from(rest) {
+                Ok([input, output]) => Ok(Command::Roundtrip(Roundtrip {
+                    input: input.into(),
+                    output: output.into(),
+                })),
+                Err(_) => Err("roundtrip: needs IN and OUT directories".into()),
+            },
             other => Err(format!("unknown command {other:?}")),
         }
     }
+}
+
+/// Arguments of `cargo xtask roundtrip`.
+#[derive(Debug)]
+pub struct Roundtrip {
+    /// Directory of input files.
+    pub input: std::path::PathBuf,
+    /// Directory the rewritten files go to.
+    pub output: std::path::PathBuf,
 }

@@ -6,7 +6,9 @@
 mod bench;
 mod chaos;
 mod flags;
+mod npy_interop;
 mod python;
+mod roundtrip;
 mod test;
 mod util;
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         }
         flags::Command::Test(t) => test::run(&t),
         flags::Command::Bench(b) => bench::run(&b),
+        flags::Command::Roundtrip(r) => roundtrip::run(&r.input, &r.output),
         flags::Command::Chaos(c) => chaos::run(&c),
         flags::Command::BenchCase(c) => bench::run_case(&c),
     };

@@ -93,6 +93,33 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"))?;
         Ok(Outcome::Passed)
     });
+    r.step("npy-fuzz", || {
+        if opts.quick {
+            return Ok(Outcome::Skipped(
+                "--quick skips the release-mode .npy header fuzzing".into(),
+            ));
+        }
+        // Arbitrary and mutated bytes into NpyHeader::read, arbitrary descr
+        // text into DType::parse_descr: must never panic.
+        sh(cargo()
+            .args(["test", "--release", "-p", "npshmex-codec", "--test", "fuzz"])
+            .env("PROPTEST_CASES", "300000"))?;
+        Ok(Outcome::Passed)
+    });
+    r.step("numpy-interop", || {
+        if opts.no_python {
+            return Ok(Outcome::Skipped(
+                "--no-python: numpy interop of .npy files NOT checked".into(),
+            ));
+        }
+        Ok(match crate::npy_interop::run()? {
+            crate::npy_interop::Interop::Checked { corpus, written } => {
+                eprintln!("numpy-interop: checked {} files", corpus + written);
+                Outcome::Passed
+            }
+            crate::npy_interop::Interop::Skipped(why) => Outcome::Skipped(why),
+        })
+    });
     r.step("chaos --quick", || {
         if opts.quick {
             return Ok(Outcome::Skipped("--quick skips the chaos run".into()));

@@ -5,7 +5,7 @@
 
 use npshmex_codec::{
     ByteOrder, ComplexWidth, DType, DateUnit, Field, FloatWidth, IntWidth, StructAlign, StructType,
-    SubArrayType, TimeUnit,
+    TimeUnit,
 };
 use proptest::prelude::*;
 
@@ -89,7 +89,7 @@ pub fn dtype() -> impl Strategy<Value = DType> {
     leaf().prop_recursive(3, 24, 5, |inner| {
         prop_oneof![
             (inner.clone(), shape(3, 3))
-                .prop_filter_map("subarray", |(b, s)| SubArrayType::new(b, s).ok()),
+                .prop_filter_map("subarray", |(b, s)| DType::subarray(b, s).ok()),
             (
                 proptest::collection::vec(
                     (
