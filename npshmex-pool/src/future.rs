@@ -95,11 +95,13 @@ impl<R> Shared<R> {
         }
         s.phase = phase;
         s.value = Some(value);
+        // Done before the callbacks run: a callback that wakes a waiter
+        // (as_completed, wait) must find the future done.
+        self.done.store(true, Ordering::Release);
         let callbacks = std::mem::take(&mut s.callbacks);
         for cb in callbacks {
             run_callback(&s, cb);
         }
-        self.done.store(true, Ordering::Release);
         if let Some(w) = s.waker.take() {
             w.wake();
         }

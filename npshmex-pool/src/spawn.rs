@@ -147,7 +147,6 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
         max_tasks: cfg.max_tasks_per_child,
         spin_ns: u64::try_from(cfg.spin.as_nanos()).unwrap_or(u64::MAX),
         inline_max: cfg.inline_max as u64,
-        batch_results: cfg.task_timeout.is_none(),
     });
     let bytes = wire::encode_frame(&setup, 0).map_err(|e| PoolError::Handshake {
         reason: format!("encoding the worker settings: {e}"),

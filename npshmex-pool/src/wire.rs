@@ -82,10 +82,6 @@ pub(crate) struct Setup {
     pub(crate) spin_ns: u64,
     /// Results larger than this go in a memfd.
     pub(crate) inline_max: u64,
-    /// Whether results of back-to-back tasks may be held briefly and sent
-    /// together (off when a task timeout is set: the parent times each task
-    /// from the arrival of the previous result).
-    pub(crate) batch_results: bool,
 }
 
 /// One task of a `Tasks` frame.

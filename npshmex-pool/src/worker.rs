@@ -1,12 +1,12 @@
 //! The worker side: start-up (name, parent-death signal, handshake,
 //! initializer) and the loop that runs tasks in order and answers them.
 //!
-//! Results are batched: a worker that has more tasks already received keeps
-//! finished results briefly and sends them together, so a backlog costs one
-//! `sendmsg` per batch. After answering it spins (bounded, polling the socket
-//! without blocking) before it blocks in `recv`, so a parent that submits the
-//! next task right away does not pay a sleeping-CPU wake-up; an idle worker
-//! blocks and burns nothing.
+//! Tasks arrive in batches (one frame may carry many), but every result is
+//! sent as soon as it exists: held-back results would make a crash blame
+//! the wrong task. After a frame the worker spins (bounded, polling the
+//! socket without blocking, yielding the CPU between polls) before it
+//! blocks in `recv`, so a parent that submits the next task right away does
+//! not pay a sleeping-CPU wake-up; an idle worker blocks and burns nothing.
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -23,13 +23,6 @@ pub(crate) const WORKER_ENV: &str = "NPSHMEX_WORKER";
 /// The comm name of workers (at most 15 bytes; leak checks look for the
 /// `npshmex-w` prefix).
 const WORKER_NAME: &std::ffi::CStr = c"npshmex-worker";
-
-/// Send buffered results once this many are waiting...
-const MAX_BATCH: usize = 64;
-/// ...or the oldest has waited this long.
-const MAX_HOLD: Duration = Duration::from_micros(200);
-/// Results are held only after tasks shorter than this.
-const SHORT_TASK: Duration = Duration::from_micros(50);
 
 /// Entry of a worker started by exec: never returns.
 pub(crate) fn main_spawned(value: OsString) -> ! {
@@ -115,8 +108,6 @@ fn serve(sock: &FdSocket, token: u64) -> i32 {
         spin: Duration::from_nanos(setup.spin_ns),
         inline_max: usize::try_from(setup.inline_max).unwrap_or(usize::MAX),
         budget: setup.max_tasks,
-        batch: setup.batch_results,
-        out: Outbox::default(),
     }
     .run()
 }
@@ -131,21 +122,11 @@ fn send_head(sock: &FdSocket, head: &ToParent, payloads: &[&[u8]], fds: &[Borrow
     sock.send_vectored(&parts, fds)
 }
 
-/// Results waiting to be sent.
-#[derive(Default)]
-struct Outbox {
-    heads: Vec<ResultHead>,
-    packets: Vec<Packet>,
-    since: Option<Instant>,
-}
-
 struct Worker<'a> {
     sock: &'a FdSocket,
     spin: Duration,
     inline_max: usize,
     budget: Option<u64>,
-    batch: bool,
-    out: Outbox,
 }
 
 impl Worker<'_> {
@@ -164,13 +145,9 @@ impl Worker<'_> {
         }
     }
 
-    /// The next frame: buffered results go out first, then a bounded spin,
-    /// then a blocking receive.
+    /// The next frame: a bounded spin of non-blocking polls (yielding the
+    /// CPU between them), then a blocking receive.
     fn next_frame(&mut self) -> Result<Message, ShmError> {
-        if let Some(m) = self.sock.try_recv()? {
-            return Ok(m);
-        }
-        self.flush()?;
         if !self.spin.is_zero() {
             let until = Instant::now() + self.spin;
             loop {
@@ -186,7 +163,8 @@ impl Worker<'_> {
         self.sock.recv()
     }
 
-    /// Runs the tasks of one frame. `Ok(false)`: the task budget is spent.
+    /// Runs the tasks of one frame in order. `Ok(false)`: stop (task budget
+    /// spent or the parent is gone).
     fn run_frame(&mut self, msg: Message) -> Result<bool, i32> {
         let Ok((ToWorker::Tasks(tasks), mut inline)) = wire::decode_frame::<ToWorker>(&msg.bytes) else {
             eprintln!("npshmex worker: malformed frame from the parent");
@@ -195,7 +173,6 @@ impl Worker<'_> {
         let mut fds = msg.fds.into_iter();
         let inline_max = self.inline_max;
         for task in tasks {
-            let t0 = Instant::now();
             let outcome = wire::with_payload(task.body, task.fds, &mut inline, &mut fds, |bytes, fds| {
                 invoke(task.tramp, task.func, bytes, fds, inline_max)
             });
@@ -203,54 +180,39 @@ impl Worker<'_> {
                 Ok(o) => o,
                 Err(e) => Err(Failure::ArgumentDecode(e.to_string())),
             };
-            self.push(task.id, outcome);
+            // Every result goes out before the next task starts: if that
+            // task kills the worker, the parent must be able to tell which
+            // one did (the first unanswered), so no result may be held back.
+            if self.answer(task.id, outcome).is_err() {
+                return Ok(false);
+            }
             if let Some(b) = &mut self.budget {
                 *b = b.saturating_sub(1);
                 if *b == 0 {
-                    return match self.flush() {
-                        Ok(()) => Ok(false),
-                        Err(_) => Ok(false),
-                    };
+                    return Ok(false);
                 }
-            }
-            // Holding results only pays for tiny tasks; after a longer one
-            // the results go out before the next task starts.
-            let full = !self.batch
-                || t0.elapsed() >= SHORT_TASK
-                || self.out.heads.len() >= MAX_BATCH
-                || self.out.since.is_some_and(|t| t.elapsed() >= MAX_HOLD);
-            if full && self.flush().is_err() {
-                return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn push(&mut self, id: u64, outcome: Result<Packet, Failure>) {
-        let outcome = match outcome {
+    fn answer(&mut self, id: u64, outcome: Result<Packet, Failure>) -> Result<(), ShmError> {
+        match outcome {
             Ok(p) => {
-                let head = (p.body(), p.fd_count());
-                self.out.packets.push(p);
-                Ok(head)
+                let head = ToParent::Results(vec![ResultHead {
+                    id,
+                    outcome: Ok((p.body(), p.fd_count())),
+                }]);
+                let mut fds = Vec::new();
+                p.push_fds(&mut fds);
+                send_head(self.sock, &head, &[p.inline()], &fds)
             }
-            Err(f) => Err(f),
-        };
-        self.out.heads.push(ResultHead { id, outcome });
-        self.out.since.get_or_insert_with(Instant::now);
-    }
-
-    fn flush(&mut self) -> Result<(), ShmError> {
-        if self.out.heads.is_empty() {
-            return Ok(());
+            Err(f) => send_head(
+                self.sock,
+                &ToParent::Results(vec![ResultHead { id, outcome: Err(f) }]),
+                &[],
+                &[],
+            ),
         }
-        let heads = std::mem::take(&mut self.out.heads);
-        let packets = std::mem::take(&mut self.out.packets);
-        self.out.since = None;
-        let mut fds = Vec::new();
-        for p in &packets {
-            p.push_fds(&mut fds);
-        }
-        let payloads: Vec<&[u8]> = packets.iter().map(|p| p.inline()).filter(|b| !b.is_empty()).collect();
-        send_head(self.sock, &ToParent::Results(heads), &payloads, &fds)
     }
 }

@@ -1,0 +1,522 @@
+//! The scenarios of CPython's `test_concurrent_futures` that apply: submit,
+//! map (chunksize, timeout), shutdown (wait / no wait / cancel), cancel,
+//! as_completed, wait modes, initializer, max_tasks_per_child, callbacks,
+//! `.await`, and the fork start method.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use npshmex_pool::{
+    as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError, ProcessPoolExecutor,
+    ReturnWhen, ShutdownOptions, StartMethod, TaskError, Wait,
+};
+
+npshmex_pool::test_support!();
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn checked_div((a, b): (i64, i64)) -> Result<i64, String> {
+    if b == 0 {
+        Err("division by zero".into())
+    } else {
+        Ok(a / b)
+    }
+}
+
+fn panic_on_7(x: u64) -> u64 {
+    if x == 7 {
+        panic!("seven is not allowed");
+    }
+    x
+}
+
+fn pool(n: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .build()
+        .expect("pool starts")
+}
+
+#[test]
+fn submit_returns_the_value() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let f = p.submit(square, 12).expect("submit");
+        assert_eq!(f.result().expect("result"), 144);
+        let strings = p.submit(|s: String| s.to_uppercase(), "abc".to_string()).expect("submit");
+        assert_eq!(strings.result().expect("result"), "ABC");
+        let pids: Vec<u32> = (0..8)
+            .map(|_| p.submit(pid, ()).expect("submit"))
+            .map(|f| f.result().expect("result"))
+            .collect();
+        assert!(pids.iter().all(|&x| x != std::process::id()), "tasks ran in workers");
+        let mut workers = p.worker_pids();
+        workers.sort_unstable();
+        assert_eq!(workers.len(), 2);
+        for pid in pids {
+            assert!(workers.binary_search(&pid).is_ok(), "task ran on a pool worker");
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn function_errors_come_back_as_values() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        assert_eq!(p.submit(checked_div, (7, 2)).expect("submit").result().expect("ok"), Ok(3));
+        assert_eq!(
+            p.submit(checked_div, (7, 0)).expect("submit").result().expect("ok"),
+            Err("division by zero".to_string())
+        );
+    }
+    leaks.check();
+}
+
+#[test]
+fn map_is_ordered_with_any_chunksize() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        for chunksize in [1, 3, 256] {
+            let opts = MapOptions {
+                chunksize,
+                ..MapOptions::default()
+            };
+            let got: Vec<u64> = p
+                .map(square, 0..1000u64, opts)
+                .expect("map")
+                .collect::<Result<_, _>>()
+                .expect("all ok");
+            let want: Vec<u64> = (0..1000u64).map(square).collect();
+            assert_eq!(got, want, "chunksize {chunksize}");
+        }
+        let empty: Vec<Result<u64, TaskError>> = p
+            .map(square, Vec::<u64>::new(), MapOptions::default())
+            .expect("map")
+            .collect();
+        assert!(empty.is_empty());
+        let zero = p.map(
+            square,
+            0..3u64,
+            MapOptions {
+                chunksize: 0,
+                ..MapOptions::default()
+            },
+        );
+        assert!(matches!(zero, Err(PoolError::InvalidConfig { .. })));
+    }
+    leaks.check();
+}
+
+#[test]
+fn map_reports_a_panic_on_its_own_item() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let opts = MapOptions {
+            chunksize: 4,
+            ..MapOptions::default()
+        };
+        let got: Vec<Result<u64, TaskError>> = p.map(panic_on_7, 0..20u64, opts).expect("map").collect();
+        assert_eq!(got.len(), 20);
+        for (i, r) in got.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v, i as u64),
+                Err(TaskError::Panicked(m)) => {
+                    assert_eq!(i, 7);
+                    assert!(m.contains("seven"), "message: {m}");
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert!(got[7].is_err());
+    }
+    leaks.check();
+}
+
+#[test]
+fn map_timeout_ends_the_iteration() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let opts = MapOptions {
+            chunksize: 1,
+            timeout: Some(Duration::from_millis(300)),
+        };
+        let got: Vec<Result<u64, TaskError>> = p.map(sleep_ms, [10, 5_000, 10, 10], opts).expect("map").collect();
+        assert!(matches!(got.first(), Some(Ok(10))), "{got:?}");
+        assert!(matches!(got.last(), Some(Err(TaskError::WaitTimedOut { .. }))), "{got:?}");
+        assert!(got.len() <= 2);
+        // The running task is not killed by a map timeout; shutting down
+        // waits for it.
+    }
+    leaks.check();
+}
+
+#[test]
+fn lazy_map_over_an_endless_iterator() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let first: Vec<u64> = p
+            .map(square, 0u64.., MapOptions::default())
+            .expect("map")
+            .take(50)
+            .collect::<Result<_, _>>()
+            .expect("ok");
+        assert_eq!(first[49], 49 * 49);
+    }
+    leaks.check();
+}
+
+#[test]
+fn shutdown_waits_and_refuses_new_tasks() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let futs: Vec<_> = (0..6).map(|_| p.submit(sleep_ms, 50).expect("submit")).collect();
+        p.shutdown(ShutdownOptions::default());
+        assert!(futs.iter().all(|f| f.done()), "wait=UntilDone returns after every task");
+        assert!(p.worker_pids().is_empty());
+        assert!(common::worker_children().is_empty(), "workers reaped by shutdown");
+        assert!(matches!(p.submit(square, 1), Err(PoolError::ShutDown)));
+        for f in futs {
+            assert_eq!(f.result().expect("ran"), 50);
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn shutdown_without_wait_still_finishes_the_work() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let futs: Vec<_> = (0..3).map(|_| p.submit(sleep_ms, 100).expect("submit")).collect();
+        p.shutdown(ShutdownOptions {
+            wait: Wait::Return,
+            cancel_futures: CancelFutures::RunPending,
+        });
+        assert!(matches!(p.submit(square, 1), Err(PoolError::ShutDown)));
+        for f in futs {
+            assert_eq!(f.result().expect("ran"), 100);
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn shutdown_can_cancel_pending_futures() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_in_flight(1)
+            .build()
+            .expect("pool");
+        let running = p.submit(sleep_ms, 300).expect("submit");
+        let pending: Vec<_> = (0..5).map(|_| p.submit(sleep_ms, 300).expect("submit")).collect();
+        while !running.running() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.shutdown(ShutdownOptions {
+            wait: Wait::UntilDone,
+            cancel_futures: CancelFutures::CancelPending,
+        });
+        assert_eq!(running.result().expect("the running task finishes"), 300);
+        for f in pending {
+            assert!(f.cancelled());
+            assert!(matches!(f.result(), Err(TaskError::Cancelled)));
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn cancel_only_while_pending() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_in_flight(1)
+            .build()
+            .expect("pool");
+        let first = p.submit(sleep_ms, 300).expect("submit");
+        let second = p.submit(sleep_ms, 10).expect("submit");
+        let third = p.submit(square, 3).expect("submit");
+        while !first.running() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!first.cancel(), "a running task cannot be cancelled");
+        assert!(second.cancel());
+        assert!(second.cancel(), "cancelling twice still says cancelled");
+        assert!(second.cancelled() && second.done() && !second.running());
+        assert!(matches!(second.result(), Err(TaskError::Cancelled)));
+        assert_eq!(first.result().expect("ran"), 300);
+        assert_eq!(third.result().expect("ran"), 9);
+    }
+    leaks.check();
+}
+
+#[test]
+fn result_timeout_leaves_the_future_usable() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let mut f = p.submit(sleep_ms, 300).expect("submit");
+        assert!(matches!(
+            f.result_timeout(Duration::from_millis(10)),
+            Err(TaskError::WaitTimedOut { .. })
+        ));
+        assert!(!f.done());
+        assert_eq!(f.result_timeout(Duration::from_secs(60)).expect("ran"), 300);
+        assert!(matches!(
+            f.result_timeout(Duration::from_secs(1)),
+            Err(TaskError::ResultTaken)
+        ));
+    }
+    leaks.check();
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let slow = p.submit(sleep_ms, 600).expect("submit");
+        let fast = p.submit(sleep_ms, 1).expect("submit");
+        let order: Vec<u64> = as_completed(vec![slow, fast])
+            .map(|f| f.expect("no timeout").result().expect("ok"))
+            .collect();
+        assert_eq!(order, vec![1, 600]);
+
+        let hung = p.submit(sleep_ms, 2_000).expect("submit");
+        let quick = p.submit(square, 5).expect("submit");
+        let got: Vec<_> = as_completed_timeout(vec![hung, quick], Duration::from_millis(500)).collect();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[0], Ok(f) if f.done()));
+        assert!(matches!(got[1], Err(TaskError::WaitTimedOut { .. })));
+    }
+    leaks.check();
+}
+
+#[test]
+fn wait_modes() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let futs = vec![p.submit(sleep_ms, 1).expect("s"), p.submit(sleep_ms, 800).expect("s")];
+        let r = wait(futs, None, ReturnWhen::FirstCompleted);
+        assert!(!r.done.is_empty());
+        assert_eq!(r.done.len() + r.not_done.len(), 2);
+
+        let r = wait(r.not_done, None, ReturnWhen::AllCompleted);
+        assert_eq!(r.done.len(), 1);
+        assert!(r.not_done.is_empty());
+
+        let futs = vec![
+            p.submit(panic_on_7, 7).expect("s"),
+            p.submit(panic_on_7, 1).expect("s"),
+        ];
+        let r = wait(futs, None, ReturnWhen::FirstException);
+        assert!(r.done.iter().any(|f| f.done()));
+        let all = wait(
+            r.done.into_iter().chain(r.not_done).collect(),
+            Some(Duration::from_secs(60)),
+            ReturnWhen::AllCompleted,
+        );
+        let outcomes: Vec<_> = all.done.into_iter().map(|f| f.result()).collect();
+        assert_eq!(outcomes.iter().filter(|r| matches!(r, Err(TaskError::Panicked(_)))).count(), 1, "{outcomes:?}");
+
+        let slow = vec![p.submit(sleep_ms, 1_000).expect("s")];
+        let r = wait(slow, Some(Duration::from_millis(50)), ReturnWhen::AllCompleted);
+        assert_eq!(r.not_done.len(), 1);
+    }
+    leaks.check();
+}
+
+#[test]
+fn done_callbacks_see_the_outcome() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let f = p.submit(square, 4).expect("submit");
+        let s = seen.clone();
+        f.add_done_callback(move |r| s.lock().expect("lock").push(r.copied().map_err(|e| e.to_string())));
+        let v = {
+            let mut f = f;
+            f.result_timeout(Duration::from_secs(60)).expect("ok")
+        };
+        assert_eq!(v, 16);
+        let g = p.submit(panic_on_7, 7).expect("submit");
+        while !g.done() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let s = seen.clone();
+        g.add_done_callback(move |r| s.lock().expect("lock").push(r.copied().map_err(|e| e.to_string())));
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], Ok(16));
+        assert!(seen[1].as_ref().is_err_and(|m| m.contains("seven")));
+    }
+    leaks.check();
+}
+
+static INITIALIZED_IN_WORKER: AtomicU64 = AtomicU64::new(0);
+
+fn init_worker() {
+    INITIALIZED_IN_WORKER.store(42, Ordering::SeqCst);
+}
+
+fn read_init(_: ()) -> u64 {
+    INITIALIZED_IN_WORKER.load(Ordering::SeqCst)
+}
+
+fn failing_init() {
+    panic!("initializer refuses");
+}
+
+#[test]
+fn initializer_runs_in_every_worker() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(init_worker)
+            .max_tasks_per_child(3)
+            .build()
+            .expect("pool");
+        for f in (0..10).map(|_| p.submit(read_init, ()).expect("submit")).collect::<Vec<_>>() {
+            assert_eq!(f.result().expect("ok"), 42);
+        }
+        assert_eq!(INITIALIZED_IN_WORKER.load(Ordering::SeqCst), 0, "not run in the parent");
+    }
+    leaks.check();
+}
+
+#[test]
+fn failing_initializer_breaks_the_pool() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(failing_init)
+            .build()
+            .expect("the handshake happens before the initializer");
+        let mut saw_initializer_error = false;
+        for _ in 0..5 {
+            match p.submit(square, 2) {
+                Ok(f) => match f.result() {
+                    Err(TaskError::Initializer(m)) => {
+                        assert!(m.contains("refuses"), "{m}");
+                        saw_initializer_error = true;
+                    }
+                    other => panic!("expected an initializer error, got {other:?}"),
+                },
+                Err(PoolError::Broken { reason }) => {
+                    assert!(reason.contains("refuses"), "{reason}");
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        let later = p.submit(square, 2);
+        assert!(matches!(later, Err(PoolError::Broken { .. })) || saw_initializer_error);
+    }
+    leaks.check();
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(2)
+            .build()
+            .expect("pool");
+        let pids: Vec<u32> = (0..6)
+            .map(|_| p.submit(pid, ()).expect("submit"))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|f| f.result().expect("ok"))
+            .collect();
+        assert_eq!(pids[0], pids[1]);
+        assert_eq!(pids[2], pids[3]);
+        assert_eq!(pids[4], pids[5]);
+        assert_ne!(pids[0], pids[2]);
+        assert_ne!(pids[2], pids[4]);
+    }
+    leaks.check();
+}
+
+#[test]
+fn futures_can_be_awaited() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let a = p.submit(square, 3).expect("submit");
+        let b = p.submit(sleep_ms, 20).expect("submit");
+        let sum = pollster::block_on(async { a.await.expect("a") + b.await.expect("b") });
+        assert_eq!(sum, 29);
+        let bad = p.submit(panic_on_7, 7).expect("submit");
+        assert!(matches!(pollster::block_on(bad), Err(TaskError::Panicked(_))));
+    }
+    leaks.check();
+}
+
+#[test]
+fn fork_start_method() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .start_method(StartMethod::Fork)
+            .build()
+            .expect("pool");
+        assert_eq!(p.submit(square, 9).expect("submit").result().expect("ok"), 81);
+        let got: Vec<u64> = p
+            .map(square, 0..100u64, MapOptions::default())
+            .expect("map")
+            .collect::<Result<_, _>>()
+            .expect("ok");
+        assert_eq!(got[99], 99 * 99);
+        assert!(matches!(
+            p.submit(panic_on_7, 7).expect("submit").result(),
+            Err(TaskError::Panicked(_))
+        ));
+    }
+    leaks.check();
+}
+
+#[test]
+fn invalid_settings_are_errors() {
+    let leaks = common::start();
+    assert!(matches!(
+        ProcessPoolExecutor::builder().max_workers(0).build(),
+        Err(PoolError::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        ProcessPoolExecutor::builder().max_tasks_per_child(0).build(),
+        Err(PoolError::InvalidConfig { .. })
+    ));
+    leaks.check();
+}

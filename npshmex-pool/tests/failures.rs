@@ -1,0 +1,239 @@
+//! A worker that panics, aborts, segfaults, exits or is killed fails only
+//! the one task it was running, among 1,000 that complete; a hung task
+//! times out; dropping a busy pool leaves no process; fds do not grow; a
+//! 256 MiB argument and result travel through the memfd path.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+
+npshmex_pool::test_support!();
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Act {
+    Ok(u64),
+    Panic,
+    Abort,
+    Segfault,
+    Exit3,
+}
+
+fn act(a: Act) -> u64 {
+    match a {
+        Act::Ok(x) => x + 1,
+        Act::Panic => panic!("task asked to panic"),
+        Act::Abort => std::process::abort(),
+        Act::Segfault => {
+            // SAFETY: raising a signal has no memory-safety preconditions;
+            // SIGSEGV's default action kills this worker, which is the point.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::raise(libc::SIGSEGV);
+            }
+            0
+        }
+        Act::Exit3 => std::process::exit(3),
+    }
+}
+
+/// Writes this worker's pid to `path`, then sleeps a long time.
+fn report_pid_and_hang(path: PathBuf) -> u64 {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::write(&tmp, std::process::id().to_string());
+    let _ = std::fs::rename(&tmp, &path);
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn pool(n: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder().max_workers(n).build().expect("pool starts")
+}
+
+/// Submits 500 good tasks, `bad`, 500 good tasks; returns the bad one's
+/// outcome after checking the 1,000 others succeeded.
+fn one_bad_among_1000(bad: Act) -> Result<u64, TaskError> {
+    let p = pool(2);
+    let before: Vec<_> = (0..500).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+    let bad = p.submit(act, bad).expect("submit");
+    let after: Vec<_> = (500..1000).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+    for (i, f) in before.into_iter().chain(after).enumerate() {
+        assert_eq!(f.result().expect("a good task succeeds"), i as u64 + 1);
+    }
+    let outcome = bad.result();
+    // The pool still works afterwards.
+    assert_eq!(p.submit(act, Act::Ok(41)).expect("submit").result().expect("ok"), 42);
+    outcome
+}
+
+#[test]
+fn a_panic_fails_only_its_task() {
+    let leaks = common::start();
+    match one_bad_among_1000(Act::Panic) {
+        Err(TaskError::Panicked(m)) => assert!(m.contains("asked to panic"), "{m}"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    leaks.check();
+}
+
+#[test]
+fn an_abort_fails_only_its_task() {
+    let leaks = common::start();
+    match one_bad_among_1000(Act::Abort) {
+        Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Signal(libc::SIGABRT)),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    leaks.check();
+}
+
+#[test]
+fn a_segfault_fails_only_its_task() {
+    let leaks = common::start();
+    match one_bad_among_1000(Act::Segfault) {
+        Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Signal(libc::SIGSEGV)),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    leaks.check();
+}
+
+#[test]
+fn an_exit_fails_only_its_task() {
+    let leaks = common::start();
+    match one_bad_among_1000(Act::Exit3) {
+        Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Code(3)),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    leaks.check();
+}
+
+#[test]
+fn kill_9_of_a_worker_fails_only_its_task() {
+    let leaks = common::start();
+    let dir = std::env::temp_dir().join(format!("npshmex-pool-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let marker = dir.join("pid");
+    {
+        let p = pool(2);
+        let before: Vec<_> = (0..500).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        let victim = p.submit(report_pid_and_hang, marker.clone()).expect("submit");
+        let after: Vec<_> = (500..1000).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid = loop {
+            if let Ok(s) = std::fs::read_to_string(&marker) {
+                break s.trim().parse::<i32>().expect("a pid");
+            }
+            assert!(Instant::now() < deadline, "the task never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill -9");
+        match victim.result() {
+            Err(TaskError::WorkerDied { pid: died, exit }) => {
+                assert_eq!(died, pid as u32);
+                assert_eq!(exit, WorkerExit::Signal(libc::SIGKILL));
+            }
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        for (i, f) in before.into_iter().chain(after).enumerate() {
+            assert_eq!(f.result().expect("a good task succeeds"), i as u64 + 1);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    leaks.check();
+}
+
+#[test]
+fn a_hung_task_times_out_and_the_pool_goes_on() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .task_timeout(Duration::from_millis(1500))
+            .build()
+            .expect("pool");
+        let first_pid = p.worker_pids();
+        let hung = p.submit(sleep_ms, 600_000).expect("submit");
+        // Queued behind the hung task on the same worker: re-dispatched.
+        let behind: Vec<_> = (0..10).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        match hung.result() {
+            Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(1500)),
+            other => panic!("expected TimedOut, got {other:?}"),
+        }
+        for (i, f) in behind.into_iter().enumerate() {
+            assert_eq!(f.result().expect("ran on the new worker"), i as u64 + 1);
+        }
+        assert_ne!(p.worker_pids(), first_pid, "the hung worker was replaced");
+        assert_eq!(p.submit(sleep_ms, 10).expect("submit").result().expect("ok"), 10);
+    }
+    leaks.check();
+}
+
+#[test]
+fn dropping_a_busy_pool_leaves_no_process() {
+    let leaks = common::start();
+    let futs = {
+        let p = pool(2);
+        let futs: Vec<_> = (0..6).map(|_| p.submit(sleep_ms, 100).expect("submit")).collect();
+        assert_eq!(common::worker_children().len(), 2);
+        futs
+        // dropped here, with tasks running
+    };
+    assert!(common::all_children().is_empty(), "drop reaped every worker");
+    for f in futs {
+        assert_eq!(f.result().expect("drop waits for submitted tasks"), 100);
+    }
+    leaks.check();
+}
+
+#[test]
+fn no_fd_growth_over_10000_tasks() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        let warm: Vec<_> = (0..200).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        for f in warm {
+            f.result().expect("ok");
+        }
+        let before = common::open_fds();
+        for round in 0..10u64 {
+            let futs: Vec<_> = (0..1000).map(|i| p.submit(act, Act::Ok(round * 1000 + i)).expect("submit")).collect();
+            for f in futs {
+                f.result().expect("ok");
+            }
+        }
+        // Large payloads use memfds: those must be closed too.
+        let big = vec![7u8; 200 * 1024];
+        let back = p.submit(|v: Vec<u8>| v, big.clone()).expect("submit").result().expect("ok");
+        assert_eq!(back, big);
+        assert_eq!(common::open_fds(), before, "fds grew over 10,000 tasks");
+    }
+    leaks.check();
+}
+
+fn bump_all(mut v: Vec<u8>) -> Vec<u8> {
+    for b in &mut v {
+        *b = b.wrapping_add(1);
+    }
+    v
+}
+
+#[test]
+fn a_256_mib_argument_and_result_round_trip() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let len = 256 << 20;
+        let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let back = p.submit(bump_all, v).expect("submit").result().expect("ok");
+        assert_eq!(back.len(), len);
+        assert!(back.iter().enumerate().all(|(i, &b)| b == ((i % 251) as u8).wrapping_add(1)));
+    }
+    leaks.check();
+}
