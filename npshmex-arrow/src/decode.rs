@@ -279,7 +279,8 @@ fn read_path(file: &Buffer, batches: &[RecordBatch]) -> ReadPath {
     let (mut buffers, mut bytes) = (0, 0);
     let mut visit = |b: &Buffer| {
         let p = b.as_ptr() as usize;
-        if !b.is_empty() && !(range.contains(&p) && p + b.len() <= range.end) {
+        let inside = range.contains(&p) && p + b.len() <= range.end;
+        if !b.is_empty() && !inside {
             buffers += 1;
             bytes += b.len();
         }

@@ -222,14 +222,6 @@ impl FileLayout {
         debug_assert_eq!(w.pos, self.len);
         Ok(())
     }
-
-    /// Convenience for tests and small files: the file in a `Vec`.
-    #[cfg(test)]
-    pub(crate) fn to_vec(&self) -> Result<Vec<u8>> {
-        let mut v = vec![0; self.len];
-        self.write_to(&mut v)?;
-        Ok(v)
-    }
 }
 
 /// A sequential writer over a slice whose size was computed in advance.
@@ -546,12 +538,12 @@ fn unslice<R: types::RunEndIndexType>(data: &ArrayData) -> Result<ArrayData> {
     let array = RunArray::<R>::from(data.clone());
     if array.is_empty() {
         // zero runs: run ends must be positive, so no entry at all
-        return Ok(ArrayDataBuilder::new(data.data_type().clone())
+        return ArrayDataBuilder::new(data.data_type().clone())
             .len(0)
             .add_child_data(ArrayData::new_empty(&R::DATA_TYPE))
             .add_child_data(ArrayData::new_empty(array.values().data_type()))
             .build()
-            .map_err(|source| ArrowShmError::Encode { source })?);
+            .map_err(|source| ArrowShmError::Encode { source });
     }
     let run_ends = array.run_ends();
     if run_ends.offset() == 0 && run_ends.max_value() == run_ends.len() {

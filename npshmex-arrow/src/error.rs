@@ -1,6 +1,7 @@
 //! The one error type of the crate, [`ArrowShmError`].
 
 use arrow_schema::ArrowError;
+use npshmex_shm::ShmError;
 
 /// `Result` with [`ArrowShmError`] as the default error.
 pub type Result<T, E = ArrowShmError> = std::result::Result<T, E>;
@@ -15,6 +16,15 @@ pub type Result<T, E = ArrowShmError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArrowShmError {
+    /// A shared-memory operation failed.
+    #[error("shared memory: {op}")]
+    Shm {
+        /// What was being done.
+        op: &'static str,
+        /// The error of `npshmex-shm`.
+        #[source]
+        source: ShmError,
+    },
     /// Arrow refused the data while it was being laid out for writing.
     #[error("cannot encode the batch")]
     Encode {
@@ -83,6 +93,12 @@ pub enum ArrowShmError {
         /// How many batches the file holds.
         actual: usize,
     },
+    /// A value meant to carry one array did not hold exactly one column.
+    #[error("expected a single-column batch carrying an array, got {columns} columns")]
+    NotOneColumn {
+        /// How many columns it had.
+        columns: usize,
+    },
     /// A received segment is missing seals the sender promised.
     #[error("received segment lacks the {missing} seal(s) its receive mode requires")]
     MissingSeals {
@@ -92,6 +108,10 @@ pub enum ArrowShmError {
 }
 
 impl ArrowShmError {
+    pub(crate) fn shm(op: &'static str) -> impl FnOnce(ShmError) -> ArrowShmError {
+        move |source| ArrowShmError::Shm { op, source }
+    }
+
     pub(crate) fn invalid(op: &'static str) -> impl FnOnce(ArrowError) -> ArrowShmError {
         move |source| ArrowShmError::Invalid { op, source }
     }

@@ -1,14 +1,55 @@
-//! Arrow arrays and record batches through shared memory in the Arrow IPC
-//! file format.
+//! Arrow arrays and record batches through shared memory, zero-copy, in the
+//! Arrow IPC file format that pyarrow and every Arrow implementation read.
+//!
+//! - [`ShmBatch`]: record batches written as an IPC file into a segment
+//!   (64-byte aligned, sized exactly in advance, one copy of each buffer),
+//!   read back without copying: the arrays' buffers point into the mapping,
+//!   which lives as long as any of them.
+//! - Through `npshmex-pool`: `ShmBatch` is `Serialize + Deserialize`; the
+//!   segment travels as a file descriptor ([`Transfer`] says how), and
+//!   [`via_shm`] does the same for plain `RecordBatch` / `ArrayRef` fields.
+//! - Named segments: [`ShmBatch::put`] writes `/dev/shm/<name>`, which
+//!   pyarrow opens with `pa.ipc.open_file(pa.memory_map('/dev/shm/<name>'))`;
+//!   [`ShmBatch::open_named`] / [`ShmBatch::pop`] read files pyarrow wrote.
+//! - Untrusted input (received segments, named files) is fully validated;
+//!   malformed files are errors, never panics ([`ArrowShmError`]). Buffers
+//!   misaligned for their type are copied, and [`ReadPath`] says so.
+//!
+//! Every type the IPC format carries round-trips: primitives, booleans,
+//! nulls, (large/view) utf8 and binary, fixed-size binary, decimals, dates,
+//! times, timestamps with zones, durations, intervals, (large/view/fixed-size)
+//! lists, structs, maps, unions, dictionaries (also nested), run-end encoded
+//! arrays, and sliced arrays of all of them.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+//! use npshmex_arrow::{Keep, ShmBatch};
+//!
+//! let batch = RecordBatch::try_from_iter([
+//!     ("x", Arc::new(Float64Array::from(vec![1.0, 2.5])) as ArrayRef),
+//! ])?;
+//! // a named segment another process (pyarrow) can map
+//! let put = ShmBatch::put_unique(&batch)?;
+//! let name = put.name().ok_or("named")?.to_owned();
+//! let popped = ShmBatch::pop(&name, Keep::No)?; // read in place, name removed
+//! assert_eq!(popped.batch()?, &batch);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod decode;
 mod encode;
 mod error;
 pub mod sample;
+mod transfer;
+pub mod via_shm;
 
+pub use batch::{Keep, ShmBatch};
 pub use decode::ReadPath;
 pub use error::{ArrowShmError, Result};
+pub use transfer::{take_last_error, Transfer};
 
 #[cfg(test)]
 mod tests;

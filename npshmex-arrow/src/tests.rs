@@ -285,3 +285,195 @@ fn garbage_is_an_error() {
     let _ = DataType::Null;
     let _ = Field::new("x", DataType::Null, true);
 }
+
+mod shm {
+    use super::*;
+    use crate::{take_last_error, via_shm, Keep, ShmBatch, Transfer};
+    use npshmex_shm::Seals;
+    use serde::{de::DeserializeOwned, Deserialize, Serialize};
+    use std::collections::BTreeSet;
+
+    /// Sends `v` through serde and the fd collector within this process, as
+    /// the pool does between processes (the value is dropped after encoding).
+    fn send<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error> {
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&v));
+        drop(v);
+        let bytes = bytes?;
+        npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
+    }
+
+    fn shm_names() -> BTreeSet<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("npshmex-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn points_into(array: &ArrayRef, seg: &npshmex_shm::Segment) -> bool {
+        let range = seg.as_ptr() as usize..seg.as_ptr() as usize + seg.len();
+        array
+            .to_data()
+            .buffers()
+            .iter()
+            .all(|b| range.contains(&(b.as_ptr() as usize)))
+    }
+
+    #[test]
+    fn shm_batch_moves_by_fd_and_reads_in_place() -> TestResult {
+        let batch = sample::every_type()?;
+        let shm = ShmBatch::from_batch(&batch)?;
+        assert_eq!(shm.read_path(), None);
+        assert_eq!(shm.batch()?, &batch);
+        assert!(shm.segment().seals()?.contains(Seals::SIZE));
+        let received = send(shm)?;
+        assert!(same(received.batches(), &[batch]));
+        assert_eq!(received.read_path(), Some(ReadPath::ZeroCopy));
+        assert_eq!(received.transfer(), Transfer::Move);
+        let ints = received
+            .batch()?
+            .column_by_name("int64")
+            .ok_or("int64")?
+            .clone();
+        assert!(points_into(&ints, received.segment()));
+        // the arrays keep the mapping alive after the ShmBatch is gone
+        drop(received);
+        assert_eq!(ints.len(), sample::ROWS);
+        assert_eq!(ints.to_data().buffers()[0].len(), sample::ROWS * 8);
+        Ok(())
+    }
+
+    #[test]
+    fn read_only_transfer_is_sealed_against_writes() -> TestResult {
+        let batch = sample::every_type()?;
+        let shm = ShmBatch::from_batch(&batch)?.with_transfer(Transfer::ReadOnly)?;
+        assert!(shm.segment().seals()?.contains(Seals::WRITE | Seals::SIZE));
+        let kept = shm.clone();
+        let received = send(shm)?;
+        assert_eq!(received.transfer(), Transfer::ReadOnly);
+        assert!(same(received.batches(), std::slice::from_ref(&batch)));
+        // sender and receiver share the sealed pages; forwarding keeps the mode
+        assert!(same(kept.batches(), std::slice::from_ref(&batch)));
+        let again = send(received)?;
+        assert_eq!(again.transfer(), Transfer::ReadOnly);
+        // A batch already read here cannot be sealed afterwards: Linux counts
+        // a read-only shared mapping of a writable fd as writable (EBUSY).
+        let moved = send(ShmBatch::from_batch(&batch)?)?.with_transfer(Transfer::ReadOnly);
+        assert!(matches!(moved, Err(ArrowShmError::Shm { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn serializing_outside_a_pool_task_is_an_error() -> TestResult {
+        let batch = sample::every_type()?;
+        let shm = ShmBatch::from_batch(&batch)?;
+        let e = postcard::to_allocvec(&shm)
+            .err()
+            .ok_or("serialized without a collector")?;
+        assert!(matches!(e, postcard::Error::SerdeSerCustom));
+        #[derive(Serialize)]
+        struct S {
+            #[serde(with = "via_shm")]
+            b: RecordBatch,
+        }
+        assert!(postcard::to_allocvec(&S { b: batch }).is_err());
+        Ok(())
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Task {
+        #[serde(with = "via_shm")]
+        table: RecordBatch,
+        #[serde(with = "via_shm::array")]
+        weights: ArrayRef,
+        label: String,
+    }
+
+    #[test]
+    fn plain_fields_travel_through_shm() -> TestResult {
+        let table = sample::every_type()?;
+        let weights: ArrayRef = table
+            .column_by_name("list_dictionary")
+            .ok_or("col")?
+            .slice(1, 3);
+        let back = send(Task {
+            table: table.clone(),
+            weights: weights.clone(),
+            label: "x".into(),
+        })?;
+        assert!(same(&[back.table], &[table]));
+        assert_eq!(&back.weights, &weights);
+        assert_eq!(back.label, "x");
+        Ok(())
+    }
+
+    #[test]
+    fn receiving_garbage_is_a_typed_error() -> TestResult {
+        // a segment that is not an IPC file, sent as a ShmBatch would be
+        let mut seg = npshmex_shm::Segment::anonymous(4096)?;
+        seg.as_mut_slice()?[..6].copy_from_slice(b"ARROW1");
+        let fake = ShmBatch::open(seg);
+        assert!(matches!(fake, Err(ArrowShmError::Malformed { .. })));
+        #[derive(Serialize)]
+        struct Wire {
+            fd: u32,
+            file_len: u64,
+            transfer: Transfer,
+        }
+        let seg = npshmex_shm::Segment::anonymous(4096)?;
+        let (bytes, fds) = npshmex_shm::oob::collect(|| {
+            let fd = seg.try_clone_fd()?;
+            let fd = npshmex_shm::oob::push_fd(fd)?;
+            postcard::to_allocvec(&Wire {
+                fd,
+                file_len: 4096,
+                transfer: Transfer::ReadOnly,
+            })
+            .map_err(|_| npshmex_shm::ShmError::NoCollector)
+        });
+        let bytes = bytes?;
+        let r: Result<ShmBatch, _> =
+            npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes));
+        assert!(r.is_err());
+        assert!(matches!(
+            take_last_error(),
+            Some(ArrowShmError::MissingSeals { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn named_put_open_pop() -> TestResult {
+        let before = shm_names();
+        let batch = sample::every_type()?;
+        let put = ShmBatch::put_unique(&batch)?;
+        let name = put.name().ok_or("no name")?.to_owned();
+        assert!(name.starts_with("npshmex-"));
+        assert!(matches!(
+            ShmBatch::put(&name, &batch),
+            Err(ArrowShmError::Shm {
+                source: npshmex_shm::ShmError::Exists { .. },
+                ..
+            })
+        ));
+        let opened = ShmBatch::open_named(&name)?;
+        assert_eq!(opened.read_path(), Some(ReadPath::ZeroCopy));
+        assert!(same(opened.batches(), std::slice::from_ref(&batch)));
+        let kept = ShmBatch::pop(&name, Keep::Yes)?;
+        assert!(same(kept.batches(), std::slice::from_ref(&batch)));
+        let popped = ShmBatch::pop(&name, Keep::No)?;
+        assert!(same(popped.batches(), &[batch]));
+        assert!(matches!(
+            ShmBatch::open_named(&name),
+            Err(ArrowShmError::Shm {
+                source: npshmex_shm::ShmError::NotFound { .. },
+                ..
+            })
+        ));
+        assert_eq!(shm_names(), before);
+        Ok(())
+    }
+}
