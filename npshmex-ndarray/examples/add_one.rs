@@ -127,16 +127,26 @@ fn main() -> Result<()> {
     })?;
     let xm = slot.context("array lost")?;
     check_plus(xm.view(), added)?;
-    ensure!(xm.is_own_segment(), "the in-place array came back in its own segment");
+    ensure!(
+        xm.is_own_segment(),
+        "the in-place array came back in its own segment"
+    );
 
     let rows = [
         ("bare", bare, None),
         ("bare_in_place", bare_in_place, None),
         ("pool_copy", pool_copy, Some(("bare", bare[0]))),
         ("pool_zero_copy", pool_zero_copy, Some(("bare", bare[0]))),
-        ("pool_in_place", pool_in_place, Some(("bare_in_place", bare_in_place[0]))),
+        (
+            "pool_in_place",
+            pool_in_place,
+            Some(("bare_in_place", bare_in_place[0])),
+        ),
     ];
-    println!("{:<16} {:>10} {:>10} {:>10}   ratio", "case", "median ms", "min", "max");
+    println!(
+        "{:<16} {:>10} {:>10} {:>10}   ratio",
+        "case", "median ms", "min", "max"
+    );
     for (name, [med, min, max], base) in rows {
         let ratio = match base {
             Some((b, v)) => format!("{:.2} x {b}", med / v),

@@ -303,6 +303,13 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         self.transfer
     }
 
+    /// How this handle maps its segment: read-write (owned or moved here),
+    /// read-only (frozen or received shared read-only) or copy-on-write
+    /// (received in that mode: writes are private to this process).
+    pub fn access(&self) -> Access {
+        self.slot.seg().access()
+    }
+
     /// Whether this handle can be written through.
     pub fn is_writable(&self) -> bool {
         self.slot.seg().access() != Access::ReadOnly

@@ -48,6 +48,7 @@ pub use error::{NdarrayError, Result};
 pub use keys::{shm_clear, shm_del, shm_pop, shm_put, shm_put_as, Keep, ShmKey};
 pub use npshmex_codec::record;
 pub use npshmex_codec::{DType, Element};
+pub use npshmex_shm::Access;
 pub use transfer::{take_last_error, Transfer};
 pub use via_shm::{Shm, ShmArg};
 
@@ -63,5 +64,4 @@ pub(crate) mod test_util {
         let bytes = bytes?;
         npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
     }
-
 }
