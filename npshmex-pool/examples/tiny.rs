@@ -20,7 +20,11 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_micros);
-    let (rounds, total) = if quick { (2_000, 10_000) } else { (20_000, 100_000) };
+    let (rounds, total) = if quick {
+        (2_000, 10_000)
+    } else {
+        (20_000, 100_000)
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let mut b = ProcessPoolExecutor::builder().max_workers(1);

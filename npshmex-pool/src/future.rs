@@ -83,12 +83,21 @@ impl<R> Shared<R> {
     }
 
     fn complete(&self, value: Result<R, TaskError>, phase: Phase) {
-        self.complete_if(|p| !matches!(p, Phase::Finished | Phase::Cancelled), value, phase);
+        self.complete_if(
+            |p| !matches!(p, Phase::Finished | Phase::Cancelled),
+            value,
+            phase,
+        );
     }
 
     /// Stores the outcome if the current phase passes `allowed`; runs the
     /// callbacks and wakes waiters. Returns whether it stored.
-    fn complete_if(&self, allowed: fn(Phase) -> bool, value: Result<R, TaskError>, phase: Phase) -> bool {
+    fn complete_if(
+        &self,
+        allowed: fn(Phase) -> bool,
+        value: Result<R, TaskError>,
+        phase: Phase,
+    ) -> bool {
         let mut s = self.lock();
         if !allowed(s.phase) {
             return false;
@@ -114,7 +123,11 @@ impl<R> Shared<R> {
     /// Pending -> cancelled, atomically with respect to dispatch (which
     /// moves pending -> running under the same lock).
     fn cancel_pending(&self) -> bool {
-        self.complete_if(|p| p == Phase::Pending, Err(TaskError::Cancelled), Phase::Cancelled)
+        self.complete_if(
+            |p| p == Phase::Pending,
+            Err(TaskError::Cancelled),
+            Phase::Cancelled,
+        )
     }
 
     /// Waits until done or `deadline`; true if done.
@@ -260,7 +273,11 @@ impl<R> Future<R> {
     }
 
     fn take(&self) -> Result<R, TaskError> {
-        self.shared.lock().value.take().unwrap_or(Err(TaskError::ResultTaken))
+        self.shared
+            .lock()
+            .value
+            .take()
+            .unwrap_or(Err(TaskError::ResultTaken))
     }
 
     /// Whether the future was cancelled.

@@ -2,7 +2,7 @@
 //! `concurrent.futures.ProcessPoolExecutor`, for plain Rust functions on
 //! serde values.
 //!
-//! ```no_run
+//! ```
 //! use npshmex_pool::{ProcessPoolExecutor, MapOptions};
 //!
 //! fn square(x: u64) -> u64 {

@@ -102,7 +102,12 @@ impl ProcessPoolExecutor {
             }
         }
         // Enough chunks to keep every worker's pipeline busy.
-        let per_worker = self.inner().cfg.max_in_flight.div_ceil(opts.chunksize).max(2);
+        let per_worker = self
+            .inner()
+            .cfg
+            .max_in_flight
+            .div_ceil(opts.chunksize)
+            .max(2);
         let window = self.max_workers().saturating_mul(per_worker).max(2);
         let mut it = MapIter {
             pool: self,
@@ -136,8 +141,11 @@ where
             }
             let n = chunk.len();
             let submitted = self.pool.pack(&chunk).and_then(|p| {
-                self.pool
-                    .submit_packet::<Chunk<R>>(call_chunk_offset::<A, R>(), fn_offset(self.f), p)
+                self.pool.submit_packet::<Chunk<R>>(
+                    call_chunk_offset::<A, R>(),
+                    fn_offset(self.f),
+                    p,
+                )
             });
             match submitted {
                 Ok(fut) => self.in_flight.push_back((fut, n)),

@@ -163,7 +163,12 @@ impl ProcessPoolExecutor {
         })
     }
 
-    pub(crate) fn submit_packet<R>(&self, tramp: i64, func: i64, packet: Packet) -> Result<Future<R>, PoolError>
+    pub(crate) fn submit_packet<R>(
+        &self,
+        tramp: i64,
+        func: i64,
+        packet: Packet,
+    ) -> Result<Future<R>, PoolError>
     where
         R: DeserializeOwned + Send + 'static,
     {
@@ -202,7 +207,11 @@ impl ProcessPoolExecutor {
     /// Pids of the live worker processes (for monitoring and leak checks).
     pub fn worker_pids(&self) -> Vec<u32> {
         let st = self.inner.lock();
-        st.slots.iter().filter(|s| s.conn.is_some()).map(|s| s.pid).collect()
+        st.slots
+            .iter()
+            .filter(|s| s.conn.is_some())
+            .map(|s| s.pid)
+            .collect()
     }
 
     /// Stops taking tasks and lets the workers exit once the remaining ones
@@ -226,7 +235,8 @@ impl ProcessPoolExecutor {
         }
         match opts.wait {
             Wait::UntilDone => {
-                let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+                let threads =
+                    std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
                 for t in threads {
                     // A slot thread does not panic; if it did, its worker
                     // was reaped by WorkerProc's drop during unwinding.

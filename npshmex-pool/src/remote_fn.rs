@@ -169,7 +169,12 @@ fn encode<R: Serialize>(value: &R, inline_max: usize) -> Result<Packet, Failure>
 }
 
 /// Decodes `A`, calls the function at `f_addr`, encodes `R`.
-fn call<A, R>(f_addr: usize, bytes: &[u8], fds: Vec<OwnedFd>, inline_max: usize) -> Result<Packet, Failure>
+fn call<A, R>(
+    f_addr: usize,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    inline_max: usize,
+) -> Result<Packet, Failure>
 where
     A: DeserializeOwned,
     R: Serialize,

@@ -153,7 +153,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
         };
         let (head, mut inline) = match wire::decode_frame::<ToParent>(&msg.bytes) {
             Ok(x) => x,
-            Err(e) => return End::Transport(frame_error(format!("malformed frame from a worker: {e}"))),
+            Err(e) => {
+                return End::Transport(frame_error(format!("malformed frame from a worker: {e}")))
+            }
         };
         let heads = match head {
             ToParent::Results(heads) => heads,
@@ -167,7 +169,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
                 }
                 return End::InitFailed;
             }
-            ToParent::Hello(_) => return End::Transport(frame_error("a second hello from a worker")),
+            ToParent::Hello(_) => {
+                return End::Transport(frame_error("a second hello from a worker"))
+            }
         };
         let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
         let mut mismatch = false;
@@ -183,7 +187,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
                     }
                 }
                 if let Some(f) = slot.in_flight.pop_front() {
-                    slot.in_flight_bytes = slot.in_flight_bytes.saturating_sub(f.job.packet.inline().len());
+                    slot.in_flight_bytes = slot
+                        .in_flight_bytes
+                        .saturating_sub(f.job.packet.inline().len());
                     done.push((f.job, h));
                 }
             }
@@ -199,7 +205,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
             match h.outcome {
                 Ok((body, nfds)) => {
                     let c = &job.completion;
-                    if let Err(e) = wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| c.finish(b, f)) {
+                    if let Err(e) =
+                        wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| c.finish(b, f))
+                    {
                         c.fail(TaskError::Transport {
                             op: "receiving a result",
                             source: Arc::new(e),
@@ -223,7 +231,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
 }
 
 fn frame_error(reason: impl Into<String>) -> ShmError {
-    ShmError::Frame { reason: reason.into() }
+    ShmError::Frame {
+        reason: reason.into(),
+    }
 }
 
 fn classify(r: Result<Option<Message>, ShmError>) -> Option<Event> {
@@ -254,7 +264,10 @@ fn next_event(inner: &Inner, index: usize, conn: &FdSocket) -> Event {
         let wait = match cfg.task_timeout {
             None => None,
             Some(limit) => {
-                let started = inner.lock().slots[index].in_flight.front().and_then(|f| f.started);
+                let started = inner.lock().slots[index]
+                    .in_flight
+                    .front()
+                    .and_then(|f| f.started);
                 match started {
                     Some(t) => {
                         let deadline = t + limit;

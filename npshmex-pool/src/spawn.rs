@@ -157,12 +157,20 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
     Ok((proc, parent))
 }
 
-fn handshake(sock: &FdSocket, token: u64, exe: &ExeId, proc: &mut WorkerProc) -> Result<(), PoolError> {
+fn handshake(
+    sock: &FdSocket,
+    token: u64,
+    exe: &ExeId,
+    proc: &mut WorkerProc,
+) -> Result<(), PoolError> {
     let msg = match sock.recv_timeout(HANDSHAKE_TIMEOUT) {
         Ok(Some(m)) => m,
         Ok(None) => {
             return Err(PoolError::Handshake {
-                reason: format!("no hello from worker {} within {HANDSHAKE_TIMEOUT:?}", proc.pid()),
+                reason: format!(
+                    "no hello from worker {} within {HANDSHAKE_TIMEOUT:?}",
+                    proc.pid()
+                ),
             })
         }
         Err(ShmError::PeerClosed) => {

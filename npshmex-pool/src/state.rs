@@ -113,11 +113,15 @@ impl State {
 
     fn send_batch(&mut self, i: usize, cfg: &Config) {
         let slot = &mut self.slots[i];
-        let Some(conn) = slot.conn.clone() else { return };
+        let Some(conn) = slot.conn.clone() else {
+            return;
+        };
         let mut batch: Vec<Job> = Vec::new();
         let mut bytes = slot.in_flight_bytes;
         while let Some(job) = self.queue.front() {
-            let room = cfg.max_in_flight.saturating_sub(slot.in_flight.len() + batch.len());
+            let room = cfg
+                .max_in_flight
+                .saturating_sub(slot.in_flight.len() + batch.len());
             let budget = slot.budget.map_or(usize::MAX, |b| b as usize);
             if room == 0 || batch.len() >= budget || batch.len() >= MAX_FRAME_TASKS {
                 break;
@@ -127,7 +131,9 @@ impl State {
             if !empty && bytes + len > MAX_IN_FLIGHT_BYTES {
                 break;
             }
-            let Some(job) = self.queue.pop_front() else { break };
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
             // A cancelled future's task is dropped here, unsent.
             if !job.completion.start() {
                 continue;
@@ -154,7 +160,12 @@ impl State {
             Ok(head) => {
                 let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 1);
                 parts.push(&head);
-                parts.extend(batch.iter().map(|j| j.packet.inline()).filter(|b| !b.is_empty()));
+                parts.extend(
+                    batch
+                        .iter()
+                        .map(|j| j.packet.inline())
+                        .filter(|b| !b.is_empty()),
+                );
                 let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
                 for j in &batch {
                     j.packet.push_fds(&mut fds);

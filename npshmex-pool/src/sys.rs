@@ -99,10 +99,24 @@ fn close_fds_except(keep: RawFd) {
         // SAFETY: close_range only closes fds of this process; the range
         // excludes `keep` and stdio. Failure (old kernel) leaves fds open,
         // which only delays death detection of other workers.
-        unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0 as libc::c_uint) };
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                keep - 1,
+                0 as libc::c_uint,
+            )
+        };
     }
     // SAFETY: as above, for the range after `keep`.
-    unsafe { libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            keep + 1,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
 }
 
 /// Ends the process at once, without running `atexit` handlers or flushing

@@ -66,7 +66,9 @@ pub struct AsCompleted<R> {
 
 impl<R> std::fmt::Debug for AsCompleted<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsCompleted").field("left", &self.left).finish()
+        f.debug_struct("AsCompleted")
+            .field("left", &self.left)
+            .finish()
     }
 }
 
@@ -152,7 +154,11 @@ pub struct WaitResult<R> {
 
 /// Waits for `futures` as `return_when` says, or until `timeout`, and
 /// splits them into done and not done (Python's `concurrent.futures.wait`).
-pub fn wait<R>(futures: Vec<Future<R>>, timeout: Option<Duration>, return_when: ReturnWhen) -> WaitResult<R> {
+pub fn wait<R>(
+    futures: Vec<Future<R>>,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> WaitResult<R> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let board = Arc::new(Board::default());
     for (i, f) in futures.iter().enumerate() {

@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use npshmex_shm::{oob, Access, Segment, Seals, ShmError};
+use npshmex_shm::{oob, Access, Seals, Segment, ShmError};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Identity of an executable file: equal identities mean the same code at
@@ -134,14 +134,19 @@ pub(crate) enum Failure {
 }
 
 /// Encodes a frame: the header, then the payloads.
-pub(crate) fn encode_frame<H: Serialize>(head: &H, payload_len: usize) -> Result<Vec<u8>, postcard::Error> {
+pub(crate) fn encode_frame<H: Serialize>(
+    head: &H,
+    payload_len: usize,
+) -> Result<Vec<u8>, postcard::Error> {
     let mut out = Vec::with_capacity(64 + payload_len);
     postcard::to_io(head, &mut out)?;
     Ok(out)
 }
 
 /// Splits a frame into its header and payload area.
-pub(crate) fn decode_frame<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, &[u8]), postcard::Error> {
+pub(crate) fn decode_frame<H: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(H, &[u8]), postcard::Error> {
     postcard::take_from_bytes(bytes)
 }
 
@@ -258,7 +263,10 @@ pub(crate) fn with_payload<T>(
     let mut mine: Vec<OwnedFd> = fds.take(nfds as usize).collect();
     if mine.len() != nfds as usize {
         return Err(ShmError::Frame {
-            reason: format!("a payload claims {nfds} fds, the frame has {} left", mine.len()),
+            reason: format!(
+                "a payload claims {nfds} fds, the frame has {} left",
+                mine.len()
+            ),
         });
     }
     match body {
@@ -266,7 +274,10 @@ pub(crate) fn with_payload<T>(
             let n = n as usize;
             if inline.len() < n {
                 return Err(ShmError::Frame {
-                    reason: format!("a payload claims {n} bytes, the frame has {} left", inline.len()),
+                    reason: format!(
+                        "a payload claims {n} bytes, the frame has {} left",
+                        inline.len()
+                    ),
                 });
             }
             let (now, rest) = inline.split_at(n);

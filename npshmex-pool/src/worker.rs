@@ -112,7 +112,12 @@ fn serve(sock: &FdSocket, token: u64) -> i32 {
     .run()
 }
 
-fn send_head(sock: &FdSocket, head: &ToParent, payloads: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<(), ShmError> {
+fn send_head(
+    sock: &FdSocket,
+    head: &ToParent,
+    payloads: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), ShmError> {
     let bytes = wire::encode_frame(head, 0).map_err(|e| ShmError::Frame {
         reason: format!("encoding a frame header: {e}"),
     })?;
@@ -166,16 +171,18 @@ impl Worker<'_> {
     /// Runs the tasks of one frame in order. `Ok(false)`: stop (task budget
     /// spent or the parent is gone).
     fn run_frame(&mut self, msg: Message) -> Result<bool, i32> {
-        let Ok((ToWorker::Tasks(tasks), mut inline)) = wire::decode_frame::<ToWorker>(&msg.bytes) else {
+        let Ok((ToWorker::Tasks(tasks), mut inline)) = wire::decode_frame::<ToWorker>(&msg.bytes)
+        else {
             eprintln!("npshmex worker: malformed frame from the parent");
             return Err(106);
         };
         let mut fds = msg.fds.into_iter();
         let inline_max = self.inline_max;
         for task in tasks {
-            let outcome = wire::with_payload(task.body, task.fds, &mut inline, &mut fds, |bytes, fds| {
-                invoke(task.tramp, task.func, bytes, fds, inline_max)
-            });
+            let outcome =
+                wire::with_payload(task.body, task.fds, &mut inline, &mut fds, |bytes, fds| {
+                    invoke(task.tramp, task.func, bytes, fds, inline_max)
+                });
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => Err(Failure::ArgumentDecode(e.to_string())),
@@ -209,7 +216,10 @@ impl Worker<'_> {
             }
             Err(f) => send_head(
                 self.sock,
-                &ToParent::Results(vec![ResultHead { id, outcome: Err(f) }]),
+                &ToParent::Results(vec![ResultHead {
+                    id,
+                    outcome: Err(f),
+                }]),
                 &[],
                 &[],
             ),

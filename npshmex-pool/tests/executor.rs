@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use npshmex_pool::{
-    as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError, ProcessPoolExecutor,
-    ReturnWhen, ShutdownOptions, StartMethod, TaskError, Wait,
+    as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError,
+    ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod, TaskError, Wait,
 };
 
 npshmex_pool::test_support!();
@@ -58,18 +58,26 @@ fn submit_returns_the_value() {
         let p = pool(2);
         let f = p.submit(square, 12).expect("submit");
         assert_eq!(f.result().expect("result"), 144);
-        let strings = p.submit(|s: String| s.to_uppercase(), "abc".to_string()).expect("submit");
+        let strings = p
+            .submit(|s: String| s.to_uppercase(), "abc".to_string())
+            .expect("submit");
         assert_eq!(strings.result().expect("result"), "ABC");
         let pids: Vec<u32> = (0..8)
             .map(|_| p.submit(pid, ()).expect("submit"))
             .map(|f| f.result().expect("result"))
             .collect();
-        assert!(pids.iter().all(|&x| x != std::process::id()), "tasks ran in workers");
+        assert!(
+            pids.iter().all(|&x| x != std::process::id()),
+            "tasks ran in workers"
+        );
         let mut workers = p.worker_pids();
         workers.sort_unstable();
         assert_eq!(workers.len(), 2);
         for pid in pids {
-            assert!(workers.binary_search(&pid).is_ok(), "task ran on a pool worker");
+            assert!(
+                workers.binary_search(&pid).is_ok(),
+                "task ran on a pool worker"
+            );
         }
     }
     leaks.check();
@@ -80,9 +88,18 @@ fn function_errors_come_back_as_values() {
     let leaks = common::start();
     {
         let p = pool(1);
-        assert_eq!(p.submit(checked_div, (7, 2)).expect("submit").result().expect("ok"), Ok(3));
         assert_eq!(
-            p.submit(checked_div, (7, 0)).expect("submit").result().expect("ok"),
+            p.submit(checked_div, (7, 2))
+                .expect("submit")
+                .result()
+                .expect("ok"),
+            Ok(3)
+        );
+        assert_eq!(
+            p.submit(checked_div, (7, 0))
+                .expect("submit")
+                .result()
+                .expect("ok"),
             Err("division by zero".to_string())
         );
     }
@@ -134,7 +151,8 @@ fn map_reports_a_panic_on_its_own_item() {
             chunksize: 4,
             ..MapOptions::default()
         };
-        let got: Vec<Result<u64, TaskError>> = p.map(panic_on_7, 0..20u64, opts).expect("map").collect();
+        let got: Vec<Result<u64, TaskError>> =
+            p.map(panic_on_7, 0..20u64, opts).expect("map").collect();
         assert_eq!(got.len(), 20);
         for (i, r) in got.iter().enumerate() {
             match r {
@@ -160,9 +178,15 @@ fn map_timeout_ends_the_iteration() {
             chunksize: 1,
             timeout: Some(Duration::from_millis(300)),
         };
-        let got: Vec<Result<u64, TaskError>> = p.map(sleep_ms, [10, 5_000, 10, 10], opts).expect("map").collect();
+        let got: Vec<Result<u64, TaskError>> = p
+            .map(sleep_ms, [10, 5_000, 10, 10], opts)
+            .expect("map")
+            .collect();
         assert!(matches!(got.first(), Some(Ok(10))), "{got:?}");
-        assert!(matches!(got.last(), Some(Err(TaskError::WaitTimedOut { .. }))), "{got:?}");
+        assert!(
+            matches!(got.last(), Some(Err(TaskError::WaitTimedOut { .. }))),
+            "{got:?}"
+        );
         assert!(got.len() <= 2);
         // The running task is not killed by a map timeout; shutting down
         // waits for it.
@@ -191,11 +215,19 @@ fn shutdown_waits_and_refuses_new_tasks() {
     let leaks = common::start();
     {
         let p = pool(2);
-        let futs: Vec<_> = (0..6).map(|_| p.submit(sleep_ms, 50).expect("submit")).collect();
+        let futs: Vec<_> = (0..6)
+            .map(|_| p.submit(sleep_ms, 50).expect("submit"))
+            .collect();
         p.shutdown(ShutdownOptions::default());
-        assert!(futs.iter().all(|f| f.done()), "wait=UntilDone returns after every task");
+        assert!(
+            futs.iter().all(|f| f.done()),
+            "wait=UntilDone returns after every task"
+        );
         assert!(p.worker_pids().is_empty());
-        assert!(common::worker_children().is_empty(), "workers reaped by shutdown");
+        assert!(
+            common::worker_children().is_empty(),
+            "workers reaped by shutdown"
+        );
         assert!(matches!(p.submit(square, 1), Err(PoolError::ShutDown)));
         for f in futs {
             assert_eq!(f.result().expect("ran"), 50);
@@ -209,7 +241,9 @@ fn shutdown_without_wait_still_finishes_the_work() {
     let leaks = common::start();
     {
         let p = pool(1);
-        let futs: Vec<_> = (0..3).map(|_| p.submit(sleep_ms, 100).expect("submit")).collect();
+        let futs: Vec<_> = (0..3)
+            .map(|_| p.submit(sleep_ms, 100).expect("submit"))
+            .collect();
         p.shutdown(ShutdownOptions {
             wait: Wait::Return,
             cancel_futures: CancelFutures::RunPending,
@@ -232,7 +266,9 @@ fn shutdown_can_cancel_pending_futures() {
             .build()
             .expect("pool");
         let running = p.submit(sleep_ms, 300).expect("submit");
-        let pending: Vec<_> = (0..5).map(|_| p.submit(sleep_ms, 300).expect("submit")).collect();
+        let pending: Vec<_> = (0..5)
+            .map(|_| p.submit(sleep_ms, 300).expect("submit"))
+            .collect();
         while !running.running() {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -309,7 +345,8 @@ fn as_completed_yields_in_completion_order() {
 
         let hung = p.submit(sleep_ms, 2_000).expect("submit");
         let quick = p.submit(square, 5).expect("submit");
-        let got: Vec<_> = as_completed_timeout(vec![hung, quick], Duration::from_millis(500)).collect();
+        let got: Vec<_> =
+            as_completed_timeout(vec![hung, quick], Duration::from_millis(500)).collect();
         assert_eq!(got.len(), 2);
         assert!(matches!(&got[0], Ok(f) if f.done()));
         assert!(matches!(got[1], Err(TaskError::WaitTimedOut { .. })));
@@ -322,7 +359,10 @@ fn wait_modes() {
     let leaks = common::start();
     {
         let p = pool(2);
-        let futs = vec![p.submit(sleep_ms, 1).expect("s"), p.submit(sleep_ms, 800).expect("s")];
+        let futs = vec![
+            p.submit(sleep_ms, 1).expect("s"),
+            p.submit(sleep_ms, 800).expect("s"),
+        ];
         let r = wait(futs, None, ReturnWhen::FirstCompleted);
         assert!(!r.done.is_empty());
         assert_eq!(r.done.len() + r.not_done.len(), 2);
@@ -343,10 +383,21 @@ fn wait_modes() {
             ReturnWhen::AllCompleted,
         );
         let outcomes: Vec<_> = all.done.into_iter().map(|f| f.result()).collect();
-        assert_eq!(outcomes.iter().filter(|r| matches!(r, Err(TaskError::Panicked(_)))).count(), 1, "{outcomes:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|r| matches!(r, Err(TaskError::Panicked(_))))
+                .count(),
+            1,
+            "{outcomes:?}"
+        );
 
         let slow = vec![p.submit(sleep_ms, 1_000).expect("s")];
-        let r = wait(slow, Some(Duration::from_millis(50)), ReturnWhen::AllCompleted);
+        let r = wait(
+            slow,
+            Some(Duration::from_millis(50)),
+            ReturnWhen::AllCompleted,
+        );
         assert_eq!(r.not_done.len(), 1);
     }
     leaks.check();
@@ -360,7 +411,11 @@ fn done_callbacks_see_the_outcome() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let f = p.submit(square, 4).expect("submit");
         let s = seen.clone();
-        f.add_done_callback(move |r| s.lock().expect("lock").push(r.copied().map_err(|e| e.to_string())));
+        f.add_done_callback(move |r| {
+            s.lock()
+                .expect("lock")
+                .push(r.copied().map_err(|e| e.to_string()))
+        });
         let v = {
             let mut f = f;
             f.result_timeout(Duration::from_secs(60)).expect("ok")
@@ -371,7 +426,11 @@ fn done_callbacks_see_the_outcome() {
             std::thread::sleep(Duration::from_millis(2));
         }
         let s = seen.clone();
-        g.add_done_callback(move |r| s.lock().expect("lock").push(r.copied().map_err(|e| e.to_string())));
+        g.add_done_callback(move |r| {
+            s.lock()
+                .expect("lock")
+                .push(r.copied().map_err(|e| e.to_string()))
+        });
         let seen = seen.lock().expect("lock").clone();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0], Ok(16));
@@ -404,10 +463,17 @@ fn initializer_runs_in_every_worker() {
             .max_tasks_per_child(3)
             .build()
             .expect("pool");
-        for f in (0..10).map(|_| p.submit(read_init, ()).expect("submit")).collect::<Vec<_>>() {
+        for f in (0..10)
+            .map(|_| p.submit(read_init, ()).expect("submit"))
+            .collect::<Vec<_>>()
+        {
             assert_eq!(f.result().expect("ok"), 42);
         }
-        assert_eq!(INITIALIZED_IN_WORKER.load(Ordering::SeqCst), 0, "not run in the parent");
+        assert_eq!(
+            INITIALIZED_IN_WORKER.load(Ordering::SeqCst),
+            0,
+            "not run in the parent"
+        );
     }
     leaks.check();
 }
@@ -478,7 +544,10 @@ fn futures_can_be_awaited() {
         let sum = pollster::block_on(async { a.await.expect("a") + b.await.expect("b") });
         assert_eq!(sum, 29);
         let bad = p.submit(panic_on_7, 7).expect("submit");
-        assert!(matches!(pollster::block_on(bad), Err(TaskError::Panicked(_))));
+        assert!(matches!(
+            pollster::block_on(bad),
+            Err(TaskError::Panicked(_))
+        ));
     }
     leaks.check();
 }
@@ -492,7 +561,10 @@ fn fork_start_method() {
             .start_method(StartMethod::Fork)
             .build()
             .expect("pool");
-        assert_eq!(p.submit(square, 9).expect("submit").result().expect("ok"), 81);
+        assert_eq!(
+            p.submit(square, 9).expect("submit").result().expect("ok"),
+            81
+        );
         let got: Vec<u64> = p
             .map(square, 0..100u64, MapOptions::default())
             .expect("map")
@@ -515,7 +587,9 @@ fn invalid_settings_are_errors() {
         Err(PoolError::InvalidConfig { .. })
     ));
     assert!(matches!(
-        ProcessPoolExecutor::builder().max_tasks_per_child(0).build(),
+        ProcessPoolExecutor::builder()
+            .max_tasks_per_child(0)
+            .build(),
         Err(PoolError::InvalidConfig { .. })
     ));
     leaks.check();

@@ -54,22 +54,35 @@ fn sleep_ms(ms: u64) -> u64 {
 }
 
 fn pool(n: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder().max_workers(n).build().expect("pool starts")
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .build()
+        .expect("pool starts")
 }
 
 /// Submits 500 good tasks, `bad`, 500 good tasks; returns the bad one's
 /// outcome after checking the 1,000 others succeeded.
 fn one_bad_among_1000(bad: Act) -> Result<u64, TaskError> {
     let p = pool(2);
-    let before: Vec<_> = (0..500).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+    let before: Vec<_> = (0..500)
+        .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+        .collect();
     let bad = p.submit(act, bad).expect("submit");
-    let after: Vec<_> = (500..1000).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+    let after: Vec<_> = (500..1000)
+        .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+        .collect();
     for (i, f) in before.into_iter().chain(after).enumerate() {
         assert_eq!(f.result().expect("a good task succeeds"), i as u64 + 1);
     }
     let outcome = bad.result();
     // The pool still works afterwards.
-    assert_eq!(p.submit(act, Act::Ok(41)).expect("submit").result().expect("ok"), 42);
+    assert_eq!(
+        p.submit(act, Act::Ok(41))
+            .expect("submit")
+            .result()
+            .expect("ok"),
+        42
+    );
     outcome
 }
 
@@ -87,7 +100,9 @@ fn a_panic_fails_only_its_task() {
 fn an_abort_fails_only_its_task() {
     let leaks = common::start();
     match one_bad_among_1000(Act::Abort) {
-        Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Signal(libc::SIGABRT)),
+        Err(TaskError::WorkerDied { exit, .. }) => {
+            assert_eq!(exit, WorkerExit::Signal(libc::SIGABRT))
+        }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     leaks.check();
@@ -97,7 +112,9 @@ fn an_abort_fails_only_its_task() {
 fn a_segfault_fails_only_its_task() {
     let leaks = common::start();
     match one_bad_among_1000(Act::Segfault) {
-        Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Signal(libc::SIGSEGV)),
+        Err(TaskError::WorkerDied { exit, .. }) => {
+            assert_eq!(exit, WorkerExit::Signal(libc::SIGSEGV))
+        }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     leaks.check();
@@ -121,9 +138,15 @@ fn kill_9_of_a_worker_fails_only_its_task() {
     let marker = dir.join("pid");
     {
         let p = pool(2);
-        let before: Vec<_> = (0..500).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
-        let victim = p.submit(report_pid_and_hang, marker.clone()).expect("submit");
-        let after: Vec<_> = (500..1000).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        let before: Vec<_> = (0..500)
+            .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+            .collect();
+        let victim = p
+            .submit(report_pid_and_hang, marker.clone())
+            .expect("submit");
+        let after: Vec<_> = (500..1000)
+            .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         let pid = loop {
             if let Ok(s) = std::fs::read_to_string(&marker) {
@@ -132,8 +155,11 @@ fn kill_9_of_a_worker_fails_only_its_task() {
             assert!(Instant::now() < deadline, "the task never started");
             std::thread::sleep(Duration::from_millis(5));
         };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-            .expect("kill -9");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
         match victim.result() {
             Err(TaskError::WorkerDied { pid: died, exit }) => {
                 assert_eq!(died, pid as u32);
@@ -161,7 +187,9 @@ fn a_hung_task_times_out_and_the_pool_goes_on() {
         let first_pid = p.worker_pids();
         let hung = p.submit(sleep_ms, 600_000).expect("submit");
         // Queued behind the hung task on the same worker: re-dispatched.
-        let behind: Vec<_> = (0..10).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        let behind: Vec<_> = (0..10)
+            .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+            .collect();
         match hung.result() {
             Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(1500)),
             other => panic!("expected TimedOut, got {other:?}"),
@@ -170,7 +198,13 @@ fn a_hung_task_times_out_and_the_pool_goes_on() {
             assert_eq!(f.result().expect("ran on the new worker"), i as u64 + 1);
         }
         assert_ne!(p.worker_pids(), first_pid, "the hung worker was replaced");
-        assert_eq!(p.submit(sleep_ms, 10).expect("submit").result().expect("ok"), 10);
+        assert_eq!(
+            p.submit(sleep_ms, 10)
+                .expect("submit")
+                .result()
+                .expect("ok"),
+            10
+        );
     }
     leaks.check();
 }
@@ -180,12 +214,17 @@ fn dropping_a_busy_pool_leaves_no_process() {
     let leaks = common::start();
     let futs = {
         let p = pool(2);
-        let futs: Vec<_> = (0..6).map(|_| p.submit(sleep_ms, 100).expect("submit")).collect();
+        let futs: Vec<_> = (0..6)
+            .map(|_| p.submit(sleep_ms, 100).expect("submit"))
+            .collect();
         assert_eq!(common::worker_children().len(), 2);
         futs
         // dropped here, with tasks running
     };
-    assert!(common::all_children().is_empty(), "drop reaped every worker");
+    assert!(
+        common::all_children().is_empty(),
+        "drop reaped every worker"
+    );
     for f in futs {
         assert_eq!(f.result().expect("drop waits for submitted tasks"), 100);
     }
@@ -197,20 +236,28 @@ fn no_fd_growth_over_10000_tasks() {
     let leaks = common::start();
     {
         let p = pool(2);
-        let warm: Vec<_> = (0..200).map(|i| p.submit(act, Act::Ok(i)).expect("submit")).collect();
+        let warm: Vec<_> = (0..200)
+            .map(|i| p.submit(act, Act::Ok(i)).expect("submit"))
+            .collect();
         for f in warm {
             f.result().expect("ok");
         }
         let before = common::open_fds();
         for round in 0..10u64 {
-            let futs: Vec<_> = (0..1000).map(|i| p.submit(act, Act::Ok(round * 1000 + i)).expect("submit")).collect();
+            let futs: Vec<_> = (0..1000)
+                .map(|i| p.submit(act, Act::Ok(round * 1000 + i)).expect("submit"))
+                .collect();
             for f in futs {
                 f.result().expect("ok");
             }
         }
         // Large payloads use memfds: those must be closed too.
         let big = vec![7u8; 200 * 1024];
-        let back = p.submit(|v: Vec<u8>| v, big.clone()).expect("submit").result().expect("ok");
+        let back = p
+            .submit(|v: Vec<u8>| v, big.clone())
+            .expect("submit")
+            .result()
+            .expect("ok");
         assert_eq!(back, big);
         assert_eq!(common::open_fds(), before, "fds grew over 10,000 tasks");
     }
@@ -233,7 +280,10 @@ fn a_256_mib_argument_and_result_round_trip() {
         let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let back = p.submit(bump_all, v).expect("submit").result().expect("ok");
         assert_eq!(back.len(), len);
-        assert!(back.iter().enumerate().all(|(i, &b)| b == ((i % 251) as u8).wrapping_add(1)));
+        assert!(back
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == ((i % 251) as u8).wrapping_add(1)));
     }
     leaks.check();
 }

@@ -8,5 +8,8 @@ fn build_without_init_is_an_error() {
     let err = ProcessPoolExecutor::new(1).expect_err("must refuse");
     assert!(matches!(err, PoolError::NotInitialized));
     let msg = err.to_string();
-    assert!(msg.contains("init()") && msg.contains("test_support"), "{msg}");
+    assert!(
+        msg.contains("init()") && msg.contains("test_support"),
+        "{msg}"
+    );
 }

@@ -34,8 +34,16 @@ impl Leaks {
         while !worker_children().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(worker_children(), Vec::<u32>::new(), "worker processes left behind");
-        assert_eq!(all_children(), Vec::<u32>::new(), "child processes (zombies?) left behind");
+        assert_eq!(
+            worker_children(),
+            Vec::<u32>::new(),
+            "worker processes left behind"
+        );
+        assert_eq!(
+            all_children(),
+            Vec::<u32>::new(),
+            "child processes (zombies?) left behind"
+        );
         assert_eq!(open_fds(), self.fds, "file descriptors leaked");
         let new: Vec<String> = own_shm().difference(&self.shm).cloned().collect();
         assert!(new.is_empty(), "/dev/shm entries left behind: {new:?}");
@@ -44,7 +52,9 @@ impl Leaks {
 
 /// Open fds of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// /dev/shm entries that name this process (npshmex-<pid>-...).
@@ -64,12 +74,20 @@ fn own_shm() -> BTreeSet<String> {
 fn children() -> Vec<(u32, String, char)> {
     let me = std::process::id();
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.filter_map(|e| e.ok()) {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
         let comm = stat[open + 1..close].to_string();
         let mut rest = stat[close + 1..].split_whitespace();
         let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
@@ -83,7 +101,11 @@ fn children() -> Vec<(u32, String, char)> {
 
 /// Children of this process whose comm marks them as pool workers.
 pub fn worker_children() -> Vec<u32> {
-    children().into_iter().filter(|c| c.1.starts_with("npshmex-w")).map(|c| c.0).collect()
+    children()
+        .into_iter()
+        .filter(|c| c.1.starts_with("npshmex-w"))
+        .map(|c| c.0)
+        .collect()
 }
 
 /// All children of this process (including zombies).
@@ -93,8 +115,12 @@ pub fn all_children() -> Vec<u32> {
 
 /// Whether `pid` is alive and a pool worker (not a zombie).
 pub fn is_live_worker(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
     let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
     stat[open + 1..close].starts_with("npshmex-w") && state != "Z"
 }
