@@ -229,6 +229,10 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// in any process) and mapped read-only. The result is sent in shared
     /// read-only mode and [`ShmArray::try_clone`] shares it for free.
     ///
+    /// When another process still maps the segment writable (a sender that
+    /// keeps segments in its cache, or a peer sharing it) the kernel refuses
+    /// the seal; the data is then copied into a new segment that is frozen.
+    ///
     /// # Errors
     /// [`NdarrayError::NamedNotSealable`] for an array in a named segment
     /// (a popped key), [`NdarrayError::Shm`] if sealing fails.
@@ -247,7 +251,20 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
             // Only read-only handles are shared, and those returned above.
             Err(_) => return Err(NdarrayError::ReadOnly),
         };
-        let slot = slot.map_segment(Segment::freeze)?;
+        // Sealing fails while another writable mapping exists (a peer, or a
+        // worker's cache keeping a segment that circulates); freezing drops
+        // our mapping first, so keep a read-only one to copy from then.
+        let backup = slot.seg().remap(Access::ReadOnly)?;
+        let slot = match slot.map_segment(Segment::freeze) {
+            Ok(slot) => slot,
+            Err(_) => {
+                let n = layout.total_len();
+                let (mut copy, _) = cache::alloc(n)?;
+                copy.seg_mut().as_mut_slice()?[..n].copy_from_slice(&backup.as_slice()[..n]);
+                copy.map_segment(Segment::freeze)?
+            }
+        };
+        drop(backup);
         let mut a = ShmArray::from_parts(slot, layout);
         a.transfer = Transfer::ReadOnly;
         Ok(a)
@@ -495,6 +512,24 @@ mod tests {
         assert!(Arc::ptr_eq(&clone.slot, &ro.slot));
         let seals = ro.segment().seals().unwrap();
         assert!(seals.contains(npshmex_shm::Seals::WRITE));
+    }
+
+    #[test]
+    fn freezing_a_segment_mapped_writable_elsewhere_copies_it() {
+        let a = ShmArray::<u32, _>::from_elem(10, 4).unwrap();
+        let mut other = a.segment().remap(Access::ReadWrite).unwrap();
+        let ro = a.into_read_only().unwrap();
+        assert!(ro
+            .segment()
+            .seals()
+            .unwrap()
+            .contains(npshmex_shm::Seals::WRITE));
+        other.as_mut_slice().unwrap().fill(0xff);
+        assert_eq!(
+            ro.view(),
+            ndarray::arr1(&[4u32; 10]),
+            "the frozen copy is immutable"
+        );
     }
 
     #[test]
