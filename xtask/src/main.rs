@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     // first (each checks its own environment variable and returns at once
     // in an ordinary run; in a worker it serves tasks and never returns).
     procspawn::init();
+    npshmex_pool::init();
     let cmd = match flags::Command::parse(std::env::args().skip(1)) {
         Ok(cmd) => cmd,
         Err(msg) => {

@@ -10,8 +10,14 @@
 //! pool workers re-execute a binary whose `main` starts with the pools' inits.
 
 mod limit;
+mod memory;
 mod peer_procspawn;
+mod pooled;
+mod records;
+mod scaling;
 mod seed;
+mod sweep;
+mod tiny;
 
 use crate::flags;
 use anyhow::{bail, Result};
@@ -26,6 +32,8 @@ pub struct Scale {
     pub runs: usize,
     /// Untimed runs before them.
     pub warmup: usize,
+    /// Tasks of the throughput cases.
+    pub tiny_tasks: usize,
     /// Tasks of the throughput cases of the slow peers (procspawn), whose
     /// rate does not change with the count but whose run time would.
     pub peer_tasks: usize,
@@ -41,6 +49,7 @@ impl Scale {
                 seed_len: 2_000_000,
                 runs: 1,
                 warmup: 0,
+                tiny_tasks: 2_000,
                 peer_tasks: 500,
                 roundtrips: 200,
             }
@@ -49,6 +58,7 @@ impl Scale {
                 seed_len: 20_000_000,
                 runs: 5,
                 warmup: 1,
+                tiny_tasks: 100_000,
                 peer_tasks: 10_000,
                 roundtrips: 2_000,
             }
@@ -134,9 +144,30 @@ fn dispatch(name: &str, scale: &Scale) -> Result<Outcome> {
         "limit.spin_rtt" => Outcome::us(limit::spin_rtt(scale)?),
         "seed.bare" => Outcome::ms(seed::bare(scale)?),
         "seed.bare_in_place" => Outcome::ms(seed::bare_in_place(scale)?),
+        "seed.pool_copy" => Outcome::ms(pooled::copy(scale)?),
+        "seed.pool_zero_copy" => Outcome::ms(pooled::zero_copy(scale)?),
+        "seed.pool_in_place" => Outcome::ms(pooled::in_place(scale)?),
+        "seed.serde_pipe" => Outcome::ms(pooled::serde_pipe(scale)?),
         "seed.rs_procspawn" => Outcome::ms(peer_procspawn::seed(scale)?),
+        "tiny.roundtrip" => Outcome::us(tiny::roundtrip(scale)?),
+        "tiny.throughput" => Outcome::per_s(tiny::throughput(scale)?),
+        "tiny.map_chunked" => Outcome::per_s(tiny::map_chunked(scale)?),
         "rs_procspawn.tiny_roundtrip" => Outcome::us(peer_procspawn::tiny_roundtrip(scale)?),
         "rs_procspawn.tiny_throughput" => Outcome::per_s(peer_procspawn::tiny_throughput(scale)?),
+        n if n.starts_with("sweep.") => Outcome::us(sweep::run(n, scale)?),
+        "workers.1" => Outcome::ms(scaling::workers(1, scale)?),
+        "workers.2" => Outcome::ms(scaling::workers(2, scale)?),
+        "big.4gib" => Outcome::ms(scaling::big(scale)?),
+        "records.zero_copy" => Outcome::ms(records::zero_copy(scale)?),
+        "records.serde_pipe" => Outcome::ms(records::serde_pipe(scale)?),
+        "mem.copy_peak" => Outcome::Samples {
+            unit: "x",
+            samples: pooled::copy_peak(scale)?,
+        },
+        "mem.zero_copy_peak" => Outcome::Samples {
+            unit: "x",
+            samples: pooled::zero_copy_peak(scale)?,
+        },
         other => Outcome::Absent(not_yet(other).to_string()),
     })
 }
@@ -144,8 +175,7 @@ fn dispatch(name: &str, scale: &Scale) -> Result<Outcome> {
 // Cases whose library crate has not landed in this build.
 fn not_yet(name: &str) -> &'static str {
     match name.split('.').next() {
-        Some("arrow") => "needs npshmex-arrow, not yet in this build",
-        Some("records") => "needs npshmex-ndarray records, not yet in this build",
-        _ => "needs npshmex-pool and npshmex-ndarray, not yet in this build",
+        Some("arrow") => "needs npshmex-arrow's pool transfer, not yet in this build",
+        _ => "not implemented in this build",
     }
 }

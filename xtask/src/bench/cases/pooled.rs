@@ -1,0 +1,166 @@
+//! The pool paths of the seed workload (`seed.pool_*`, `seed.serde_pipe`)
+//! and the memory cases measured on them (`mem.*`).
+//!
+//! Inputs are prepared before the clock starts (a clone to move into the
+//! call, a frozen `ShmArray` whose handles are free to duplicate); what the
+//! clock sees is exactly what a caller waits for: submit, the worker's
+//! work, the result in hand. Drop of the result happens after the clock stops.
+
+use super::memory::peak_added;
+use super::seed::{check, input};
+use super::{ms_since, repeat, Scale};
+use anyhow::{anyhow, Context, Result};
+use ndarray::Array1;
+use npshmex_ndarray::{Shm, ShmArray1};
+use npshmex_pool::ProcessPoolExecutor;
+use std::time::Instant;
+
+/// A pool of `n` workers with the default settings.
+pub fn pool(n: usize) -> Result<ProcessPoolExecutor> {
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .build()
+        .context("starting the pool")
+}
+
+/// A pool of one worker whose payloads all go through the socket, as bytes
+/// (no memfd for big encodings) up to the socket's frame limit.
+pub fn socket_pool() -> Result<ProcessPoolExecutor> {
+    let limit = usize::try_from(npshmex_shm::MAX_FRAME_LEN).unwrap_or(usize::MAX) - (1 << 16);
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .inline_max(limit)
+        .build()
+        .context("starting the pool")
+}
+
+// --- worker functions ---
+
+fn add_one_copy(x: Shm<Array1<f64>>) -> Shm<Array1<f64>> {
+    Shm(&x.0 + 1.0)
+}
+
+fn add_one_zero_copy(x: ShmArray1<f64>) -> Result<ShmArray1<f64>, String> {
+    x.map(|v| v + 1.0).map_err(|e| e.to_string())
+}
+
+fn add_one_in_place(mut x: ShmArray1<f64>) -> Result<ShmArray1<f64>, String> {
+    x.view_mut()
+        .map_err(|e| e.to_string())?
+        .map_inplace(|v| *v += 1.0);
+    Ok(x)
+}
+
+fn add_one_vec(x: Vec<f64>) -> Vec<f64> {
+    x.iter().map(|v| v + 1.0).collect()
+}
+
+// --- one call of each path, returning the checked result's time ---
+
+/// One `seed.pool_copy` call on a clone of `x`: ms, after checking the result.
+fn copy_once(pool: &ProcessPoolExecutor, x: &Array1<f64>, measure_mem: bool) -> Result<f64> {
+    let arg = Shm(x.clone());
+    let call =
+        || -> Result<Array1<f64>> { Ok(pool.submit(add_one_copy, arg)?.result()?.into_inner()) };
+    let t = Instant::now();
+    let (y, value) = if measure_mem {
+        let (y, added) = peak_added(call)?;
+        (y, added as f64 / (x.len() * 8) as f64)
+    } else {
+        let y = call()?;
+        (y, ms_since(t))
+    };
+    check(y.as_slice().unwrap_or(&[]), 2.5, x.len())?;
+    Ok(value)
+}
+
+/// One `seed.pool_zero_copy` call with a free handle of the frozen `x`.
+fn zero_copy_once(
+    pool: &ProcessPoolExecutor,
+    x: &ShmArray1<f64>,
+    measure_mem: bool,
+) -> Result<f64> {
+    let arg = x.try_clone()?;
+    let call = || -> Result<ShmArray1<f64>> {
+        pool.submit(add_one_zero_copy, arg)?
+            .result()?
+            .map_err(|e| anyhow!("worker: {e}"))
+    };
+    let t = Instant::now();
+    let (y, value) = if measure_mem {
+        let (y, added) = peak_added(call)?;
+        (y, added as f64 / (x.len() * 8) as f64)
+    } else {
+        let y = call()?;
+        (y, ms_since(t))
+    };
+    check(y.view().as_slice().unwrap_or(&[]), 2.5, x.len())?;
+    Ok(value)
+}
+
+/// The frozen (read-only, sealed) seed input in shared memory.
+fn frozen_input(scale: &Scale) -> Result<ShmArray1<f64>> {
+    Ok(ShmArray1::from_elem(scale.seed_len, 1.5)?.into_read_only()?)
+}
+
+/// `seed.pool_copy`, ms.
+pub fn copy(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = pool(1)?;
+    let x = input(scale);
+    repeat(scale, || copy_once(&pool, &x, false))
+}
+
+/// `seed.pool_zero_copy`, ms.
+pub fn zero_copy(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = pool(1)?;
+    let x = frozen_input(scale)?;
+    repeat(scale, || zero_copy_once(&pool, &x, false))
+}
+
+/// `seed.pool_in_place`: the worker adds one in place and hands the array back, ms.
+pub fn in_place(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = pool(1)?;
+    let mut x = Some(ShmArray1::from_elem(scale.seed_len, 1.5)?);
+    let mut expected = 1.5;
+    repeat(scale, || {
+        let arg = x.take().context("the array was lost in a failed run")?;
+        let t = Instant::now();
+        let y = pool
+            .submit(add_one_in_place, arg)?
+            .result()?
+            .map_err(|e| anyhow!("worker: {e}"))?;
+        let dt = ms_since(t);
+        expected += 1.0;
+        check(y.view().as_slice().unwrap_or(&[]), expected, scale.seed_len)?;
+        x = Some(y);
+        Ok(dt)
+    })
+}
+
+/// `seed.serde_pipe`: `Vec<f64>` as serde bytes through the worker socket, ms.
+pub fn serde_pipe(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = socket_pool()?;
+    let x = vec![1.5f64; scale.seed_len];
+    repeat(scale, || {
+        let arg = x.clone();
+        let t = Instant::now();
+        let y = pool.submit(add_one_vec, arg)?.result()?;
+        let dt = ms_since(t);
+        check(&y, 2.5, scale.seed_len)?;
+        Ok(dt)
+    })
+}
+
+/// `mem.copy_peak`: memory added during one `seed.pool_copy` call, in seed sizes.
+pub fn copy_peak(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = pool(1)?;
+    let x = input(scale);
+    repeat(scale, || copy_once(&pool, &x, true))
+}
+
+/// `mem.zero_copy_peak`: the same for `seed.pool_zero_copy` (input already in shm).
+pub fn zero_copy_peak(scale: &Scale) -> Result<Vec<f64>> {
+    let pool = pool(1)?;
+    let x = frozen_input(scale)?;
+    repeat(scale, || zero_copy_once(&pool, &x, true))
+}
