@@ -11,7 +11,7 @@ pub enum CodecError {
     /// The text is not a literal of the accepted Python subset.
     #[error("syntax error at byte {pos}: {reason}")]
     Syntax {
-        /// Byte offset in the parsed text.
+        /// Byte offset in the parsed text (in the file for `NpyHeader::read`).
         pos: usize,
         /// What was wrong there.
         reason: &'static str,
@@ -19,7 +19,7 @@ pub enum CodecError {
     /// Literals nest deeper than the parser allows.
     #[error("nesting deeper than {limit} levels at byte {pos}")]
     TooDeep {
-        /// Byte offset in the parsed text.
+        /// Byte offset in the parsed text (in the file for `NpyHeader::read`).
         pos: usize,
         /// The nesting limit.
         limit: usize,
@@ -27,13 +27,13 @@ pub enum CodecError {
     /// An integer literal does not fit the range it is used in.
     #[error("integer out of range at byte {pos}")]
     IntOutOfRange {
-        /// Byte offset in the parsed text.
+        /// Byte offset in the parsed text (in the file for `NpyHeader::read`).
         pos: usize,
     },
     /// A well-formed literal that does not describe a dtype.
     #[error("invalid dtype descr at byte {pos}: {reason}")]
     BadDescr {
-        /// Byte offset in the parsed text.
+        /// Byte offset in the parsed text (in the file for `NpyHeader::read`).
         pos: usize,
         /// What was wrong there.
         reason: String,
@@ -89,7 +89,7 @@ pub enum CodecError {
     HeaderEncoding {
         /// `"latin1"` or `"utf-8"`.
         encoding: &'static str,
-        /// Byte offset of the fault inside the header text.
+        /// Byte offset of the fault in the file.
         pos: usize,
     },
     /// The header dict is missing a key, has an extra one or a value of the
@@ -144,4 +144,28 @@ pub enum CodecError {
         /// The descr of the type.
         descr: String,
     },
+}
+
+impl CodecError {
+    /// The same error with its text position (if any) mapped through `f`,
+    /// e.g. from an offset in the header dict to an offset in the file.
+    pub(crate) fn map_pos(self, f: impl FnOnce(usize) -> usize) -> CodecError {
+        match self {
+            CodecError::Syntax { pos, reason } => CodecError::Syntax {
+                pos: f(pos),
+                reason,
+            },
+            CodecError::TooDeep { pos, limit } => CodecError::TooDeep { pos: f(pos), limit },
+            CodecError::IntOutOfRange { pos } => CodecError::IntOutOfRange { pos: f(pos) },
+            CodecError::BadDescr { pos, reason } => CodecError::BadDescr {
+                pos: f(pos),
+                reason,
+            },
+            CodecError::HeaderEncoding { encoding, pos } => CodecError::HeaderEncoding {
+                encoding,
+                pos: f(pos),
+            },
+            other => other,
+        }
+    }
 }

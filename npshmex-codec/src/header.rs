@@ -11,10 +11,12 @@
 //! Python 2 `3L` longs in versions 1 and 2) and validates dtype, shape and the
 //! size of the data.
 
-use crate::descr::{shape_len, write_shape};
-use crate::dtype::{DType, MAX_DIMS};
+use crate::descr::shape_len;
+use crate::dtype::DType;
 use crate::error::{CodecError, Result};
 use crate::literal::{self, Lit, LitKind, LongSuffix};
+use crate::pyrepr::write_shape;
+use crate::structured::MAX_DIMS;
 use serde::{Deserialize, Serialize};
 
 /// The 6 bytes every `.npy` file starts with.
@@ -224,7 +226,7 @@ impl NpyHeader {
     /// [`CodecError::BadMagic`], [`CodecError::UnsupportedVersion`],
     /// [`CodecError::Truncated`] when the header is cut short,
     /// [`CodecError::HeaderEncoding`], syntax and descr errors with the byte
-    /// position inside the header dict, [`CodecError::BadHeader`] for wrong
+    /// offset of the fault in `bytes`, [`CodecError::BadHeader`] for wrong
     /// keys or value types, [`CodecError::Overflow`] when the data size
     /// overflows.
     pub fn read(bytes: &[u8]) -> Result<(NpyHeader, usize)> {
@@ -267,7 +269,7 @@ impl NpyHeader {
             Version::V3 => std::str::from_utf8(raw)
                 .map_err(|e| CodecError::HeaderEncoding {
                     encoding: "utf-8",
-                    pos: e.valid_up_to(),
+                    pos: len_end + e.valid_up_to(),
                 })?
                 .to_owned(),
             _ => raw.iter().map(|&b| char::from(b)).collect(),
@@ -277,7 +279,17 @@ impl NpyHeader {
         } else {
             LongSuffix::Accept
         };
-        let header = Self::from_dict_text(&text, long)?;
+        // Positions in errors become offsets in `bytes`: the parser counts
+        // UTF-8 bytes of the decoded text, latin-1 has one byte per char.
+        let header = Self::from_dict_text(&text, long).map_err(|e| {
+            e.map_pos(|pos| {
+                let in_raw = match version {
+                    Version::V3 => pos,
+                    _ => text.get(..pos).map_or(pos, |t| t.chars().count()),
+                };
+                len_end + in_raw
+            })
+        })?;
         Ok((header, end))
     }
 
@@ -456,13 +468,27 @@ mod tests {
         let code = "{'descr': __import__('os'), 'fortran_order': False, 'shape': (3,)}";
         assert!(matches!(
             NpyHeader::read(&wrap(code)),
-            Err(CodecError::Syntax { pos: 10, .. })
+            Err(CodecError::Syntax { pos: 20, .. })
         ));
         let missing = "{'descr': '<f8', 'shape': (3,)}";
         assert!(matches!(
             NpyHeader::read(&wrap(missing)),
             Err(CodecError::BadHeader { .. })
         ));
+        // Positions are file offsets, latin-1 names counted one byte a char.
+        let latin = "{'descr': [('\u{e9}', '<f8')], 'fortran_order': Fals, 'shape': ()}";
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        let raw: Vec<u8> = latin.chars().map(|c| c as u8).collect();
+        file.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+        file.extend_from_slice(&raw);
+        let at = 10 + raw.iter().position(|&b| b == b'F').unwrap();
+        assert_eq!(
+            NpyHeader::read(&file),
+            Err(CodecError::Syntax {
+                pos: at,
+                reason: "a name is not a literal"
+            })
+        );
         let mut cut = wrap(ok);
         cut.truncate(30);
         assert!(matches!(

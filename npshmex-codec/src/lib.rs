@@ -29,13 +29,12 @@ mod element;
 mod error;
 mod header;
 mod literal;
+mod pyrepr;
 mod record;
+mod structured;
 mod swap;
 
-pub use dtype::{
-    ByteOrder, ComplexWidth, DType, DateUnit, Field, FloatWidth, IntWidth, StructAlign, StructType,
-    SubArrayType, TimeUnit, MAX_DIMS,
-};
+pub use dtype::{ByteOrder, ComplexWidth, DType, DateUnit, FloatWidth, IntWidth, TimeUnit};
 pub use element::{as_bytes, cast_slice, cast_slice_mut, Element};
 pub use error::{CodecError, Result};
 pub use header::{NpyHeader, Order, Version, ARRAY_ALIGN, MAGIC};
@@ -43,4 +42,5 @@ pub use literal::MAX_DEPTH;
 #[doc(hidden)]
 pub use record::record_dtype as __record_dtype;
 pub use record::Record;
+pub use structured::{Field, StructAlign, StructType, SubArrayType, MAX_DIMS};
 pub use swap::{convert_byte_order, from_native, to_native};

@@ -9,8 +9,9 @@
 //! proc-macro derive in an extra crate (a `syn` build for every user) for no
 //! extra checking power.
 
-use crate::dtype::{DType, Field, StructAlign, StructType};
+use crate::dtype::DType;
 use crate::element::Element;
+use crate::structured::{Field, StructAlign, StructType};
 
 /// A `#[repr(C)]` struct whose fields are [`Element`]s, usable as a numpy
 /// record. Implement it with [`record!`](crate::record), which also

@@ -6,8 +6,9 @@
 //! to every element; complex numbers swap each part, UCS-4 strings each code
 //! point, records each field.
 
-use crate::dtype::{ByteOrder, DType, StructType, SubArrayType};
+use crate::dtype::{ByteOrder, DType};
 use crate::error::{CodecError, Result};
+use crate::structured::{StructType, SubArrayType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Run {

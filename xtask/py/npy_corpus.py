@@ -185,7 +185,8 @@ def generate(outdir):
 
 
 def header_of(path):
-    with open(path, "rb") as fh:
+    with open(path, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         version = npformat.read_magic(fh)
         return npformat._read_array_header(fh, version, max_header_size=10**9)
 
