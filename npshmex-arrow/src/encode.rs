@@ -39,7 +39,7 @@ use arrow_ipc::{
     Block, DictionaryBatchBuilder, FieldNode, FooterBuilder, MessageBuilder, MessageHeader,
     MetadataVersion, RecordBatchBuilder,
 };
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, SchemaRef, UnionMode};
 use flatbuffers::FlatBufferBuilder;
 use std::collections::HashMap;
 
@@ -343,6 +343,27 @@ impl Body {
                 }
                 return self.array(&data.child_data()[0]);
             }
+            DataType::Union(_, mode) => {
+                // An `ArrayData` slice of a union keeps an offset and whole
+                // buffers and children (arrow-ipc writes them as they are,
+                // which readers reject): slice type ids, dense offsets and
+                // sparse children here. (`UnionArray::from` would, but it
+                // slices struct children that `ArrayData::slice` already
+                // sliced a second time.)
+                let offset = data.offset();
+                self.push(data.buffers()[0].slice_with_length(offset, len))?;
+                if *mode == UnionMode::Dense {
+                    self.push(data.buffers()[1].slice_with_length(offset * 4, len * 4))?;
+                    for child in data.child_data() {
+                        self.array(child)?;
+                    }
+                } else {
+                    for child in data.child_data() {
+                        self.array(&child.slice(offset, len))?;
+                    }
+                }
+                return Ok(());
+            }
             DataType::FixedSizeList(_, size) => {
                 let size = usize::try_from(*size).unwrap_or(0);
                 let child = data.child_data()[0].slice(data.offset() * size, len * size);
@@ -500,9 +521,16 @@ fn rebase<O: arrow_array::OffsetSizeTrait>(data: &ArrayData) -> (Buffer, usize, 
     (buffer, start.as_usize(), (end - start).as_usize())
 }
 
+/// The offsets of an empty array: one zero. (arrow-ipc writes no offsets at
+/// all, which readers accept but then allocate the zero themselves, so the
+/// read would not be entirely zero-copy.)
+fn zero_offset<O: arrow_array::OffsetSizeTrait>() -> Buffer {
+    Buffer::from_vec(vec![O::usize_as(0)])
+}
+
 fn byte_array<O: arrow_array::OffsetSizeTrait>(data: &ArrayData) -> (Buffer, Buffer) {
     if data.is_empty() {
-        return (MutableBuffer::new(0).into(), MutableBuffer::new(0).into());
+        return (zero_offset::<O>(), MutableBuffer::new(0).into());
     }
     let (offsets, start, len) = rebase::<O>(data);
     (offsets, data.buffers()[1].slice_with_length(start, len))
@@ -510,10 +538,7 @@ fn byte_array<O: arrow_array::OffsetSizeTrait>(data: &ArrayData) -> (Buffer, Buf
 
 fn list_array<O: arrow_array::OffsetSizeTrait>(data: &ArrayData) -> (Buffer, ArrayData) {
     if data.is_empty() {
-        return (
-            MutableBuffer::new(0).into(),
-            data.child_data()[0].slice(0, 0),
-        );
+        return (zero_offset::<O>(), data.child_data()[0].slice(0, 0));
     }
     let (offsets, start, len) = rebase::<O>(data);
     (offsets, data.child_data()[0].slice(start, len))
