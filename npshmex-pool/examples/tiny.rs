@@ -1,7 +1,11 @@
-//! Task overhead: `tiny.roundtrip` (one tiny task submitted and awaited at a
-//! time, one worker) and `tiny.throughput` (100,000 tiny tasks submitted at
-//! once, one worker per core), plus `tiny.map_chunked` (the same through
-//! `map` with chunksize 256).
+//! Task overhead, printed as the bench's case names:
+//! - `tiny.roundtrip`: one tiny task submitted and awaited at a time, one
+//!   worker, µs per task (default settings: bounded spin before blocking);
+//! - `tiny.roundtrip_blocking`: the same with spinning off (`spin(0)`), the
+//!   plain socket path, for comparison;
+//! - `tiny.throughput`: 100,000 tiny tasks submitted at once, one worker
+//!   per core, tasks per second;
+//! - `tiny.map_chunked`: the same through `map` with chunksize 256.
 //!
 //! `cargo run --release -p npshmex-pool --example tiny [-- --quick]`
 
@@ -13,20 +17,8 @@ fn tiny(x: u64) -> u64 {
     x.wrapping_mul(3).wrapping_add(1)
 }
 
-fn main() -> anyhow::Result<()> {
-    npshmex_pool::init();
-    let quick = std::env::args().any(|a| a == "--quick");
-    let spin = std::env::var("NPSHMEX_SPIN_US")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Duration::from_micros);
-    let (rounds, total) = if quick {
-        (2_000, 10_000)
-    } else {
-        (20_000, 100_000)
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-
+/// µs per sequential submit + result.
+fn roundtrip(spin: Option<Duration>, rounds: u64) -> anyhow::Result<f64> {
     let mut b = ProcessPoolExecutor::builder().max_workers(1);
     if let Some(s) = spin {
         b = b.spin(s);
@@ -40,15 +32,26 @@ fn main() -> anyhow::Result<()> {
         let r = pool.submit(tiny, i)?.result()?;
         anyhow::ensure!(r == tiny(i), "wrong result");
     }
-    let per = t.elapsed().as_secs_f64() * 1e6 / rounds as f64;
-    println!("tiny.roundtrip: {per:.2} µs/task");
-    drop(pool);
+    Ok(t.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+}
 
-    let mut b = ProcessPoolExecutor::builder().max_workers(cores);
-    if let Some(s) = spin {
-        b = b.spin(s);
-    }
-    let pool = b.build()?;
+fn main() -> anyhow::Result<()> {
+    npshmex_pool::init();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, total) = if quick {
+        (2_000, 10_000)
+    } else {
+        (20_000, 100_000)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    println!("tiny.roundtrip: {:.2} µs/task", roundtrip(None, rounds)?);
+    println!(
+        "tiny.roundtrip_blocking: {:.2} µs/task",
+        roundtrip(Some(Duration::ZERO), rounds)?
+    );
+
+    let pool = ProcessPoolExecutor::builder().max_workers(cores).build()?;
     for i in 0..1_000 {
         pool.submit(tiny, i)?.result()?;
     }

@@ -23,8 +23,11 @@ use crate::error::TaskError;
 pub(crate) trait Completion: Send + Sync {
     /// Pending -> running; false if the future was cancelled.
     fn start(&self) -> bool;
-    /// Decodes and stores the result.
-    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>);
+    /// Decodes the result and keeps it aside (the future is not done yet,
+    /// so the caller can release the received memory first).
+    fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>);
+    /// Completes the future with the staged result.
+    fn publish(&self);
     /// Stores an error.
     fn fail(&self, err: TaskError);
     /// Pending -> cancelled (shutdown with `CancelFutures::CancelPending`).
@@ -44,6 +47,8 @@ enum Phase {
 struct Slot<R> {
     phase: Phase,
     value: Option<Result<R, TaskError>>,
+    /// A decoded result not published yet.
+    staged: Option<Result<R, TaskError>>,
     callbacks: Vec<Callback<R>>,
     waker: Option<Waker>,
     waiters: usize,
@@ -200,13 +205,20 @@ impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
         }
     }
 
-    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>) {
         let value = oob::with_received(fds, || postcard::from_bytes::<R>(bytes)).map_err(|e| {
             TaskError::ResultDecode {
                 source: Arc::new(e),
             }
         });
-        self.complete(value, Phase::Finished);
+        self.lock().staged = Some(value);
+    }
+
+    fn publish(&self) {
+        let staged = self.lock().staged.take();
+        if let Some(value) = staged {
+            self.complete(value, Phase::Finished);
+        }
     }
 
     fn fail(&self, err: TaskError) {
@@ -225,6 +237,7 @@ impl<R: DeserializeOwned + Send + 'static> Future<R> {
                 slot: Mutex::new(Slot {
                     phase: Phase::Pending,
                     value: None,
+                    staged: None,
                     callbacks: Vec::new(),
                     waker: None,
                     waiters: 0,

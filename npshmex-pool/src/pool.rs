@@ -229,15 +229,22 @@ impl ProcessPoolExecutor {
             cancelled
         };
         for job in cancelled {
-            if !job.completion.cancel() {
-                job.completion.fail(TaskError::Cancelled);
+            let c = job.into_completion();
+            if !c.cancel() {
+                c.fail(TaskError::Cancelled);
             }
         }
         match opts.wait {
             Wait::UntilDone => {
                 let threads =
                     std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+                let me = std::thread::current().id();
                 for t in threads {
+                    // A done callback (run by a slot thread) that shuts the
+                    // pool down must not join its own thread.
+                    if t.thread().id() == me {
+                        continue;
+                    }
                     // A slot thread does not panic; if it did, its worker
                     // was reaped by WorkerProc's drop during unwinding.
                     let _ = t.join();

@@ -22,6 +22,10 @@ use crate::wire::{self, Failure, ResultHead, ToParent};
 
 /// How often a blocked receive re-checks the running task's deadline.
 const TIMEOUT_POLL: Duration = Duration::from_millis(50);
+/// How often a blocked receive checks that the worker process still lives
+/// (EOF is the fast path; this catches a worker whose socket a forked
+/// grandchild still holds).
+const LIVENESS_POLL: Duration = Duration::from_millis(200);
 
 /// Why serving a worker ended.
 enum End {
@@ -59,7 +63,8 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
                 let lost = inner.lock().break_pool(reason);
                 let e = Arc::new(e);
                 for job in lost {
-                    job.completion.fail(TaskError::Pool { source: e.clone() });
+                    job.into_completion()
+                        .fail(TaskError::Pool { source: e.clone() });
                 }
                 return;
             }
@@ -83,7 +88,7 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
         let end = if retire {
             End::Retired
         } else {
-            serve(&inner, index, &conn)
+            serve(&inner, index, &conn, &proc)
         };
         if !teardown(&inner, index, &conn, &mut proc, end) {
             return;
@@ -137,15 +142,15 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
         !stop
     };
     for (job, err) in failed {
-        job.completion.fail(err);
+        job.into_completion().fail(err);
     }
     again
 }
 
 /// Receives and completes results until the worker ends.
-fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
+fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End {
     loop {
-        let msg = match next_event(inner, index, conn) {
+        let msg = match next_event(inner, index, conn, proc) {
             Event::Msg(m) => m,
             Event::TimedOut => return End::TimedOut,
             Event::Closed => return End::Closed,
@@ -165,7 +170,8 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
                     .lock()
                     .break_pool(format!("a worker initializer failed: {message}"));
                 for job in lost {
-                    job.completion.fail(TaskError::Initializer(message.clone()));
+                    job.into_completion()
+                        .fail(TaskError::Initializer(message.clone()));
                 }
                 return End::InitFailed;
             }
@@ -202,19 +208,21 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket) -> End {
         };
         let mut fds = msg.fds.into_iter();
         for (job, h) in done {
+            let c = job.into_completion();
             match h.outcome {
                 Ok((body, nfds)) => {
-                    let c = &job.completion;
-                    if let Err(e) =
-                        wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| c.finish(b, f))
-                    {
-                        c.fail(TaskError::Transport {
+                    match wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| {
+                        c.stage(b, f)
+                    }) {
+                        // Published after the result's memfd is unmapped.
+                        Ok(()) => c.publish(),
+                        Err(e) => c.fail(TaskError::Transport {
                             op: "receiving a result",
                             source: Arc::new(e),
-                        });
+                        }),
                     }
                 }
-                Err(f) => job.completion.fail(match f {
+                Err(f) => c.fail(match f {
                     Failure::Panicked(m) => TaskError::Panicked(m),
                     Failure::ArgumentDecode(m) => TaskError::ArgumentDecode(m),
                     Failure::ResultEncode(m) => TaskError::ResultEncode(m),
@@ -246,7 +254,7 @@ fn classify(r: Result<Option<Message>, ShmError>) -> Option<Event> {
 }
 
 /// The next frame, with a bounded spin first; or a timeout / EOF.
-fn next_event(inner: &Inner, index: usize, conn: &FdSocket) -> Event {
+fn next_event(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> Event {
     let cfg = &inner.cfg;
     if !cfg.spin.is_zero() {
         let until = Instant::now() + cfg.spin;
@@ -261,32 +269,27 @@ fn next_event(inner: &Inner, index: usize, conn: &FdSocket) -> Event {
         }
     }
     loop {
-        let wait = match cfg.task_timeout {
-            None => None,
-            Some(limit) => {
-                let started = inner.lock().slots[index]
-                    .in_flight
-                    .front()
-                    .and_then(|f| f.started);
-                match started {
-                    Some(t) => {
-                        let deadline = t + limit;
-                        let now = Instant::now();
-                        if now >= deadline {
-                            return Event::TimedOut;
-                        }
-                        Some((deadline - now).min(TIMEOUT_POLL))
-                    }
-                    None => Some(TIMEOUT_POLL),
+        let mut wait = LIVENESS_POLL;
+        if let Some(limit) = cfg.task_timeout {
+            wait = wait.min(TIMEOUT_POLL);
+            let started = inner.lock().slots[index]
+                .in_flight
+                .front()
+                .and_then(|f| f.started);
+            if let Some(t) = started {
+                let deadline = t + limit;
+                let now = Instant::now();
+                if now >= deadline {
+                    return Event::TimedOut;
                 }
+                wait = wait.min(deadline - now);
             }
-        };
-        let r = match wait {
-            None => conn.recv().map(Some),
-            Some(d) => conn.recv_timeout(d),
-        };
-        if let Some(ev) = classify(r) {
+        }
+        if let Some(ev) = classify(conn.recv_timeout(wait)) {
             return ev;
+        }
+        if proc.has_exited() {
+            return Event::Closed;
         }
     }
 }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use npshmex_shm::{FdSocket, ShmError};
 
@@ -45,6 +45,22 @@ impl WorkerProc {
     pub(crate) fn kill(&self) {
         if !self.reaped {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Whether it has ended (without reaping it). Catches a dead worker
+    /// whose socket stays open because a process it forked inherited it.
+    pub(crate) fn has_exited(&self) -> bool {
+        if self.reaped {
+            return true;
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(Pid::from_raw(self.pid)), flags) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => true,
+            Err(nix::errno::Errno::EINTR) => false,
+            // ECHILD: not our child any more (reaped elsewhere).
+            Err(_) => true,
         }
     }
 

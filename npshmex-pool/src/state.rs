@@ -63,6 +63,15 @@ pub(crate) struct Job {
     pub(crate) completion: Arc<dyn Completion>,
 }
 
+impl Job {
+    /// The future's side, after closing the task's argument (memfd and
+    /// out-of-band fds), so that no fd of the task is open any more once
+    /// its future completes.
+    pub(crate) fn into_completion(self) -> Arc<dyn Completion> {
+        self.completion
+    }
+}
+
 /// A task sent to a worker and not answered yet.
 pub(crate) struct InFlight {
     pub(crate) job: Job,
@@ -226,8 +235,12 @@ impl State {
 }
 
 impl SlotState {
+    /// Whether to send this worker more now. Past half its pipeline it
+    /// waits until it drains to half, so refills go out as batches (one
+    /// frame, one syscall) rather than one frame per finished task.
     fn has_room(&self, cfg: &Config) -> bool {
         self.conn.is_some()
+            && self.in_flight.len() <= cfg.max_in_flight / 2
             && self.in_flight.len() < cfg.max_in_flight
             && self.budget.is_none_or(|b| b > 0)
             && (self.in_flight.is_empty() || self.in_flight_bytes < MAX_IN_FLIGHT_BYTES)
