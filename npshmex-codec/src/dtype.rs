@@ -300,8 +300,8 @@ impl DType {
     /// is flattened into one (`(('<f8', (2,)), (3,))` is `('<f8', (3, 2))`).
     ///
     /// # Errors
-    /// [`CodecError::Overflow`] when the itemsize overflows,
-    /// [`CodecError::BadStruct`] for more than [`MAX_DIMS`] dimensions.
+    /// [`CodecError::Overflow`](crate::CodecError::Overflow) when the itemsize overflows,
+    /// [`CodecError::BadStruct`](crate::CodecError::BadStruct) for more than [`MAX_DIMS`](crate::MAX_DIMS) dimensions.
     pub fn subarray(base: DType, shape: Vec<usize>) -> Result<DType> {
         SubArrayType::build(base, shape)
     }

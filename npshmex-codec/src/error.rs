@@ -137,6 +137,14 @@ pub enum CodecError {
         /// Its value.
         value: u8,
     },
+    /// A value does not fit a fixed-width string element.
+    #[error("{len} units do not fit in {capacity}")]
+    TooLong {
+        /// Length of the value (bytes or characters).
+        len: usize,
+        /// Capacity of the element.
+        capacity: usize,
+    },
     /// A mutable typed view of a type with padding bytes: writing values
     /// would leave those bytes uninitialised.
     #[error("mutable view of {descr} refused: the type has padding bytes")]

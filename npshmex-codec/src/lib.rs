@@ -31,6 +31,7 @@ mod header;
 mod literal;
 mod pyrepr;
 mod record;
+mod strings;
 mod structured;
 mod swap;
 
@@ -42,5 +43,6 @@ pub use literal::MAX_DEPTH;
 #[doc(hidden)]
 pub use record::record_dtype as __record_dtype;
 pub use record::Record;
+pub use strings::{FixedBytes, FixedUnicode};
 pub use structured::{Field, StructAlign, StructType, SubArrayType, MAX_DIMS};
 pub use swap::{convert_byte_order, from_native, to_native};
