@@ -86,7 +86,14 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     fn alloc(dim: D, order: MemOrder) -> Result<(Self, Fresh)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
         let (mut slot, fresh) = cache::alloc(layout.total_len())?;
-        slot.seg_mut().as_mut_slice()?[..header.len()].copy_from_slice(&header);
+        let bytes = slot.seg_mut().as_mut_slice()?;
+        bytes[..header.len()].copy_from_slice(&header);
+        let data = &mut bytes[layout.data_range()];
+        if fresh == Fresh::Dirty && A::validate(data).is_err() {
+            // Old bytes of a reused segment that are no valid `A` (bool):
+            // typed views refuse them, so start from zeros.
+            data.fill(0);
+        }
         Ok((ShmArray::from_parts(slot, layout), fresh))
     }
 
@@ -176,16 +183,31 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     }
 
     /// A read-only view of the data.
+    ///
+    /// # Panics
+    /// Only if another process broke the transfer protocol by writing an
+    /// invalid value (a `bool` byte other than 0 or 1) into a segment it
+    /// gave away after this array was validated; [`ShmArray::try_view`]
+    /// reports that as an error instead. Element types without invalid bit
+    /// patterns (all numbers) never panic here.
     pub fn view(&self) -> ArrayView<'_, A, D> {
         // Invariant: `layout` was validated against this segment and `A` when
         // the array was made (dtype, length, alignment of the page-aligned
-        // mapping plus a multiple-of-alignment offset), and neither the
-        // mapping nor the layout changes afterwards.
+        // mapping plus a multiple-of-alignment offset, valid values), and
+        // neither the mapping nor the layout changes afterwards.
+        self.try_view()
+            .expect("array data validated when the array was made")
+    }
+
+    /// A read-only view of the data, re-validating the values of element
+    /// types that have invalid bit patterns (`bool`).
+    ///
+    /// # Errors
+    /// [`NdarrayError::Codec`] (`InvalidBool`) if the data holds invalid values.
+    pub fn try_view(&self) -> Result<ArrayView<'_, A, D>> {
         let bytes = &self.slot.seg().as_slice()[self.layout.data_range()];
-        let slice = cast_slice::<A>(&self.layout.dtype, bytes)
-            .expect("layout validated when the array was made");
-        ArrayView::from_shape(self.layout.stride_shape(), slice)
-            .expect("layout validated when the array was made")
+        let slice = cast_slice::<A>(&self.layout.dtype, bytes)?;
+        Ok(ArrayView::from_shape(self.layout.stride_shape(), slice)?)
     }
 
     /// A mutable view of the data.

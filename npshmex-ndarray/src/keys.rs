@@ -153,6 +153,7 @@ pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<Shm
     let seg = Segment::open_named(&key.name, Access::ReadWrite)?;
     let layout = Layout::<D>::read::<A>(seg.as_slice())?;
     let array = ShmArray::from_parts(Slot::uncached(seg)?, layout);
+    array.try_view()?;
     if keep == Keep::No {
         shm_del(key)?;
     }

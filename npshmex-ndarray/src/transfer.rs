@@ -99,7 +99,9 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
             return Err(NdarrayError::NotSealed);
         }
         let layout = Layout::read::<A>(slot.seg().as_slice())?;
-        Ok(ShmArray::from_parts(slot, layout))
+        let array = ShmArray::from_parts(slot, layout);
+        array.try_view()?;
+        Ok(array)
     }
 }
 
@@ -207,6 +209,30 @@ mod tests {
         let fd = a.segment().try_clone_fd().unwrap();
         let r = ShmArray::<f64, Ix1>::receive(fd, Transfer::ReadOnly);
         assert!(matches!(r, Err(NdarrayError::NotSealed)));
+    }
+
+    #[test]
+    fn invalid_bools_from_a_peer_are_refused() {
+        let a = ShmArray::<bool, Ix1>::zeros(8).unwrap();
+        let mut peer = a.segment().remap(Access::ReadWrite).unwrap();
+        let at = a.layout.offset + 3;
+        peer.as_mut_slice().unwrap()[at] = 7;
+        assert!(matches!(
+            a.try_view(),
+            Err(NdarrayError::Codec(npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }))
+        ));
+        let r = roundtrip(a);
+        assert!(r.is_err());
+        assert!(matches!(take_last_error(), Some(NdarrayError::Codec(_))));
+    }
+
+    #[test]
+    fn reused_segments_of_other_types_make_valid_bools() {
+        let n = (7 << 20) + 13;
+        let a = ShmArray::<u8, Ix1>::from_elem(n, 0xaa).unwrap();
+        drop(a);
+        let b = ShmArray::<bool, Ix1>::from_shape_fn(n, |i| i % 2 == 0).unwrap();
+        assert!(b.view()[0] && !b.view()[1]);
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn from_fd<A: Element, D: Dimension>(fd: std::os::fd::OwnedFd) -> Result<Array<A
     let slot = Slot::uncached(seg)?;
     let layout = Layout::<D>::read::<A>(slot.seg().as_slice())?;
     let a = ShmArray::<A, D>::from_parts(slot, layout);
-    Ok(a.into_array())
+    Ok(a.try_view()?.to_owned())
 }
 
 /// A scratch buffer whose byte at `start` is 64-byte aligned, so typed views

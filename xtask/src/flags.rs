@@ -10,6 +10,7 @@ commands:
   bench [--quick] [--case NAME] [--peers all]
                                  side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
   chaos [--quick]                fault injection: kills, full shm, hostile input, hung tasks
+  ndarray-interop                only the `test` step of that name: ShmArray keys <-> numpy
   roundtrip IN OUT               read each IN/*.npy, decode, write OUT/NAME; `ok NAME` / `refused NAME: reason`
   help                           this text";
 
@@ -24,8 +25,12 @@ pub enum Command {
     Bench(Bench),
     /// `cargo xtask roundtrip IN OUT`
     Roundtrip(Roundtrip),
+    /// `cargo xtask ndarray-interop`: one step of `test` on its own.
+    NdarrayInterop,
     /// `cargo xtask chaos`
     Chaos(Chaos),
+    /// Internal: a child program of `cargo xtask chaos` (`chaos-child ROLE`).
+    ChaosChild(Vec<String>),
     /// Internal: one benchmark case, run inside the release build of the xtask.
     BenchCase(BenchCase),
 }
@@ -114,6 +119,7 @@ impl Command {
                 }
                 Ok(Command::Chaos(c))
             }
+            "chaos-child" => Ok(Command::ChaosChild(rest)),
             "bench-case" => {
                 let mut name = None;
                 let mut quick = false;
@@ -127,6 +133,7 @@ impl Command {
                 let name = name.ok_or("bench-case: needs a case NAME")?;
                 Ok(Command::BenchCase(BenchCase { name, quick }))
             }
+            "ndarray-interop" if rest.is_empty() => Ok(Command::NdarrayInterop),
             "roundtrip" => match <[String; 2]>::try_from(rest) {
                 Ok([input, output]) => Ok(Command::Roundtrip(Roundtrip {
                     input: input.into(),

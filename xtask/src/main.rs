@@ -6,6 +6,7 @@
 mod bench;
 mod chaos;
 mod flags;
+mod ndarray_interop;
 mod npy_interop;
 mod python;
 mod roundtrip;
@@ -35,7 +36,14 @@ fn main() -> ExitCode {
         flags::Command::Test(t) => test::run(&t),
         flags::Command::Bench(b) => bench::run(&b),
         flags::Command::Roundtrip(r) => roundtrip::run(&r.input, &r.output),
+        flags::Command::NdarrayInterop => ndarray_interop::run().map(|r| match r {
+            ndarray_interop::Interop::Checked { put, popped } => {
+                println!("ndarray-interop: numpy checked {put} keys, Rust popped {popped} files");
+            }
+            ndarray_interop::Interop::Skipped(why) => println!("ndarray-interop: SKIPPED: {why}"),
+        }),
         flags::Command::Chaos(c) => chaos::run(&c),
+        flags::Command::ChaosChild(args) => chaos::run_child(&args),
         flags::Command::BenchCase(c) => bench::run_case(&c),
     };
     match outcome {

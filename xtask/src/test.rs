@@ -120,6 +120,20 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             crate::npy_interop::Interop::Skipped(why) => Outcome::Skipped(why),
         })
     });
+    r.step("ndarray-interop", || {
+        if opts.no_python {
+            return Ok(Outcome::Skipped(
+                "--no-python: numpy interop of ShmArray keys NOT checked".into(),
+            ));
+        }
+        Ok(match crate::ndarray_interop::run()? {
+            crate::ndarray_interop::Interop::Checked { put, popped } => {
+                eprintln!("ndarray-interop: numpy checked {put} keys, Rust popped {popped} files");
+                Outcome::Passed
+            }
+            crate::ndarray_interop::Interop::Skipped(why) => Outcome::Skipped(why),
+        })
+    });
     r.step("chaos --quick", || {
         if opts.quick {
             return Ok(Outcome::Skipped("--quick skips the chaos run".into()));

@@ -2,7 +2,8 @@
 //! full `/dev/shm` (filling the real one would disturb everything else on
 //! the machine). Allocation beyond its size must be a `NoSpace` error at
 //! creation, writing every byte of what was granted must not raise SIGBUS
-//! (space is reserved up front), and space must come back when segments go.
+//! (space is reserved up front), the process and its pool must go on
+//! serving, and space must come back when segments go.
 
 use super::Verdict;
 use anyhow::{bail, Context, Result};
@@ -65,6 +66,9 @@ fn exercise(shm: &ShmDir) -> Result<Verdict> {
     let _ = std::fs::write(&filler, vec![1u8; FS_SIZE]); // fails part-way with ENOSPC, on purpose
     no_space(shm.create_unique(64 * 1024), "64 KiB on a full fs")?;
     checks += 1;
+    // The process is alive and its pool keeps serving (small) tasks.
+    pool_serves().context("the pool while shm is full")?;
+    checks += 1;
     // The granted segment is still intact and writable.
     let s = big.as_mut_slice().context("remapping")?;
     if s.iter().any(|b| *b != 0xa5) {
@@ -92,6 +96,25 @@ fn exercise(shm: &ShmDir) -> Result<Verdict> {
         "{checks} checks on a {} MiB tmpfs: NoSpace at creation, no SIGBUS, space returned",
         FS_SIZE / MIB
     )))
+}
+
+fn doubled(x: npshmex_ndarray::ShmArray1<u32>) -> Result<Vec<u32>, String> {
+    Ok(x.view().iter().map(|v| v * 2).collect())
+}
+
+fn pool_serves() -> Result<()> {
+    let pool = npshmex_pool::ProcessPoolExecutor::new(1)?;
+    for i in 0..20u32 {
+        let x = npshmex_ndarray::ShmArray1::from_elem(4096, i)?;
+        let y = pool
+            .submit(doubled, x)?
+            .result()?
+            .map_err(|e| anyhow::anyhow!("worker: {e}"))?;
+        if y.len() != 4096 || y[4095] != 2 * i {
+            bail!("task {i}: wrong result");
+        }
+    }
+    Ok(())
 }
 
 /// A tmpfs mounted on a directory; unmounted (lazily) on drop at the latest.

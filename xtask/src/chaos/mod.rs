@@ -7,10 +7,15 @@
 //! after the other, and the whole run checks that it leaves no `npshmex-*`
 //! entry in `/dev/shm` and no worker process behind.
 
+mod child;
 mod full_shm;
 mod hostile;
 mod hostile_npy;
+mod hung;
 mod mutate;
+mod parent_kill;
+mod procs;
+mod worker_kill;
 
 use crate::{flags, util};
 use anyhow::{bail, Result};
@@ -27,6 +32,12 @@ pub enum Verdict {
 /// Counts of one run.
 #[derive(Clone, Copy, Debug)]
 pub struct Scale {
+    /// Child programs killed mid-transfer.
+    pub parent_kills: usize,
+    /// Tasks run while workers are killed.
+    pub load_tasks: usize,
+    /// Hung tasks timed out.
+    pub hung_rounds: usize,
     /// Mutated `.npy` headers.
     pub npy_headers: usize,
     /// Seed of the random choices (printed, so a failure reproduces).
@@ -45,11 +56,17 @@ impl Scale {
             });
         if quick {
             Scale {
+                parent_kills: 20,
+                load_tasks: 1_000,
+                hung_rounds: 1,
                 npy_headers: 50_000,
                 seed,
             }
         } else {
             Scale {
+                parent_kills: 200,
+                load_tasks: 10_000,
+                hung_rounds: 3,
                 npy_headers: 1_000_000,
                 seed,
             }
@@ -58,6 +75,11 @@ impl Scale {
 }
 
 type Scenario = fn(&Scale) -> Result<Verdict>;
+
+/// Runs a child program of the scenarios (`xtask chaos-child ROLE`).
+pub fn run_child(args: &[String]) -> Result<()> {
+    child::run(args)
+}
 
 /// Runs `cargo xtask chaos`.
 pub fn run(opts: &flags::Chaos) -> Result<()> {
@@ -69,9 +91,12 @@ pub fn run(opts: &flags::Chaos) -> Result<()> {
     );
     let shm_before = util::shm_entries();
     let workers_before = util::worker_pids();
-    let scenarios: [(&str, Scenario); 2] = [
+    let scenarios: [(&str, Scenario); 5] = [
+        ("parent killed mid-transfer", parent_kill::run),
+        ("workers killed under load", worker_kill::run),
         ("full shared memory", |_| full_shm::run()),
         ("hostile input", hostile::run),
+        ("hung task", hung::run),
     ];
     let (mut passed, mut failed, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (name, f) in scenarios {

@@ -1,0 +1,121 @@
+//! Reading the process table for the chaos checks: children of a pid by
+//! comm name and state, fd counts, resident memory; and the subreaper flag
+//! that makes orphaned grandchildren (workers of a killed child program)
+//! our children, so that a survivor can be seen and reaped.
+
+use anyhow::{Context, Result};
+
+/// A process seen in `/proc`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    /// Its pid.
+    pub pid: u32,
+    /// Its comm name.
+    pub comm: String,
+    /// Its state letter (`Z` for a zombie).
+    pub state: char,
+    /// Its parent pid.
+    pub ppid: u32,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub fn stat(pid: u32) -> Option<Proc> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm is in parentheses and may hold spaces: split at the last ')'.
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s.get(open + 1..close)?.to_string();
+    let mut rest = s.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(Proc {
+        pid,
+        comm,
+        state,
+        ppid,
+    })
+}
+
+/// Every process in `/proc`.
+pub fn all() -> Vec<Proc> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// Live (not zombie) pool workers whose parent is `ppid`.
+pub fn live_workers_of(ppid: u32) -> Vec<Proc> {
+    all()
+        .into_iter()
+        .filter(|p| p.ppid == ppid && p.comm.starts_with("npshmex-w") && p.state != 'Z')
+        .collect()
+}
+
+/// Whether `pid` is alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|p| p.state != 'Z')
+}
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")
+        .context("reading /proc/self/fd")?
+        .count())
+}
+
+/// Resident memory of this process, bytes.
+pub fn rss_bytes() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
+/// Makes this process the reaper of its orphaned descendants (or stops it).
+pub fn set_subreaper(on: bool) -> Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, libc::c_ulong::from(on)) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_CHILD_SUBREAPER)");
+    }
+    Ok(())
+}
+
+/// SIGKILLs `pid` (ignoring a vanished process).
+pub fn kill9(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        // SAFETY: kill takes plain integers; a stale pid is at worst ESRCH.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+/// Reaps `pid` if it is a child of ours that has exited (never blocks).
+pub fn reap(pid: u32) {
+    if let Ok(p) = i32::try_from(pid) {
+        // SAFETY: waitpid on one specific pid with WNOHANG and no status pointer.
+        unsafe { libc::waitpid(p, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_process() {
+        let me = stat(std::process::id()).unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(alive(me.pid));
+        assert!(fd_count().unwrap() >= 3);
+        assert!(rss_bytes().unwrap() > 0);
+        assert!(all().iter().any(|p| p.pid == me.ppid));
+        assert!(stat(u32::MAX).is_none());
+    }
+}
