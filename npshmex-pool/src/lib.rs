@@ -98,6 +98,13 @@ pub use map::{MapIter, MapOptions};
 pub use pool::{CancelFutures, ProcessPoolExecutor, ShutdownOptions, Wait};
 pub use wait::{as_completed, as_completed_timeout, wait, AsCompleted, ReturnWhen, WaitResult};
 
+/// The out-of-band fd hook the pool installs around every encode
+/// ([`oob::collect`]) and decode ([`oob::with_received`]) of a task's
+/// argument and result: a `Serialize` impl hands an fd over with
+/// [`oob::push_fd`] and writes the index it gets; the matching
+/// `Deserialize` impl claims it with [`oob::take_fd`].
+pub use npshmex_shm::oob;
+
 /// Makes a test binary able to host pool workers: put
 /// `npshmex_pool::test_support!();` at the top level of the test crate.
 ///

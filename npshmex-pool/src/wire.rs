@@ -85,7 +85,7 @@ pub(crate) struct Setup {
 }
 
 /// One task of a `Tasks` frame.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TaskHead {
     pub(crate) id: u64,
     /// Offset of the trampoline from the anchor.
@@ -119,14 +119,14 @@ pub(crate) struct Hello {
 }
 
 /// One result of a `Results` frame.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResultHead {
     pub(crate) id: u64,
     pub(crate) outcome: Result<(Body, u32), Failure>,
 }
 
 /// A task that produced no value, as the worker reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Failure {
     Panicked(String),
     ArgumentDecode(String),
@@ -296,5 +296,100 @@ pub(crate) fn with_payload<T>(
             let bytes = seg.as_slice().get(..len as usize).unwrap_or(&[]);
             Ok(f(bytes, mine))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn owned(p: &Packet) -> Vec<OwnedFd> {
+        let mut b = Vec::new();
+        p.push_fds(&mut b);
+        b.iter()
+            .map(|f| f.try_clone_to_owned().expect("dup"))
+            .collect()
+    }
+
+    fn unpack(p: &Packet, frame_tail: &[u8]) -> Result<Vec<u8>, ShmError> {
+        let mut inline = frame_tail;
+        let mut fds = owned(p).into_iter();
+        let out = with_payload(p.body(), p.fd_count(), &mut inline, &mut fds, |b, f| {
+            assert!(f.is_empty(), "no oob fds in a plain value");
+            postcard::from_bytes::<Vec<u8>>(b).expect("decodes")
+        })?;
+        assert!(inline.is_empty(), "exactly the payload was consumed");
+        Ok(out)
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(
+            ids in proptest::collection::vec(any::<u64>(), 0..20),
+            lens in proptest::collection::vec(0u32..300, 20),
+            tramp in any::<i64>(),
+            func in any::<i64>(),
+        ) {
+            let heads: Vec<TaskHead> = ids.iter().zip(&lens).map(|(&id, &len)| TaskHead {
+                id, tramp, func, body: Body::Inline(len), fds: len % 3,
+            }).collect();
+            let payload: Vec<u8> = (0..lens.iter().take(ids.len()).sum::<u32>()).map(|i| i as u8).collect();
+            let mut frame = encode_frame(&ToWorker::Tasks(heads.clone()), payload.len()).expect("encodes");
+            frame.extend_from_slice(&payload);
+            let (back, rest) = decode_frame::<ToWorker>(&frame).expect("decodes");
+            match back {
+                ToWorker::Tasks(h) => prop_assert_eq!(h, heads),
+                ToWorker::Setup(_) => prop_assert!(false, "wrong variant"),
+            }
+            prop_assert_eq!(rest, &payload[..]);
+        }
+
+        #[test]
+        fn packets_round_trip_inline_or_memfd(len in 0usize..4096, inline_max in 0usize..2048) {
+            let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let p = pack(&v, inline_max).expect("packs");
+            let encoded = postcard::to_allocvec(&v).expect("encodes").len();
+            prop_assert_eq!(matches!(p.body(), Body::Memfd(_)), encoded > inline_max);
+            prop_assert_eq!(unpack(&p, p.inline()).expect("unpacks"), v);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(len in 1usize..200, cut in 1usize..200) {
+            let v = vec![1u8; len];
+            let p = pack(&v, usize::MAX).expect("packs");
+            let cut = cut.min(p.inline().len());
+            let short = &p.inline()[..p.inline().len() - cut];
+            let refused = matches!(unpack(&p, short), Err(ShmError::Frame { .. }));
+            prop_assert!(refused);
+        }
+    }
+
+    #[test]
+    fn a_memfd_payload_without_its_fd_is_an_error() {
+        let p = pack(&vec![3u8; 100], 10).expect("packs");
+        let mut inline: &[u8] = &[];
+        let mut fds = Vec::new().into_iter();
+        let r = with_payload(p.body(), 0, &mut inline, &mut fds, |_, _| ());
+        assert!(matches!(r, Err(ShmError::Frame { .. })));
+        let r = with_payload(p.body(), 1, &mut inline, &mut fds, |_, _| ());
+        assert!(matches!(r, Err(ShmError::Frame { .. })));
+    }
+
+    #[test]
+    fn a_memfd_shorter_than_claimed_is_an_error() {
+        let p = pack(&vec![3u8; 100], 10).expect("packs");
+        let mut inline: &[u8] = &[];
+        let mut fds = owned(&p).into_iter();
+        let r = with_payload(Body::Memfd(1 << 20), 1, &mut inline, &mut fds, |_, _| ());
+        assert!(matches!(r, Err(ShmError::TooSmall { .. })));
+    }
+
+    #[test]
+    fn the_executable_identity_is_stable() {
+        let a = ExeId::current().expect("stat /proc/self/exe");
+        let b = ExeId::current().expect("stat /proc/self/exe");
+        assert_eq!(a, b);
+        assert!(a.to_string().contains("inode"));
     }
 }
