@@ -219,7 +219,9 @@ mod tests {
         peer.as_mut_slice().unwrap()[at] = 7;
         assert!(matches!(
             a.try_view(),
-            Err(NdarrayError::Codec(npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }))
+            Err(NdarrayError::Codec(
+                npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }
+            ))
         ));
         let r = roundtrip(a);
         assert!(r.is_err());

@@ -361,7 +361,7 @@ fn a_user_wrapper_of_arrays_round_trips() {
     assert_eq!(back.name, "exp done");
     assert_eq!(back.raw.to_owned(), raw * 2.0);
     assert!(back.weights.iter().all(|&w| w == 2.0));
-    assert_eq!(back.mask[(0, 0)], false);
+    assert!(!back.mask[(0, 0)]);
     assert_eq!(back.runs.len(), 2);
     assert_eq!(back.runs[1].view(), arr1(&[9u16, 9, 9]));
     drop((back, pool));

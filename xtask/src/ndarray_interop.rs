@@ -71,7 +71,7 @@ impl Kind for i32 {
 impl Kind for bool {
     const NAME: &'static str = "b1";
     fn value(i: usize) -> bool {
-        i % 3 == 0
+        i.is_multiple_of(3)
     }
 }
 impl Kind for u8 {
