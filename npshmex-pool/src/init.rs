@@ -17,12 +17,13 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 /// [`PoolError::NotInitialized`](crate::PoolError::NotInitialized) instead
 /// of starting copies of the program that would run `main` again.
 pub fn init() {
+    // Set first, so a task in a worker may start a pool of its own.
+    INITIALIZED.store(true, Ordering::SeqCst);
     if let Some(value) = std::env::var_os(WORKER_ENV) {
         // Code the worker's tasks run must not believe it is a worker too.
         std::env::remove_var(WORKER_ENV);
         worker::main_spawned(value);
     }
-    INITIALIZED.store(true, Ordering::SeqCst);
 }
 
 pub(crate) fn is_initialized() -> bool {

@@ -39,6 +39,9 @@ enum End {
     Retired,
     /// The initializer failed; the pool is broken.
     InitFailed,
+    /// The worker ended before its initializer finished: replacing it
+    /// would most likely loop, so the pool is broken (as in Python).
+    DiedStarting,
 }
 
 enum Event {
@@ -76,6 +79,7 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
             let slot = &mut st.slots[index];
             slot.pid = proc.pid();
             slot.budget = inner.cfg.max_tasks_per_child;
+            slot.ready = false;
             if !stop {
                 slot.conn = Some(conn.clone());
                 st.dispatch(&inner.cfg);
@@ -111,6 +115,23 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
         proc.kill();
     }
     let exit = proc.wait();
+    if matches!(end, End::DiedStarting) {
+        let reason = format!(
+            "worker {} {exit} before its initializer finished",
+            proc.pid()
+        );
+        let lost = {
+            let mut st = inner.lock();
+            let mut lost: Vec<Job> = in_flight.into_iter().map(|f| f.job).collect();
+            lost.extend(st.break_pool(reason.clone()));
+            lost
+        };
+        for job in lost {
+            job.into_completion()
+                .fail(TaskError::Initializer(reason.clone()));
+        }
+        return false;
+    }
     let mut failed: Vec<(Job, TaskError)> = Vec::new();
     let mut rest = in_flight.into_iter();
     if let Some(head) = rest.next() {
@@ -123,10 +144,12 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
                 op: "receiving a result",
                 source: Arc::new(e),
             },
-            End::Closed | End::Retired | End::InitFailed => TaskError::WorkerDied {
-                pid: proc.pid(),
-                exit,
-            },
+            End::Closed | End::Retired | End::InitFailed | End::DiedStarting => {
+                TaskError::WorkerDied {
+                    pid: proc.pid(),
+                    exit,
+                }
+            }
         };
         failed.push((head.job, err));
     }
@@ -149,10 +172,13 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
 
 /// Receives and completes results until the worker ends.
 fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End {
+    let mut ready = false;
     loop {
         let msg = match next_event(inner, index, conn, proc) {
             Event::Msg(m) => m,
             Event::TimedOut => return End::TimedOut,
+            // Our own close during shutdown is not a failed start.
+            Event::Closed if !ready && !inner.lock().shutting_down => return End::DiedStarting,
             Event::Closed => return End::Closed,
             Event::Failed(e) => return End::Transport(e),
         };
@@ -164,7 +190,11 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End
         };
         let heads = match head {
             ToParent::Results(heads) => heads,
-            ToParent::Ready(None) => continue,
+            ToParent::Ready(None) => {
+                ready = true;
+                inner.lock().slots[index].mark_ready(Instant::now());
+                continue;
+            }
             ToParent::Ready(Some(message)) => {
                 let lost = inner
                     .lock()
@@ -179,6 +209,7 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End
                 return End::Transport(frame_error("a second hello from a worker"))
             }
         };
+        let now = Instant::now();
         let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
         let mut mismatch = false;
         let retire = {
@@ -193,6 +224,9 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End
                     }
                 }
                 if let Some(f) = slot.in_flight.pop_front() {
+                    if let Some(t) = f.started {
+                        slot.observe(now.saturating_duration_since(t));
+                    }
                     slot.in_flight_bytes = slot
                         .in_flight_bytes
                         .saturating_sub(f.job.packet.inline().len());
@@ -200,7 +234,7 @@ fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End
                 }
             }
             if let Some(next) = slot.in_flight.front_mut() {
-                next.started = Some(Instant::now());
+                next.started = Some(now);
             }
             let idle = slot.in_flight.is_empty();
             st.dispatch(&inner.cfg);

@@ -89,7 +89,19 @@ pub(crate) struct SlotState {
     pub(crate) in_flight_bytes: usize,
     /// Tasks this worker may still be sent (`max_tasks_per_child`).
     pub(crate) budget: Option<u64>,
+    /// The worker's initializer has finished (task timers start then).
+    pub(crate) ready: bool,
+    /// Smoothed run time of this slot's recent tasks.
+    pub(crate) avg_task: Duration,
 }
+
+/// Tasks longer than this on average are not pipelined deeply: the saved
+/// round trip is negligible next to them, and a deep pipeline would leave
+/// other workers idle while tasks wait behind a long one.
+const LONG_TASK: Duration = Duration::from_micros(500);
+/// Pipeline depth for long tasks: the next task is already on the worker
+/// when one finishes.
+const LONG_TASK_DEPTH: usize = 2;
 
 /// The mutable part.
 #[derive(Default)]
@@ -127,10 +139,9 @@ impl State {
         };
         let mut batch: Vec<Job> = Vec::new();
         let mut bytes = slot.in_flight_bytes;
+        let depth = slot.depth(cfg);
         while let Some(job) = self.queue.front() {
-            let room = cfg
-                .max_in_flight
-                .saturating_sub(slot.in_flight.len() + batch.len());
+            let room = depth.saturating_sub(slot.in_flight.len() + batch.len());
             let budget = slot.budget.map_or(usize::MAX, |b| b as usize);
             if room == 0 || batch.len() >= budget || batch.len() >= MAX_FRAME_TASKS {
                 break;
@@ -196,7 +207,7 @@ impl State {
         }
         slot.in_flight_bytes = bytes;
         for job in batch {
-            let started = slot.in_flight.is_empty().then_some(now);
+            let started = (slot.in_flight.is_empty() && slot.ready).then_some(now);
             slot.in_flight.push_back(InFlight { job, started });
         }
     }
@@ -235,13 +246,37 @@ impl State {
 }
 
 impl SlotState {
+    /// How many tasks this worker may hold.
+    fn depth(&self, cfg: &Config) -> usize {
+        if self.avg_task > LONG_TASK {
+            cfg.max_in_flight.min(LONG_TASK_DEPTH)
+        } else {
+            cfg.max_in_flight
+        }
+    }
+
+    /// Records that the head task took `took`.
+    pub(crate) fn observe(&mut self, took: Duration) {
+        // Exponential average, weight 1/4: adapts within a few tasks.
+        self.avg_task = (self.avg_task * 3 + took) / 4;
+    }
+
+    /// The initializer finished: the head task starts running now.
+    pub(crate) fn mark_ready(&mut self, now: Instant) {
+        self.ready = true;
+        if let Some(head) = self.in_flight.front_mut() {
+            head.started.get_or_insert(now);
+        }
+    }
+
     /// Whether to send this worker more now. Past half its pipeline it
     /// waits until it drains to half, so refills go out as batches (one
     /// frame, one syscall) rather than one frame per finished task.
     fn has_room(&self, cfg: &Config) -> bool {
+        let depth = self.depth(cfg);
         self.conn.is_some()
-            && self.in_flight.len() <= cfg.max_in_flight / 2
-            && self.in_flight.len() < cfg.max_in_flight
+            && self.in_flight.len() <= depth / 2
+            && self.in_flight.len() < depth
             && self.budget.is_none_or(|b| b > 0)
             && (self.in_flight.is_empty() || self.in_flight_bytes < MAX_IN_FLIGHT_BYTES)
     }

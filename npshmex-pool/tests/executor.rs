@@ -594,3 +594,77 @@ fn invalid_settings_are_errors() {
     ));
     leaks.check();
 }
+
+fn exiting_init() {
+    std::process::exit(7);
+}
+
+#[test]
+fn a_worker_dying_in_its_initializer_breaks_the_pool() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(exiting_init)
+            .build()
+            .expect("the handshake happens before the initializer");
+        match p.submit(square, 2) {
+            Ok(f) => match f.result() {
+                Err(TaskError::Initializer(m)) => assert!(m.contains("status 7"), "{m}"),
+                other => panic!("expected an initializer error, got {other:?}"),
+            },
+            Err(PoolError::Broken { reason }) => assert!(reason.contains("status 7"), "{reason}"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(matches!(p.submit(square, 2), Err(PoolError::Broken { .. })));
+    }
+    leaks.check();
+}
+
+fn slow_init() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn task_timeouts_start_after_the_initializer() {
+    let leaks = common::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(slow_init)
+            .task_timeout(Duration::from_millis(1000))
+            .build()
+            .expect("pool");
+        assert_eq!(
+            p.submit(sleep_ms, 100)
+                .expect("submit")
+                .result()
+                .expect("not timed out"),
+            100
+        );
+    }
+    leaks.check();
+}
+
+fn nested(x: u64) -> u64 {
+    let inner = ProcessPoolExecutor::new(1).expect("a pool inside a worker");
+    inner
+        .submit(square, x)
+        .expect("submit")
+        .result()
+        .expect("ok")
+        + 1
+}
+
+#[test]
+fn a_task_can_start_a_pool_of_its_own() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        assert_eq!(
+            p.submit(nested, 5).expect("submit").result().expect("ok"),
+            26
+        );
+    }
+    leaks.check();
+}
