@@ -16,7 +16,7 @@
 //! - `pool_in_place`: the worker adds one in place to the shared array it
 //!   is given (moved to it) and hands it back.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Ix1};
 use npshmex_ndarray::{Shm, ShmArg, ShmArray1};
 use npshmex_pool::ProcessPoolExecutor;

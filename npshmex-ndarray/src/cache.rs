@@ -140,6 +140,9 @@ pub(crate) struct Slot {
     resent: AtomicBool,
     /// Drop the segment instead of offering it to the cache.
     no_cache: bool,
+    /// The process that made this handle: a forked child inherits handles
+    /// (and the cache) but is not their owner.
+    pid: u32,
 }
 
 impl Slot {
@@ -151,6 +154,7 @@ impl Slot {
             lent_unlocked: AtomicBool::new(false),
             resent: AtomicBool::new(false),
             no_cache: false,
+            pid: std::process::id(),
         }
     }
 
@@ -231,6 +235,13 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let Some(seg) = self.seg.take() else { return };
+        if self.pid != std::process::id() {
+            // Inherited through fork: the fd may already be closed by the
+            // child's setup (closing it again would abort); leave the handle
+            // as the fork left it.
+            std::mem::forget(seg);
+            return;
+        }
         if self.no_cache {
             return;
         }
@@ -280,6 +291,8 @@ struct Cache {
     entries: Vec<Entry>,
     bytes: usize,
     limits: CacheLimits,
+    /// The process the entries belong to (0: none yet).
+    pid: u32,
 }
 
 static CACHE: Mutex<Cache> = Mutex::new(Cache {
@@ -289,12 +302,24 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
         bytes: 1 << 30,
         entries: 16,
     },
+    pid: 0,
 });
 
 fn cache() -> MutexGuard<'static, Cache> {
     // A panic while holding the lock leaves the cache consistent (every
     // mutation is a single push/remove), so a poisoned lock is still usable.
-    CACHE.lock().unwrap_or_else(|p| p.into_inner())
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if c.pid != me {
+        // A forked child: the parent's entries are the parent's (it may reuse
+        // them at any time), never this process's. Their fds may already be
+        // closed by the child's setup (closing again would abort): leave them
+        // as the fork left them.
+        c.pid = me;
+        c.bytes = 0;
+        std::mem::forget(std::mem::take(&mut c.entries));
+    }
+    c
 }
 
 impl Cache {

@@ -110,11 +110,7 @@ fn temporary_segments_never_survive_a_task() {
                 .unwrap()
                 .unwrap();
         }
-        assert!(
-            m.is_own_segment(),
-            "round {round}: the moved array came home"
-        );
-        assert_eq!(m.to_owned(), &x + 3.0);
+        assert_eq!(m.to_owned(), &x + 3.0, "round {round}");
         let cow = pool
             .submit(add_one_in_place, ro.share_copy_on_write().unwrap())
             .unwrap()
@@ -462,5 +458,47 @@ fn no_segment_survives_a_worker_crash_mid_task() {
     assert!(key.path().exists(), "keys are persistent on purpose");
     shm_del(&key).unwrap();
     drop(pool);
+    leaks.finish();
+}
+
+fn inode_of<T: npshmex_ndarray::Element>(a: &ShmArray1<T>) -> u64 {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let path = format!("/proc/self/fd/{}", a.segment().fd().as_raw_fd());
+    std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0)
+}
+
+fn alloc_in_worker(n: usize) -> u64 {
+    match ShmArray1::from_elem(n, 2u8) {
+        Ok(a) => inode_of(&a),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn a_forked_worker_never_reuses_the_parents_cached_segments() {
+    let _s = serial();
+    let leaks = LeakCheck::start();
+    let n = (9 << 20) + 77;
+    let a = ShmArray1::from_elem(n, 1u8).unwrap();
+    let parent_inode = inode_of(&a);
+    drop(a); // now a reusable segment in this process's cache
+    let pool = npshmex_pool::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .start_method(npshmex_pool::StartMethod::Fork)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let w = pool.submit(alloc_in_worker, n).unwrap().result().unwrap();
+        assert_ne!(w, 0);
+        assert_ne!(w, parent_inode, "the child took the parent's segment");
+    }
+    let b = ShmArray1::from_elem(n, 3u8).unwrap();
+    assert_eq!(
+        inode_of(&b),
+        parent_inode,
+        "the parent still reuses its own"
+    );
+    drop((b, pool));
     leaks.finish();
 }
