@@ -255,7 +255,7 @@ pub fn cast_slice_mut<'a, T: Element>(dtype: &DType, bytes: &'a mut [u8]) -> Res
 
 /// Views a slice of elements as its bytes (e.g. to write `.npy` data).
 /// Records with padding are refused: their padding bytes may be
-/// uninitialised; give such records explicit `[u8; N]` padding fields.
+/// uninitialised; [`to_bytes`] copies them instead.
 ///
 /// # Errors
 /// [`CodecError::Padding`] when `T` has padding bytes.
@@ -271,6 +271,62 @@ pub fn as_bytes<T: Element>(values: &[T]) -> Result<&[u8]> {
     // value, per the `Element` contract), so all `len` bytes are initialised;
     // `u8` has alignment 1 and the lifetime is that of `values`.
     Ok(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), len) })
+}
+
+/// Copies values into bytes as numpy stores them: every field byte from the
+/// values, every padding byte zero (what `np.zeros` + field assignment
+/// gives). Works for all `Element`s, records with padding included.
+pub fn to_bytes<T: Element>(values: &[T]) -> Vec<u8> {
+    let dtype = T::dtype();
+    if let Ok(b) = as_bytes(values) {
+        return b.to_vec();
+    }
+    let size = std::mem::size_of::<T>();
+    let mut ranges = Vec::new();
+    value_ranges(&dtype, 0, &mut ranges);
+    let mut out = vec![0u8; std::mem::size_of_val(values)];
+    for (v, dst) in values.iter().zip(out.chunks_exact_mut(size.max(1))) {
+        let base = (v as *const T).cast::<u8>();
+        for &(off, len) in &ranges {
+            // Ranges come from the dtype, which by the `Element` contract
+            // lies inside `size_of::<T>()`; stay safe if an impl is wrong.
+            if off + len > size {
+                continue;
+            }
+            // SAFETY: `off..off + len` is inside the value (checked above)
+            // and covers only leaf fields (no padding: `value_ranges` skips
+            // struct gaps), which are initialised bytes of a live `T`
+            // borrowed for this loop.
+            let src = unsafe { std::slice::from_raw_parts(base.add(off), len) };
+            dst[off..off + len].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// Byte ranges of `dt` (at `base`) that hold values, not struct padding.
+fn value_ranges(dt: &DType, base: usize, out: &mut Vec<(usize, usize)>) {
+    match dt {
+        DType::Struct(s) => {
+            for f in s.fields() {
+                value_ranges(&f.dtype, base + f.offset, out);
+            }
+        }
+        DType::SubArray(s) if !s.base().is_dense() => {
+            let stride = s.base().itemsize();
+            for i in 0..s.count() {
+                value_ranges(s.base(), base + i * stride, out);
+            }
+        }
+        other => {
+            let len = other.itemsize();
+            match out.last_mut() {
+                Some((o, l)) if *o + *l == base => *l += len,
+                _ if len > 0 => out.push((base, len)),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,40 @@ mod tests {
         assert_eq!(&bytes[8..16], b"12345678");
     }
 
+    #[test]
+    fn padded_records_copy_with_zero_padding() {
+        let v = [
+            Inner { flag: true, v: 1.5 },
+            Inner {
+                flag: false,
+                v: -2.0,
+            },
+        ];
+        assert!(matches!(
+            crate::as_bytes(&v),
+            Err(CodecError::Padding { .. })
+        ));
+        let b = crate::to_bytes(&v);
+        let mut expect = vec![1u8, 0, 0, 0];
+        expect.extend_from_slice(&1.5f32.to_ne_bytes());
+        expect.extend_from_slice(&[0, 0, 0, 0]);
+        expect.extend_from_slice(&(-2.0f32).to_ne_bytes());
+        assert_eq!(b, expect);
+        let o = [Outer {
+            a: 7,
+            inner: v[0],
+            m: [[1, 2, 3], [4, 5, 6]],
+            c: num_complex::Complex::new(1.0, 2.0),
+        }];
+        let ob = crate::to_bytes(&o);
+        assert_eq!(ob.len(), std::mem::size_of::<Outer>());
+        assert_eq!(&ob[..8], &[7, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            cast_slice::<Outer>(&Outer::dtype(), &ob).map(|x| x[0].m),
+            Ok([[1, 2, 3], [4, 5, 6]])
+        );
+    }
+
     fn bytes_of(v: &mut [u64; 2]) -> &mut [u8] {
         // SAFETY: u64 has no padding; 16 initialised bytes.
         unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), 16) }

@@ -264,6 +264,11 @@ def expected(entry):
         flat["x"] = i * 0.5
         flat["id"] = i
         flat["tag"] = np.stack([(i + j) % 256 for j in range(4)], axis=-1)
+    elif formula == "strings_record":
+        flat = np.zeros(n, dtype=dt)
+        flat["name"] = ["n%dé" % k for k in i]
+        flat["code"] = [b"c%d" % k for k in i]
+        flat["age"] = i
     elif formula == "titled":
         flat = np.zeros(n, dtype=dt)
         flat["a"] = i

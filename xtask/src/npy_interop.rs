@@ -12,8 +12,8 @@ use crate::python::{self, Venv};
 use crate::roundtrip::{self, FileOutcome};
 use anyhow::{bail, Context, Result};
 use npshmex_codec::{
-    as_bytes, convert_byte_order, record, ByteOrder, DType, Element, NpyHeader, StructType,
-    TimeUnit,
+    convert_byte_order, record, to_bytes, ByteOrder, DType, Element, FixedBytes, FixedUnicode,
+    NpyHeader, StructType, TimeUnit,
 };
 use num_complex::Complex;
 use serde_json::{json, Value};
@@ -141,6 +141,17 @@ record! {
     }
 }
 
+record! {
+    /// A record of the fixed-width string elements.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Person {
+        name: FixedUnicode<4>,
+        code: FixedBytes<3>,
+        age: u16,
+    }
+}
+
 /// One Rust-written file and the formula numpy recomputes its values with.
 struct Written {
     name: &'static str,
@@ -161,7 +172,7 @@ fn typed<T: Element>(
         name,
         formula,
         header: NpyHeader::new(T::dtype(), shape.to_vec()),
-        data: as_bytes(&values)?.to_vec(),
+        data: to_bytes(&values),
     })
 }
 
@@ -216,6 +227,11 @@ fn rust_files() -> Result<Vec<Written>> {
             x: i as f64 * 0.5,
             id: i as i32,
             tag: [0, 1, 2, 3].map(|j| ((i + j) % 256) as u8),
+        })?,
+        typed("r_strings_record.npy", "strings_record", &[3], |i| Person {
+            name: FixedUnicode::new(&format!("n{i}é")).unwrap_or(FixedUnicode([0; 4])),
+            code: FixedBytes::new(format!("c{i}").as_bytes()).unwrap_or(FixedBytes([0; 3])),
+            age: i as u16,
         })?,
         raw(
             "r_S4.npy",
