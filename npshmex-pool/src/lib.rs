@@ -125,3 +125,20 @@ macro_rules! test_support {
 pub mod __private {
     pub use ctor::ctor;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        send_sync::<ProcessPoolExecutor>();
+        send_sync::<PoolBuilder>();
+        send::<Future<Vec<u8>>>();
+        send_sync::<TaskError>();
+        send_sync::<PoolError>();
+    }
+}

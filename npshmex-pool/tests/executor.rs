@@ -668,3 +668,28 @@ fn a_task_can_start_a_pool_of_its_own() {
     }
     leaks.check();
 }
+
+#[test]
+fn many_threads_submit_to_one_pool() {
+    let leaks = common::start();
+    {
+        let p = Arc::new(pool(2));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let futs: Vec<_> = (0..500u64)
+                        .map(|i| p.submit(square, t * 1000 + i).expect("submit"))
+                        .collect();
+                    futs.into_iter()
+                        .enumerate()
+                        .all(|(i, f)| f.result().ok() == Some(square(t * 1000 + i as u64)))
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().expect("thread"), "every result right");
+        }
+    }
+    leaks.check();
+}
