@@ -29,6 +29,7 @@ mod element;
 mod error;
 mod header;
 mod literal;
+mod printable;
 mod pyrepr;
 mod record;
 mod strings;

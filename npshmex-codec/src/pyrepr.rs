@@ -2,6 +2,7 @@
 //! byte for byte, since numpy writes headers with `repr` and the files must
 //! compare equal with `cmp`.
 
+use crate::printable::PRINTABLE;
 use std::fmt::Write as _;
 
 /// Python's `repr(tuple_of_ints)`.
@@ -57,23 +58,20 @@ pub(crate) fn write_py_str(s: &str, out: &mut String) {
     out.push(q);
 }
 
-/// Python's `str.isprintable` for non-ASCII characters, approximated
-/// without the Unicode database: separators (Zs, Zl, Zp), controls (Cc),
-/// the common format characters (Cf), private use (Co) and noncharacters are
-/// not printable. Unassigned code points (Cn) Python would also escape are
-/// written as they are; numpy reads both spellings the same.
+/// Python's `str.isprintable` for non-ASCII characters.
 fn is_printable(c: char) -> bool {
     let u = c as u32;
-    let unprintable = matches!(u,
-        0x80..=0xa0 | 0xad
-        | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890..=0x891 | 0x8e2
-        | 0x1680 | 0x180e
-        | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064 | 0x2066..=0x206f
-        | 0x3000 | 0xd800..=0xf8ff | 0xfdd0..=0xfdef | 0xfeff | 0xfff9..=0xfffb
-        | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a
-        | 0xe0000..=0xe0fff | 0xf0000..=0x10ffff)
-        || (u & 0xfffe) == 0xfffe;
-    !unprintable
+    PRINTABLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < u {
+                std::cmp::Ordering::Less
+            } else if lo > u {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -93,6 +91,7 @@ mod tests {
         assert_eq!(r("a\\b\n\x01\x7f"), "'a\\\\b\\n\\x01\\x7f'");
         assert_eq!(r("é名😀"), "'é名😀'");
         assert_eq!(r("\u{a0}\u{2028}\u{e000}"), "'\\xa0\\u2028\\ue000'");
+        assert_eq!(r("\u{378}\u{301}\u{10ffff}"), "'\\u0378\u{301}\\U0010ffff'");
     }
 
     #[test]

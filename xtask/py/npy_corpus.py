@@ -126,6 +126,10 @@ def build():
     good("record_fortran_2d", np.asfortranarray(values(rec, 6).reshape(2, 3)))
     good("record_latin1_name", values(np.dtype([("é", "<f8"), ("it's", "<i2")]), 2))
     good("record_quotes_backslash", values(np.dtype([('say "hi"', "<i2"), ("back\\slash", "u1"), ("tab\tnl\n", "u1")]), 2))
+    # repr escapes: controls, NBSP, soft hyphen, line separator, private use,
+    # unassigned (U+0378), noncharacter, combining accent, astral, U+10FFFF.
+    odd = ["c\x01\x7f\xa0\xad", "ls\u2028pu\ue000", "un\u0378nc\ufffe", "e\u0301😀\U0010ffff"]
+    good("record_unicode_escapes", values(np.dtype([(n, "u1") for n in odd]), 2))
     good("record_utf8_name_v3", values(np.dtype([("名前", "<f8"), ("ω", "<i4")]), 2))
     good("record_empty_struct", np.zeros(2, dtype=np.dtype([])))
     many = np.dtype([("field_with_a_rather_long_name_%05d" % i, "<f4") for i in range(2000)])
