@@ -1,14 +1,15 @@
 //! The measuring side of `cargo xtask bench`: each case runs in its own
 //! process, the release build of this xtask invoked as
 //! `xtask bench-case NAME [--quick]`, and prints one JSON line,
-//! `{"case": NAME, "unit": U, "samples": [...]}` or
-//! `{"case": NAME, "absent": REASON}`.
+//! `{"case": NAME, "unit": U, "samples": [...]}` (the Python peer script may
+//! also answer `{"case": NAME, "absent": REASON}`).
 //!
 //! A process per case (rather than one long process) keeps cases from
 //! disturbing each other (segment caches, allocator state, page cache of
 //! freed memory) and makes the memory cases' baseline honest. It also lets
 //! pool workers re-execute a binary whose `main` starts with the pools' inits.
 
+mod arrow;
 mod limit;
 mod memory;
 mod peer_procspawn;
@@ -71,37 +72,35 @@ impl Scale {
     }
 }
 
-/// What a case produced.
-pub enum Outcome {
-    /// Samples in a unit.
-    Samples {
-        /// `ms`, `µs`, `tasks/s` or `x`.
-        unit: &'static str,
-        /// One value per timed run.
-        samples: Vec<f64>,
-    },
-    /// The case cannot run in this build or on this machine, and why.
-    Absent(String),
+/// What a case produced: samples in a unit.
+pub struct Outcome {
+    /// `ms`, `µs`, `tasks/s` or `x` (multiples of the seed size).
+    unit: &'static str,
+    /// One value per timed run.
+    samples: Vec<f64>,
 }
 
 impl Outcome {
     fn ms(samples: Vec<f64>) -> Outcome {
-        Outcome::Samples {
+        Outcome {
             unit: "ms",
             samples,
         }
     }
     fn us(samples: Vec<f64>) -> Outcome {
-        Outcome::Samples {
+        Outcome {
             unit: "µs",
             samples,
         }
     }
     fn per_s(samples: Vec<f64>) -> Outcome {
-        Outcome::Samples {
+        Outcome {
             unit: "tasks/s",
             samples,
         }
+    }
+    fn times_seed(samples: Vec<f64>) -> Outcome {
+        Outcome { unit: "x", samples }
     }
 }
 
@@ -126,12 +125,8 @@ pub fn run(c: &flags::BenchCase) -> Result<()> {
     if !super::catalog::all().iter().any(|k| k.name == c.name) {
         bail!("unknown case {:?}", c.name);
     }
-    let line = match dispatch(&c.name, &scale)? {
-        Outcome::Samples { unit, samples } => {
-            serde_json::json!({ "case": c.name, "unit": unit, "samples": samples })
-        }
-        Outcome::Absent(reason) => serde_json::json!({ "case": c.name, "absent": reason }),
-    };
+    let out = dispatch(&c.name, &scale)?;
+    let line = serde_json::json!({ "case": c.name, "unit": out.unit, "samples": out.samples });
     println!("{line}");
     Ok(())
 }
@@ -158,24 +153,12 @@ fn dispatch(name: &str, scale: &Scale) -> Result<Outcome> {
         "workers.1" => Outcome::ms(scaling::workers(1, scale)?),
         "workers.2" => Outcome::ms(scaling::workers(2, scale)?),
         "big.4gib" => Outcome::ms(scaling::big(scale)?),
+        "arrow.zero_copy" => Outcome::ms(arrow::zero_copy(scale)?),
+        "arrow.ipc_pipe" => Outcome::ms(arrow::ipc_pipe(scale)?),
         "records.zero_copy" => Outcome::ms(records::zero_copy(scale)?),
         "records.serde_pipe" => Outcome::ms(records::serde_pipe(scale)?),
-        "mem.copy_peak" => Outcome::Samples {
-            unit: "x",
-            samples: pooled::copy_peak(scale)?,
-        },
-        "mem.zero_copy_peak" => Outcome::Samples {
-            unit: "x",
-            samples: pooled::zero_copy_peak(scale)?,
-        },
-        other => Outcome::Absent(not_yet(other).to_string()),
+        "mem.copy_peak" => Outcome::times_seed(pooled::copy_peak(scale)?),
+        "mem.zero_copy_peak" => Outcome::times_seed(pooled::zero_copy_peak(scale)?),
+        other => bail!("no measurement for case {other:?} in this build"),
     })
-}
-
-// Cases whose library crate has not landed in this build.
-fn not_yet(name: &str) -> &'static str {
-    match name.split('.').next() {
-        Some("arrow") => "needs npshmex-arrow's pool transfer, not yet in this build",
-        _ => "not implemented in this build",
-    }
 }
