@@ -13,7 +13,7 @@ use ndarray::{
     Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6,
     IxDyn, Order, ShapeArg, Zip,
 };
-use npshmex_codec::{cast_slice, cast_slice_mut, DType, Element};
+use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, DType, Element};
 use npshmex_shm::{Access, Segment};
 use std::fmt;
 use std::marker::PhantomData;
@@ -137,7 +137,11 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     pub fn from_elem<Sh: ShapeArg<Dim = D>>(shape: Sh, elem: A) -> Result<Self> {
         let (dim, order) = shape.into_shape_and_order();
         let (mut a, _) = Self::alloc(dim, mem_order(order))?;
-        a.view_mut()?.fill(elem);
+        if dense::<A>() {
+            a.view_mut()?.fill(elem);
+        } else {
+            a.write_from(&Array::from_elem(a.raw_dim(), elem))?;
+        }
         Ok(a)
     }
 
@@ -168,8 +172,28 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// As [`ShmArray::zeros`].
     pub fn from_array<S: Data<Elem = A>>(array: &ArrayBase<S, D>) -> Result<Self> {
         let (mut a, _) = Self::alloc(array.raw_dim(), order_of(array))?;
-        a.view_mut()?.assign(array);
+        a.write_from(array)?;
         Ok(a)
+    }
+
+    /// Writes `src` (of this array's shape) into the data. Typed views
+    /// cannot write records with padding bytes, so those go through the
+    /// codec's byte encoding (padding zeroed, as numpy stores it).
+    pub(crate) fn write_from<S: Data<Elem = A>>(&mut self, src: &ArrayBase<S, D>) -> Result<()> {
+        if dense::<A>() {
+            self.view_mut()?.assign(src);
+            return Ok(());
+        }
+        // Elements in this array's memory order: the C order of the array,
+        // or of its transpose for Fortran order.
+        let ordered: Vec<A> = match self.layout.order {
+            MemOrder::C => src.iter().copied().collect(),
+            MemOrder::F => src.t().iter().copied().collect(),
+        };
+        let bytes = to_bytes(&ordered);
+        let range = self.layout.data_range();
+        self.segment_mut()?.as_mut_slice()?[range].copy_from_slice(&bytes);
+        Ok(())
     }
 
     /// A new shared-memory array of `f` applied to every element of this
@@ -423,10 +447,19 @@ where
     F: FnMut(&A) -> B,
 {
     let (mut out, _) = ShmArray::<B, D>::alloc(src.raw_dim(), order_of(src))?;
-    Zip::from(&mut out.view_mut()?)
-        .and(src)
-        .for_each(|o, x| *o = f(x));
+    if dense::<B>() {
+        Zip::from(&mut out.view_mut()?)
+            .and(src)
+            .for_each(|o, x| *o = f(x));
+    } else {
+        out.write_from(&src.map(f))?;
+    }
     Ok(out)
+}
+
+/// Whether `A` has no padding bytes, so typed views can write it.
+pub(crate) fn dense<A: Element>() -> bool {
+    A::dtype().is_dense()
 }
 
 /// Shape as a slice for any dimension type (ndarray only exposes it through

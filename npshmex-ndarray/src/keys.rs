@@ -129,7 +129,7 @@ where
         let mut seg = seg;
         seg.as_mut_slice()?[..header.len()].copy_from_slice(&header);
         let mut a = ShmArray::<A, D>::from_parts(Slot::uncached(seg)?, layout);
-        a.view_mut()?.assign(array);
+        a.write_from(array)?;
         Ok(())
     })();
     if let Err(e) = written {

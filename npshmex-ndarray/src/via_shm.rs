@@ -15,10 +15,10 @@
 use crate::array::ShmArray;
 use crate::cache::Slot;
 use crate::error::{NdarrayError, Result};
-use crate::layout::{order_of, Layout};
+use crate::layout::{order_of, Layout, MemOrder};
 use crate::transfer::{de_error, ser_error};
 use ndarray::{Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension};
-use npshmex_codec::{cast_slice, cast_slice_mut, Element};
+use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, Element};
 use npshmex_shm::{oob, Access, Segment};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -214,8 +214,18 @@ where
 {
     let mut out = Aligned::new(layout.total_len());
     out.bytes_mut()[..header.len()].copy_from_slice(header);
-    let data = cast_slice_mut::<A>(&layout.dtype, &mut out.bytes_mut()[layout.data_range()])?;
-    ArrayViewMut::from_shape(layout.stride_shape(), data)?.assign(array);
+    let range = layout.data_range();
+    if crate::array::dense::<A>() {
+        let data = cast_slice_mut::<A>(&layout.dtype, &mut out.bytes_mut()[range])?;
+        ArrayViewMut::from_shape(layout.stride_shape(), data)?.assign(array);
+    } else {
+        // Records with padding: the codec's byte encoding, in memory order.
+        let ordered: Vec<A> = match layout.order {
+            MemOrder::C => array.iter().copied().collect(),
+            MemOrder::F => array.t().iter().copied().collect(),
+        };
+        out.bytes_mut()[range].copy_from_slice(&to_bytes(&ordered));
+    }
     Ok(out)
 }
 

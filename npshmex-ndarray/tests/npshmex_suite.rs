@@ -265,6 +265,22 @@ record! {
     }
 }
 
+record! {
+    /// The benchmark's record: padding after `flag`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Padded {
+        /// A field.
+        pub id: i64,
+        /// A field.
+        pub x: f64,
+        /// A field.
+        pub flag: u8,
+        /// A field.
+        pub name: [u8; 16],
+    }
+}
+
 fn noop<T>(x: T) -> T {
     x
 }
@@ -299,6 +315,26 @@ fn structured_arrays_pass_a_noop_task_unchanged() {
         .result()
         .unwrap();
     assert_eq!(back.0, recs);
+    let padded = Array1::from_shape_fn(30_000, |i| Padded {
+        id: i as i64,
+        x: i as f64 * 0.25,
+        flag: (i % 3) as u8,
+        name: [b'a' + (i % 26) as u8; 16],
+    });
+    let p = ShmArray1::from_array(&padded).unwrap();
+    let back = pool
+        .submit(noop::<ShmArray1<Padded>>, p)
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(back.view(), padded.view());
+    drop(back);
+    let back = pool
+        .submit(noop::<Shm<Array1<Padded>>>, Shm(padded.clone()))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(back.0, padded);
     let small = Shm(recs.slice_move(ndarray::s![..3]));
     let back = pool
         .submit(noop::<Shm<Array1<Rec>>>, small.clone())

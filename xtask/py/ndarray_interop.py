@@ -18,6 +18,10 @@ import numpy as np
 
 SHM = "/dev/shm/"
 REC = np.dtype([("id", "<i8"), ("x", "<f8"), ("tag", "u1", (8,))])
+# A #[repr(C)] struct with padding: numpy's aligned struct of the same layout.
+PADDED = np.dtype(
+    [("id", "<i8"), ("x", "<f8"), ("flag", "u1"), ("name", "u1", (16,))], align=True
+)
 DTYPES = {
     "f8": np.dtype("<f8"),
     "i4": np.dtype("<i4"),
@@ -26,6 +30,7 @@ DTYPES = {
     "c16": np.dtype("<c16"),
     "f2": np.dtype("<f2"),
     "rec": REC,
+    "padded": PADDED,
 }
 
 
@@ -49,6 +54,12 @@ def values(kind, shape):
         v["id"] = i
         v["x"] = i / 4.0
         v["tag"] = (i[:, None] + np.arange(8)) % 256
+    elif kind == "padded":
+        v = np.zeros(n, PADDED)
+        v["id"] = i
+        v["x"] = i * 0.25
+        v["flag"] = i % 3
+        v["name"] = (97 + i % 26)[:, None]
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     return np.asarray(v).astype(DTYPES[kind]).reshape(shape)
@@ -94,6 +105,7 @@ CASES = [
     ("f2", (2, 5), False),
     ("rec", (10,), False),
     ("rec", (3, 2), True),
+    ("padded", (4, 3), True),
     ("f8", (1000, 300), False),
 ]
 

@@ -36,6 +36,22 @@ npshmex_ndarray::record! {
     }
 }
 
+npshmex_ndarray::record! {
+    /// A record with padding after `flag` (numpy's `align=True` layout).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Padded {
+        /// Flat index.
+        pub id: i64,
+        /// Flat index / 4.
+        pub x: f64,
+        /// Flat index mod 3.
+        pub flag: u8,
+        /// `b'a' + index mod 26`, 16 times.
+        pub name: [u8; 16],
+    }
+}
+
 /// Result of the step.
 pub enum Interop {
     /// Everything checked.
@@ -99,6 +115,18 @@ impl Kind for Rec {
             id: i as i64,
             x: i as f64 / 4.0,
             tag: std::array::from_fn(|k| ((i + k) % 256) as u8),
+        }
+    }
+}
+
+impl Kind for Padded {
+    const NAME: &'static str = "padded";
+    fn value(i: usize) -> Padded {
+        Padded {
+            id: i as i64,
+            x: i as f64 * 0.25,
+            flag: (i % 3) as u8,
+            name: [b'a' + (i % 26) as u8; 16],
         }
     }
 }
@@ -252,6 +280,7 @@ pub fn run() -> Result<Interop> {
     put::<f16>(&mut c, &mut manifest, &[2, 5], false)?;
     put::<Rec>(&mut c, &mut manifest, &[10], false)?;
     put::<Rec>(&mut c, &mut manifest, &[3, 2], true)?;
+    put::<Padded>(&mut c, &mut manifest, &[5, 2], true)?;
     let put_manifest = dir.join("rust-put.json");
     std::fs::write(&put_manifest, serde_json::to_vec_pretty(&manifest)?)?;
     py(&venv, &["check"], &put_manifest)?;
@@ -287,6 +316,7 @@ pub fn run() -> Result<Interop> {
             "c16" => pop_check::<Complex<f64>>(name, &shape, fortran)?,
             "f2" => pop_check::<f16>(name, &shape, fortran)?,
             "rec" => pop_check::<Rec>(name, &shape, fortran)?,
+            "padded" => pop_check::<Padded>(name, &shape, fortran)?,
             other => bail!("manifest: unknown kind {other}"),
         }
         eprintln!("rust ok {name} {kind} {shape:?}");
