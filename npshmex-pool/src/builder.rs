@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use crate::error::PoolError;
+
+/// Largest `inline_max`: frames stay far below the socket's frame limit.
+const MAX_INLINE: usize = 16 << 20;
 use crate::state::Config;
 use crate::ProcessPoolExecutor;
 
@@ -94,7 +97,8 @@ impl PoolBuilder {
     }
 
     /// Payloads (arguments and results) larger than this many encoded bytes
-    /// travel in a sealed memfd instead of through the socket (default 64 KiB).
+    /// travel in a sealed memfd instead of through the socket (default
+    /// 64 KiB, at most 16 MiB).
     pub fn inline_max(mut self, bytes: usize) -> Self {
         self.cfg.inline_max = bytes;
         self
@@ -132,6 +136,11 @@ impl PoolBuilder {
         if c.max_tasks_per_child == Some(0) {
             return Err(PoolError::InvalidConfig {
                 reason: "max_tasks_per_child must be at least 1",
+            });
+        }
+        if c.inline_max > MAX_INLINE {
+            return Err(PoolError::InvalidConfig {
+                reason: "inline_max must be at most 16 MiB (larger payloads belong in a memfd)",
             });
         }
         if c.task_timeout.is_some_and(|d| d.is_zero()) {

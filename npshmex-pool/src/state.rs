@@ -139,6 +139,7 @@ impl State {
         };
         let mut batch: Vec<Job> = Vec::new();
         let mut bytes = slot.in_flight_bytes;
+        let mut fds = 0usize;
         let depth = slot.depth(cfg);
         while let Some(job) = self.queue.front() {
             let room = depth.saturating_sub(slot.in_flight.len() + batch.len());
@@ -151,6 +152,13 @@ impl State {
             if !empty && bytes + len > MAX_IN_FLIGHT_BYTES {
                 break;
             }
+            // pack() keeps every job below the frame's fd limit; a batch
+            // must stay below it too.
+            let nfds = job.packet.fd_count() as usize;
+            if !batch.is_empty() && fds + nfds > npshmex_shm::MAX_FRAME_FDS as usize {
+                break;
+            }
+            fds += nfds;
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
@@ -190,9 +198,12 @@ impl State {
                 for j in &batch {
                     j.packet.push_fds(&mut fds);
                 }
-                // A failed send means the worker is gone: its slot thread
-                // sees EOF and requeues or fails what is in flight.
-                let _ = conn.send_vectored(&parts, &fds);
+                // A failed send means the worker is gone (or the stream is
+                // broken, then closing it makes it so): its slot thread sees
+                // EOF and requeues or fails what is in flight.
+                if conn.send_vectored(&parts, &fds).is_err() {
+                    close(&conn);
+                }
             }
             Err(_) => {
                 // Headers are plain integers; postcard cannot fail on them

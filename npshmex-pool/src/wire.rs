@@ -183,6 +183,19 @@ impl std::fmt::Display for PackError {
 pub(crate) fn pack<T: Serialize>(value: &T, inline_max: usize) -> Result<Packet, PackError> {
     let (bytes, fds) = oob::collect(|| postcard::to_allocvec(value));
     let bytes = bytes.map_err(PackError::Encode)?;
+    // One spare for the payload memfd.
+    if fds.len() >= npshmex_shm::MAX_FRAME_FDS as usize {
+        return Err(PackError::Shm(
+            "collecting out-of-band fds",
+            ShmError::Frame {
+                reason: format!(
+                    "{} fds in one value; at most {} fit a frame",
+                    fds.len(),
+                    npshmex_shm::MAX_FRAME_FDS - 1
+                ),
+            },
+        ));
+    }
     if bytes.len() <= inline_max && u32::try_from(bytes.len()).is_ok() {
         return Ok(Packet {
             body: PacketBody::Inline(bytes),
