@@ -592,6 +592,13 @@ fn invalid_settings_are_errors() {
             .build(),
         Err(PoolError::InvalidConfig { .. })
     ));
+    for b in [
+        ProcessPoolExecutor::builder().inline_max(1 << 30),
+        ProcessPoolExecutor::builder().task_timeout(Duration::ZERO),
+        ProcessPoolExecutor::builder().max_in_flight(0),
+    ] {
+        assert!(matches!(b.build(), Err(PoolError::InvalidConfig { .. })));
+    }
     leaks.check();
 }
 
