@@ -286,6 +286,11 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         if self.transfer == Transfer::ReadOnly && self.slot.seg().access() == Access::ReadOnly {
             return Ok(self);
         }
+        if self.slot.seg().access() == Access::CopyOnWrite {
+            // The private writes live only in this mapping, and the file is
+            // the sender's: freeze a copy.
+            return self.deep_copy()?.into_read_only();
+        }
         if let Some(name) = self.slot.seg().name() {
             return Err(NdarrayError::NamedNotSealable {
                 name: name.to_string(),

@@ -175,6 +175,12 @@ mod tests {
             3.0,
             "the sender never sees the receiver's writes"
         );
+        // Frozen, the private writes are kept and the sender is not sealed.
+        let mut b2 = roundtrip(a.share_copy_on_write().unwrap()).unwrap();
+        b2.view_mut().unwrap()[3] = 6.0;
+        let frozen = b2.into_read_only().unwrap();
+        assert_eq!(frozen.view()[3], 6.0);
+        assert!(!a.segment().seals().unwrap().contains(Seals::WRITE));
         // Sent on, the receiver's private writes travel (as a copy).
         let c = roundtrip(b).unwrap();
         assert_eq!(c.view()[3], 5.0);
