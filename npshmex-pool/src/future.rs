@@ -18,11 +18,13 @@ use npshmex_shm::oob;
 use serde::de::DeserializeOwned;
 
 use crate::error::TaskError;
+use crate::state::Assigned;
 
 /// What the pool does with a task's future, without knowing `R`.
 pub(crate) trait Completion: Send + Sync {
-    /// Pending -> running; false if the future was cancelled.
-    fn start(&self) -> bool;
+    /// Pending -> running on the worker `at`; false if the future was
+    /// cancelled.
+    fn start(&self, at: &Assigned) -> bool;
     /// Decodes the result and keeps it aside (the future is not done yet,
     /// so the caller can release the received memory first).
     fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>);
@@ -49,6 +51,8 @@ struct Slot<R> {
     value: Option<Result<R, TaskError>>,
     /// A decoded result not published yet.
     staged: Option<Result<R, TaskError>>,
+    /// The worker the task was sent to.
+    assigned: Option<Assigned>,
     callbacks: Vec<Callback<R>>,
     waker: Option<Waker>,
     waiters: usize,
@@ -135,25 +139,53 @@ impl<R> Shared<R> {
         )
     }
 
+    /// Spins for the pool's `spin` time; while spinning, receives for the
+    /// worker the task went to when this task is all it holds (so its
+    /// result reaches this thread without a third thread in the way). True
+    /// if done.
+    fn spin_and_help(&self, deadline: Option<Instant>) -> bool {
+        let mut until = Instant::now() + self.spin;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let assigned = self.lock().assigned.clone();
+        let helping = assigned
+            .and_then(|a| a.inner.upgrade().map(|inner| (a, inner)))
+            .filter(|(a, inner)| crate::slot::worth_helping(inner, a));
+        if let Some((a, _)) = &helping {
+            a.rx.helpers.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut done = false;
+        loop {
+            if self.done.load(Ordering::Acquire) {
+                done = true;
+                break;
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            if let Some((a, inner)) = &helping {
+                crate::slot::help(inner, a);
+                if self.done.load(Ordering::Acquire) {
+                    done = true;
+                    break;
+                }
+            }
+            std::thread::yield_now();
+        }
+        if let Some((a, inner)) = &helping {
+            crate::slot::stop_helping(inner, a);
+        }
+        done
+    }
+
     /// Waits until done or `deadline`; true if done.
     fn wait(&self, deadline: Option<Instant>) -> bool {
         if self.done.load(Ordering::Acquire) {
             return true;
         }
-        if !self.spin.is_zero() {
-            let mut until = Instant::now() + self.spin;
-            if let Some(d) = deadline {
-                until = until.min(d);
-            }
-            loop {
-                if self.done.load(Ordering::Acquire) {
-                    return true;
-                }
-                if Instant::now() >= until {
-                    break;
-                }
-                std::thread::yield_now();
-            }
+        if !self.spin.is_zero() && self.spin_and_help(deadline) {
+            return true;
         }
         let mut s = self.lock();
         s.waiters += 1;
@@ -193,14 +225,14 @@ fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
 }
 
 impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
-    fn start(&self) -> bool {
+    fn start(&self, at: &Assigned) -> bool {
         let mut s = self.lock();
         match s.phase {
-            Phase::Pending => {
+            Phase::Pending | Phase::Running => {
                 s.phase = Phase::Running;
+                s.assigned = Some(at.clone());
                 true
             }
-            Phase::Running => true,
             Phase::Finished | Phase::Cancelled => false,
         }
     }
@@ -238,6 +270,7 @@ impl<R: DeserializeOwned + Send + 'static> Future<R> {
                     phase: Phase::Pending,
                     value: None,
                     staged: None,
+                    assigned: None,
                     callbacks: Vec::new(),
                     waker: None,
                     waiters: 0,

@@ -69,10 +69,13 @@
 //! Waking a sleeping CPU costs tens of µs on a VM. After every message,
 //! each side polls its socket without blocking for a bounded time
 //! ([`PoolBuilder::spin`], 50 µs by default) before it blocks, and
-//! [`Future::result`] spins on an atomic flag before it sleeps. Back-to-back
-//! tasks therefore never sleep; idle workers block and burn nothing. Tasks
-//! queued together are sent to a worker in one frame, and the worker
-//! returns results of tiny tasks in batches.
+//! [`Future::result`] spins before it sleeps, receiving the result itself
+//! when its task is the only one on that worker. Polls yield the CPU
+//! between attempts, so spinning threads share a busy machine fairly.
+//! Back-to-back tasks therefore never sleep; idle workers block and burn
+//! nothing. Tasks queued together are sent to a worker in one frame (one
+//! syscall); results are sent one by one, as soon as each exists, so that
+//! a worker that dies can always be matched with the task that killed it.
 #![deny(unsafe_code)]
 
 mod builder;

@@ -85,7 +85,8 @@ impl ProcessPoolExecutor {
             source,
         })?;
         let n = cfg.max_workers;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             cfg,
             exe,
             state: Mutex::new(State {
@@ -191,7 +192,7 @@ impl ProcessPoolExecutor {
             packet,
             completion: fut.completion(),
         });
-        st.dispatch(&self.inner.cfg);
+        st.dispatch(&self.inner);
         Ok(fut)
     }
 

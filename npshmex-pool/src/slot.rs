@@ -3,32 +3,43 @@
 //!
 //! The thread receives with a bounded spin (non-blocking polls) after every
 //! frame before it blocks, so back-to-back tasks are answered without a
-//! sleeping-thread wake-up. Death is seen as EOF on the socket (the worker
+//! sleeping-thread wake-up. Receiving is a role a caller waiting on the
+//! worker's only task may take over (`help`): one task awaited at a time
+//! then involves two threads (caller and worker), not three, which matters
+//! on a two-core machine. The alternative, a shared-memory ring with futex
+//! parking, would also remove the socket syscalls from the round trip; it
+//! is the next step if the ~7 µs round trip must shrink. Death is seen as EOF on the socket (the worker
 //! holds its only other end), then the process is reaped with `waitpid` for
 //! its exit status. The thread is also the one that started the worker,
 //! which matters: `PR_SET_PDEATHSIG` fires when the *thread* that forked the
 //! child ends, and this thread lives as long as the slot.
 
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use npshmex_shm::{FdSocket, Message, ShmError};
 
 use crate::error::{PoolError, TaskError};
 use crate::spawn::{self, WorkerProc};
-use crate::state::{close, Inner, Job};
+use crate::state::{close, Assigned, Inner, Job, Rx};
 use crate::wire::{self, Failure, ResultHead, ToParent};
 
 /// How often a blocked receive re-checks the running task's deadline.
 const TIMEOUT_POLL: Duration = Duration::from_millis(50);
+/// Longest park of the slot thread while callers receive for it (it also
+/// re-checks timeouts then).
+const HELPED_PARK: Duration = Duration::from_millis(1);
 /// How often a blocked receive checks that the worker process still lives
 /// (EOF is the fast path; this catches a worker whose socket a forked
 /// grandchild still holds).
 const LIVENESS_POLL: Duration = Duration::from_millis(200);
 
 /// Why serving a worker ended.
-enum End {
+pub(crate) enum End {
     /// EOF: the worker exited (or was told to).
     Closed,
     /// The head task passed the timeout.
@@ -42,13 +53,6 @@ enum End {
     /// The worker ended before its initializer finished: replacing it
     /// would most likely loop, so the pool is broken (as in Python).
     DiedStarting,
-}
-
-enum Event {
-    Msg(Message),
-    TimedOut,
-    Closed,
-    Failed(ShmError),
 }
 
 /// The slot thread's body. `ready` gets the outcome of the first start.
@@ -73,6 +77,8 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
             }
         };
         let conn = Arc::new(conn);
+        let rx = inner.lock().slots[index].rx.clone();
+        rx.take_end();
         let retire = {
             let mut st = inner.lock();
             let stop = st.broken.is_some() || (st.shutting_down && st.queue.is_empty());
@@ -82,7 +88,7 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
             slot.ready = false;
             if !stop {
                 slot.conn = Some(conn.clone());
-                st.dispatch(&inner.cfg);
+                st.dispatch(&inner);
             }
             stop
         };
@@ -92,9 +98,9 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
         let end = if retire {
             End::Retired
         } else {
-            serve(&inner, index, &conn, &proc)
+            serve(&inner, index, &conn, &proc, &rx)
         };
-        if !teardown(&inner, index, &conn, &mut proc, end) {
+        if !teardown(&inner, index, &conn, &mut proc, &rx, end) {
             return;
         }
     }
@@ -102,8 +108,18 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
 
 /// Stops and reaps the worker, fails or requeues what it held. Returns
 /// whether the slot should start a new worker.
-fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc, end: End) -> bool {
+fn teardown(
+    inner: &Inner,
+    index: usize,
+    conn: &FdSocket,
+    proc: &mut WorkerProc,
+    rx: &Rx,
+    end: End,
+) -> bool {
     let in_flight = {
+        // With the role: no helper is in the middle of a frame of this
+        // worker, and none will process one once `conn` is cleared.
+        let _role = rx.lock_role();
         let mut st = inner.lock();
         let slot = &mut st.slots[index];
         slot.conn = None;
@@ -160,7 +176,7 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
             st.queue.push_front(f.job);
         }
         let stop = st.broken.is_some() || (st.shutting_down && st.queue.is_empty());
-        st.dispatch(&inner.cfg);
+        st.dispatch(inner);
         st.retire_idle();
         !stop
     };
@@ -171,140 +187,52 @@ fn teardown(inner: &Inner, index: usize, conn: &FdSocket, proc: &mut WorkerProc,
 }
 
 /// Receives and completes results until the worker ends.
-fn serve(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> End {
-    let mut ready = false;
+///
+/// Receiving is a role (`Rx::role`) that a caller waiting on one of this
+/// worker's futures may take too (see [`help`]): then the result goes
+/// straight from the worker to the waiting thread, without waking this one.
+/// While callers help, this thread parks; otherwise it spins briefly after
+/// every frame, then blocks in `poll` on the socket.
+fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, rx: &Rx) -> End {
     loop {
-        let msg = match next_event(inner, index, conn, proc) {
-            Event::Msg(m) => m,
-            Event::TimedOut => return End::TimedOut,
-            // Our own close during shutdown is not a failed start.
-            Event::Closed if !ready && !inner.lock().shutting_down => return End::DiedStarting,
-            Event::Closed => return End::Closed,
-            Event::Failed(e) => return End::Transport(e),
-        };
-        let (head, mut inline) = match wire::decode_frame::<ToParent>(&msg.bytes) {
-            Ok(x) => x,
-            Err(e) => {
-                return End::Transport(frame_error(format!("malformed frame from a worker: {e}")))
+        // Everything that is ready now.
+        {
+            let _role = rx.lock_role();
+            if let Some(end) = rx.take_end() {
+                return end;
             }
-        };
-        let heads = match head {
-            ToParent::Results(heads) => heads,
-            ToParent::Ready(None) => {
-                ready = true;
-                inner.lock().slots[index].mark_ready(Instant::now());
-                continue;
-            }
-            ToParent::Ready(Some(message)) => {
-                let lost = inner
-                    .lock()
-                    .break_pool(format!("a worker initializer failed: {message}"));
-                for job in lost {
-                    job.into_completion()
-                        .fail(TaskError::Initializer(message.clone()));
-                }
-                return End::InitFailed;
-            }
-            ToParent::Hello(_) => {
-                return End::Transport(frame_error("a second hello from a worker"))
-            }
-        };
-        let now = Instant::now();
-        let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
-        let mut mismatch = false;
-        let retire = {
-            let mut st = inner.lock();
-            let slot = &mut st.slots[index];
-            for h in heads {
-                match slot.in_flight.front() {
-                    Some(f) if f.job.id == h.id => {}
-                    _ => {
-                        mismatch = true;
-                        break;
-                    }
-                }
-                if let Some(f) = slot.in_flight.pop_front() {
-                    if let Some(t) = f.started {
-                        slot.observe(now.saturating_duration_since(t));
-                    }
-                    slot.in_flight_bytes = slot
-                        .in_flight_bytes
-                        .saturating_sub(f.job.packet.inline().len());
-                    done.push((f.job, h));
-                }
-            }
-            if let Some(next) = slot.in_flight.front_mut() {
-                next.started = Some(now);
-            }
-            let idle = slot.in_flight.is_empty();
-            st.dispatch(&inner.cfg);
-            st.shutting_down && st.queue.is_empty() && idle
-        };
-        let mut fds = msg.fds.into_iter();
-        for (job, h) in done {
-            let c = job.into_completion();
-            match h.outcome {
-                Ok((body, nfds)) => {
-                    match wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| {
-                        c.stage(b, f)
-                    }) {
-                        // Published after the result's memfd is unmapped.
-                        Ok(()) => c.publish(),
-                        Err(e) => c.fail(TaskError::Transport {
-                            op: "receiving a result",
-                            source: Arc::new(e),
-                        }),
-                    }
-                }
-                Err(f) => c.fail(match f {
-                    Failure::Panicked(m) => TaskError::Panicked(m),
-                    Failure::ArgumentDecode(m) => TaskError::ArgumentDecode(m),
-                    Failure::ResultEncode(m) => TaskError::ResultEncode(m),
-                }),
+            if let Err(end) = drain(inner, index, conn) {
+                return end;
             }
         }
-        if mismatch {
-            return End::Transport(frame_error("a worker answered out of order"));
-        }
-        if retire {
-            return End::Retired;
-        }
-    }
-}
-
-fn frame_error(reason: impl Into<String>) -> ShmError {
-    ShmError::Frame {
-        reason: reason.into(),
-    }
-}
-
-fn classify(r: Result<Option<Message>, ShmError>) -> Option<Event> {
-    match r {
-        Ok(Some(m)) => Some(Event::Msg(m)),
-        Ok(None) => None,
-        Err(ShmError::PeerClosed) => Some(Event::Closed),
-        Err(e) => Some(Event::Failed(e)),
-    }
-}
-
-/// The next frame, with a bounded spin first; or a timeout / EOF.
-fn next_event(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -> Event {
-    let cfg = &inner.cfg;
-    if !cfg.spin.is_zero() {
-        let until = Instant::now() + cfg.spin;
-        loop {
-            if let Some(ev) = classify(conn.try_recv()) {
-                return ev;
+        // A bounded spin, unless callers are receiving for us.
+        let until = Instant::now() + inner.cfg.spin;
+        let mut got = false;
+        while !inner.cfg.spin.is_zero() && rx.helpers.load(Ordering::SeqCst) == 0 {
+            {
+                let _role = rx.lock_role();
+                match conn.try_recv() {
+                    Ok(Some(m)) => {
+                        got = true;
+                        if let Some(end) = process(inner, index, conn, m) {
+                            return end;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return closed(inner, index, e),
+                }
             }
-            if Instant::now() >= until {
+            if got || Instant::now() >= until {
                 break;
             }
             std::thread::yield_now();
         }
-    }
-    loop {
+        if got {
+            continue;
+        }
+        // Block: until a frame, the head task's deadline, or a liveness check.
         let mut wait = LIVENESS_POLL;
-        if let Some(limit) = cfg.task_timeout {
+        if let Some(limit) = inner.cfg.task_timeout {
             wait = wait.min(TIMEOUT_POLL);
             let started = inner.lock().slots[index]
                 .in_flight
@@ -314,16 +242,221 @@ fn next_event(inner: &Inner, index: usize, conn: &FdSocket, proc: &WorkerProc) -
                 let deadline = t + limit;
                 let now = Instant::now();
                 if now >= deadline {
-                    return Event::TimedOut;
+                    return End::TimedOut;
                 }
                 wait = wait.min(deadline - now);
             }
         }
-        if let Some(ev) = classify(conn.recv_timeout(wait)) {
-            return ev;
+        if rx.helpers.load(Ordering::SeqCst) > 0 {
+            rx.park(wait.min(HELPED_PARK));
+            continue;
         }
-        if proc.has_exited() {
-            return Event::Closed;
+        let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => {
+                if proc.has_exited() {
+                    // Whatever it sent before dying is read first.
+                    let _role = rx.lock_role();
+                    if let Err(end) = drain(inner, index, conn) {
+                        return end;
+                    }
+                    return closed(inner, index, ShmError::PeerClosed);
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return End::Transport(ShmError::Io {
+                    op: "poll",
+                    source: e.into(),
+                })
+            }
         }
+    }
+}
+
+/// How an ended stream ends the slot.
+fn closed(inner: &Inner, index: usize, e: ShmError) -> End {
+    match e {
+        ShmError::PeerClosed => {
+            let st = inner.lock();
+            // Our own close during shutdown is not a failed start.
+            if !st.slots[index].ready && !st.shutting_down {
+                End::DiedStarting
+            } else {
+                End::Closed
+            }
+        }
+        e => End::Transport(e),
+    }
+}
+
+/// Processes every frame ready now (the caller holds the role).
+fn drain(inner: &Inner, index: usize, conn: &Arc<FdSocket>) -> Result<(), End> {
+    loop {
+        match conn.try_recv() {
+            Ok(Some(m)) => {
+                if let Some(end) = process(inner, index, conn, m) {
+                    return Err(end);
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(closed(inner, index, e)),
+        }
+    }
+}
+
+/// A caller waiting on a future of this worker receives for it: takes the
+/// role if free and processes what is ready. An ending it runs into is
+/// left for the slot thread (which it wakes by closing the socket).
+pub(crate) fn help(inner: &Inner, a: &Assigned) {
+    let Some(_role) = a.rx.try_lock_role() else {
+        return;
+    };
+    loop {
+        match a.conn.try_recv() {
+            Ok(Some(m)) => {
+                if let Some(end) = process(inner, a.index, &a.conn, m) {
+                    a.rx.set_end(end);
+                    close(&a.conn);
+                    return;
+                }
+            }
+            // EOF and errors are sticky on the socket: the slot thread
+            // sees them itself.
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Whether a caller waiting on a task of this worker should receive for
+/// it: only when that task is all the worker holds (one caller waiting on
+/// one task at a time, where the slot thread would be a third spinning
+/// thread in the round trip). With a backlog the slot thread is busy
+/// anyway, and handing the role back and forth would only add wake-ups.
+pub(crate) fn worth_helping(inner: &Inner, a: &Assigned) -> bool {
+    let st = inner.lock();
+    let slot = &st.slots[a.index];
+    slot.in_flight.len() <= 1 && slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &a.conn))
+}
+
+/// A caller stops helping; the last one hands receiving back to the slot
+/// thread at once if the worker still holds tasks.
+pub(crate) fn stop_helping(inner: &Inner, a: &Assigned) {
+    if a.rx.helpers.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let busy = !inner.lock().slots[a.index].in_flight.is_empty();
+        if busy {
+            a.rx.unpark();
+        }
+    }
+}
+
+/// Handles one frame of the worker in slot `index` (role held). Frames of
+/// a worker that is no longer the slot's (read late by a helper) are
+/// dropped: its tasks were already failed or requeued.
+fn process(inner: &Inner, index: usize, conn: &Arc<FdSocket>, msg: Message) -> Option<End> {
+    let (head, mut inline) = match wire::decode_frame::<ToParent>(&msg.bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            return Some(End::Transport(frame_error(format!(
+                "malformed frame from a worker: {e}"
+            ))))
+        }
+    };
+    let current = |st: &crate::state::State| {
+        st.slots[index]
+            .conn
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, conn))
+    };
+    let heads = match head {
+        ToParent::Results(heads) => heads,
+        ToParent::Ready(None) => {
+            let mut st = inner.lock();
+            if current(&st) {
+                st.slots[index].mark_ready(Instant::now());
+            }
+            return None;
+        }
+        ToParent::Ready(Some(message)) => {
+            let lost = inner
+                .lock()
+                .break_pool(format!("a worker initializer failed: {message}"));
+            for job in lost {
+                job.into_completion()
+                    .fail(TaskError::Initializer(message.clone()));
+            }
+            return Some(End::InitFailed);
+        }
+        ToParent::Hello(_) => {
+            return Some(End::Transport(frame_error("a second hello from a worker")))
+        }
+    };
+    let now = Instant::now();
+    let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
+    let mut mismatch = false;
+    let retire = {
+        let mut st = inner.lock();
+        if !current(&st) {
+            return None;
+        }
+        let slot = &mut st.slots[index];
+        for h in heads {
+            match slot.in_flight.front() {
+                Some(f) if f.job.id == h.id => {}
+                _ => {
+                    mismatch = true;
+                    break;
+                }
+            }
+            if let Some(f) = slot.in_flight.pop_front() {
+                if let Some(t) = f.started {
+                    slot.observe(now.saturating_duration_since(t));
+                }
+                slot.in_flight_bytes = slot
+                    .in_flight_bytes
+                    .saturating_sub(f.job.packet.inline().len());
+                done.push((f.job, h));
+            }
+        }
+        if let Some(next) = slot.in_flight.front_mut() {
+            next.started = Some(now);
+        }
+        let idle = slot.in_flight.is_empty();
+        st.dispatch(inner);
+        st.shutting_down && st.queue.is_empty() && idle
+    };
+    let mut fds = msg.fds.into_iter();
+    for (job, h) in done {
+        let c = job.into_completion();
+        match h.outcome {
+            Ok((body, nfds)) => {
+                match wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| c.stage(b, f)) {
+                    // Published after the result's memfd is unmapped.
+                    Ok(()) => c.publish(),
+                    Err(e) => c.fail(TaskError::Transport {
+                        op: "receiving a result",
+                        source: Arc::new(e),
+                    }),
+                }
+            }
+            Err(f) => c.fail(match f {
+                Failure::Panicked(m) => TaskError::Panicked(m),
+                Failure::ArgumentDecode(m) => TaskError::ArgumentDecode(m),
+                Failure::ResultEncode(m) => TaskError::ResultEncode(m),
+            }),
+        }
+    }
+    if mismatch {
+        return Some(End::Transport(frame_error(
+            "a worker answered out of order",
+        )));
+    }
+    retire.then_some(End::Retired)
+}
+
+fn frame_error(reason: impl Into<String>) -> ShmError {
+    ShmError::Frame {
+        reason: reason.into(),
     }
 }

@@ -11,12 +11,14 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use npshmex_shm::FdSocket;
 
 use crate::future::Completion;
+use crate::slot::End;
 use crate::wire::{self, ExeId, Packet, TaskHead, ToWorker};
 use crate::StartMethod;
 
@@ -41,6 +43,8 @@ pub(crate) struct Config {
 
 /// What every thread of a pool shares.
 pub(crate) struct Inner {
+    /// This very `Inner`, for futures that help receive (see `Assigned`).
+    pub(crate) me: Weak<Inner>,
     pub(crate) cfg: Config,
     pub(crate) exe: ExeId,
     pub(crate) state: Mutex<State>,
@@ -52,6 +56,71 @@ impl Inner {
         // it), so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Who receives from one slot's worker: the slot thread, or a caller
+/// waiting on one of its futures, whoever holds `role`.
+#[derive(Default)]
+pub(crate) struct Rx {
+    role: Mutex<()>,
+    /// Callers currently spinning on this slot's socket.
+    pub(crate) helpers: AtomicUsize,
+    /// An ending a helper ran into, for the slot thread.
+    end: Mutex<Option<End>>,
+    /// The slot thread parks here while callers help.
+    parked: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Rx {
+    pub(crate) fn lock_role(&self) -> MutexGuard<'_, ()> {
+        self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn try_lock_role(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.role.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    pub(crate) fn set_end(&self, end: End) {
+        let mut e = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        e.get_or_insert(end);
+    }
+
+    pub(crate) fn take_end(&self) -> Option<End> {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Parks the slot thread for at most `d` (or until `unpark`).
+    pub(crate) fn park(&self, d: Duration) {
+        let mut woken = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = self
+                .wake
+                .wait_timeout(woken, d)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+    }
+
+    pub(crate) fn unpark(&self) {
+        *self.parked.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Where a dispatched task is, so that a caller waiting on its future can
+/// receive for that worker.
+#[derive(Clone)]
+pub(crate) struct Assigned {
+    pub(crate) inner: Weak<Inner>,
+    pub(crate) index: usize,
+    pub(crate) conn: Arc<FdSocket>,
+    pub(crate) rx: Arc<Rx>,
 }
 
 /// One task, encoded and ready to send.
@@ -82,6 +151,8 @@ pub(crate) struct InFlight {
 /// One worker slot as the dispatcher sees it.
 #[derive(Default)]
 pub(crate) struct SlotState {
+    /// The receiving role of this slot (lives across worker restarts).
+    pub(crate) rx: Arc<Rx>,
     /// The live worker's socket; `None` while (re)starting or stopped.
     pub(crate) conn: Option<Arc<FdSocket>>,
     pub(crate) pid: u32,
@@ -115,7 +186,8 @@ pub(crate) struct State {
 
 impl State {
     /// Sends queued tasks to workers with room, in batches.
-    pub(crate) fn dispatch(&mut self, cfg: &Config) {
+    pub(crate) fn dispatch(&mut self, inner: &Inner) {
+        let cfg = &inner.cfg;
         if self.broken.is_some() {
             return;
         }
@@ -128,14 +200,21 @@ impl State {
                 .min_by_key(|(_, s)| s.in_flight.len())
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
-            self.send_batch(i, cfg);
+            self.send_batch(i, inner);
         }
     }
 
-    fn send_batch(&mut self, i: usize, cfg: &Config) {
+    fn send_batch(&mut self, i: usize, inner: &Inner) {
+        let cfg = &inner.cfg;
         let slot = &mut self.slots[i];
         let Some(conn) = slot.conn.clone() else {
             return;
+        };
+        let at = Assigned {
+            inner: inner.me.clone(),
+            index: i,
+            conn: conn.clone(),
+            rx: slot.rx.clone(),
         };
         let mut batch: Vec<Job> = Vec::new();
         let mut bytes = slot.in_flight_bytes;
@@ -163,7 +242,7 @@ impl State {
                 break;
             };
             // A cancelled future's task is dropped here, unsent.
-            if !job.completion.start() {
+            if !job.completion.start(&at) {
                 continue;
             }
             bytes += len;
