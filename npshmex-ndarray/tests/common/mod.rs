@@ -22,16 +22,32 @@ pub fn pool() -> ProcessPoolExecutor {
         .expect("pool starts")
 }
 
-/// Entries of `/dev/shm` named `npshmex-*`.
+/// Entries of `/dev/shm` named `npshmex-<pid>-*` made by this process or
+/// by one of its live children (its workers). Other programs on the machine
+/// (other test binaries running at the same time) make and remove entries of
+/// their own, which are none of this test's business.
 pub fn shm_entries() -> BTreeSet<String> {
+    let me = std::process::id();
     std::fs::read_dir("/dev/shm")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("npshmex-"))
+                .filter(|n| {
+                    let pid = n
+                        .strip_prefix("npshmex-")
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|p| p.parse::<u32>().ok());
+                    matches!(pid, Some(p) if p == me || parent_of(p) == Some(me))
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    stat[close + 1..].split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Shared-memory files this process holds open or mapped: (dev, inode) of
