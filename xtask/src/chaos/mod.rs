@@ -8,8 +8,10 @@
 //! entry in `/dev/shm` and no worker process behind.
 
 mod child;
+mod frames;
 mod full_shm;
 mod hostile;
+mod hostile_arrow;
 mod hostile_npy;
 mod hung;
 mod mutate;
@@ -40,6 +42,10 @@ pub struct Scale {
     pub hung_rounds: usize,
     /// Mutated `.npy` headers.
     pub npy_headers: usize,
+    /// Mutated Arrow IPC files.
+    pub arrow_files: usize,
+    /// Garbage writes into worker sockets.
+    pub frame_rounds: usize,
     /// Seed of the random choices (printed, so a failure reproduces).
     pub seed: u64,
 }
@@ -60,6 +66,8 @@ impl Scale {
                 load_tasks: 1_000,
                 hung_rounds: 1,
                 npy_headers: 50_000,
+                arrow_files: 5_000,
+                frame_rounds: 10,
                 seed,
             }
         } else {
@@ -68,6 +76,8 @@ impl Scale {
                 load_tasks: 10_000,
                 hung_rounds: 3,
                 npy_headers: 1_000_000,
+                arrow_files: 100_000,
+                frame_rounds: 100,
                 seed,
             }
         }

@@ -64,6 +64,16 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
     })?;
     let kills = kills.load(Ordering::SeqCst);
 
+    // The last kill may have landed as the load ended: let the pool notice
+    // and replace that worker before asking it to serve flawlessly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool.worker_pids().iter().any(|p| !procs::alive(*p)) || pool.worker_pids().len() < 2 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the pool did not replace its killed workers within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     serve_check(&pool, 200).context("the pool after the kills")?;
     let fds_after = procs::fd_count()?;
     let rss_after = procs::rss_bytes()?;
@@ -136,6 +146,9 @@ fn killer(
     while !stop.load(Ordering::SeqCst) {
         if done.load(Ordering::SeqCst) >= next_at {
             std::thread::sleep(Duration::from_micros(rng.gen_range(0..3000)));
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             let pids = pool.worker_pids();
             if !pids.is_empty() {
                 procs::kill9(pids[rng.gen_range(0..pids.len())]);

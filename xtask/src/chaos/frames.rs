@@ -1,0 +1,186 @@
+//! Random frames written into a worker's socket. The pool offers no hook
+//! for this, so the chaos run finds the parent's end of a worker's socket
+//! itself: the worker's socket inode from `/proc/<pid>/fd`, its peer inode
+//! from `ss -x` (the kernel's unix-socket diagnostics), and the fd with that
+//! inode in `/proc/self/fd`. Garbage written there reaches the worker as if
+//! the pool had sent it. The worker must refuse it (exit, be replaced),
+//! every task must still resolve (right value or a typed error), and the
+//! pool must keep serving.
+
+use super::mutate::Mutator;
+use super::procs;
+use anyhow::{bail, ensure, Context, Result};
+use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::RawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What the frame injection saw.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Garbage writes.
+    pub injected: usize,
+    /// Workers that exited after garbage and were replaced.
+    pub replaced: usize,
+    /// Tasks that failed with a typed error around an injection.
+    pub failed_typed: usize,
+    /// Tasks that succeeded around an injection.
+    pub ok: usize,
+}
+
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+/// Socket inodes among the fds of `pid` (`None` for `self`).
+fn socket_fds(pid: Option<u32>) -> BTreeMap<u64, RawFd> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/fd"),
+        None => "/proc/self/fd".to_string(),
+    };
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        if let Some(ino) = link
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.insert(ino, fd);
+        }
+    }
+    out
+}
+
+/// Peer inode of every connected unix socket, from `ss -xH`.
+fn unix_peers() -> Result<BTreeMap<u64, u64>> {
+    let out = Command::new("ss")
+        .arg("-xH")
+        .output()
+        .context("running ss -xH")?;
+    ensure!(out.status.success(), "ss -xH failed: {}", out.status);
+    let mut peers = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // netid state recv-q send-q local-addr local-inode peer-addr peer-inode
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.len() >= 8 {
+            if let (Ok(a), Ok(b)) = (t[5].parse::<u64>(), t[7].parse::<u64>()) {
+                peers.insert(a, b);
+            }
+        }
+    }
+    Ok(peers)
+}
+
+/// Our fd of the socket whose other end worker `pid` holds.
+fn parent_end(pid: u32) -> Result<RawFd> {
+    let theirs: BTreeSet<u64> = socket_fds(Some(pid)).into_keys().collect();
+    let ours = socket_fds(None);
+    let peers = unix_peers()?;
+    let found: Vec<RawFd> = theirs
+        .iter()
+        .filter_map(|ino| ours.get(peers.get(ino)?).copied())
+        .collect();
+    match found.as_slice() {
+        [fd] => Ok(*fd),
+        [] => bail!("no socket of worker {pid} leads to this process"),
+        many => bail!("worker {pid} has several sockets to this process: {many:?}"),
+    }
+}
+
+fn inject(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: fd is an open socket of this process (it may close meanwhile:
+    // then send fails with EBADF, which is fine); bytes is a valid buffer.
+    // MSG_NOSIGNAL: a worker that already exited must not SIGPIPE us.
+    unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+}
+
+/// Runs `rounds` injections; `Ok(None)` when `ss` is not available.
+pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
+    if !crate::util::on_path("ss") {
+        return Ok(None);
+    }
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .context("starting the pool")?;
+    let mut m = Mutator::new(seed ^ 0xf4a3, &["\u{0}\u{0}\u{0}\u{0}", "\u{7f}\u{ff}"]);
+    let mut st = Stats::default();
+    for round in 0..rounds {
+        let pids = pool.worker_pids();
+        let victim = pids[m.below(pids.len())];
+        let fd = parent_end(victim).with_context(|| format!("round {round}"))?;
+        let len = 1 + m.below(4096);
+        let mut garbage = m.bytes(len);
+        if m.below(2) == 0 && garbage.len() >= 8 {
+            // A plausible little-endian length prefix, small or huge.
+            let n: u64 = if m.below(2) == 0 {
+                m.below(1 << 12) as u64
+            } else {
+                u64::MAX - m.below(1000) as u64
+            };
+            garbage[..8].copy_from_slice(&n.to_le_bytes());
+        }
+        inject(fd, &garbage);
+        st.injected += 1;
+        // Tasks after the garbage make the worker read on; each resolves.
+        let futures = (0..8u64)
+            .map(|i| pool.submit(square, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, mut f) in futures.into_iter().enumerate() {
+            match f.result_timeout(Duration::from_secs(60)) {
+                Ok(r) => {
+                    ensure!(r == (i * i) as u64, "round {round}: task {i} returned {r}");
+                    st.ok += 1;
+                }
+                Err(TaskError::WaitTimedOut { .. }) => bail!("round {round}: task {i} hangs"),
+                // SIGKILL is the pool ending a worker that broke the
+                // protocol; any other signal is a crash.
+                Err(TaskError::WorkerDied {
+                    exit: WorkerExit::Signal(sig),
+                    pid,
+                }) if sig != libc::SIGKILL => bail!("round {round}: worker {pid} crashed on garbage (signal {sig}), not a clean exit"),
+                Err(_) => st.failed_typed += 1,
+            }
+        }
+        // The worker that got garbage leaves and is replaced.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while procs::alive(victim) || pool.worker_pids().len() < 2 {
+            ensure!(
+                Instant::now() < deadline,
+                "round {round}: worker {victim} still runs 20 s after receiving garbage"
+            );
+            for i in 0..2u64 {
+                let _ = pool
+                    .submit(square, i)?
+                    .result_timeout(Duration::from_secs(60));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        st.replaced += 1;
+    }
+    for i in 0..50u64 {
+        ensure!(
+            pool.submit(square, i)?.result()? == i * i,
+            "the pool after the garbage"
+        );
+    }
+    Ok(Some(st))
+}
