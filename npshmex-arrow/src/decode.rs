@@ -26,6 +26,7 @@
 //! only, which is too little for 128-bit decimals) are copied by arrow into
 //! aligned memory; [`ReadPath`] says whether that happened.
 
+use crate::check::Walk;
 use crate::encode::{CONTINUATION, MAGIC};
 use crate::error::{ArrowShmError, Result};
 use arrow_array::RecordBatch;
@@ -33,8 +34,9 @@ use arrow_buffer::Buffer;
 use arrow_data::ArrayData;
 use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::{Block, MessageHeader};
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 
@@ -139,12 +141,14 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
             "written on a machine of the other byte order (not supported)",
         ));
     }
-    if fb_schema.fields().is_none() {
-        return Err(malformed("schema has no field list"));
-    }
+    crate::check::schema(fb_schema)?;
     let schema: SchemaRef = Arc::new(arrow_ipc::convert::fb_to_schema(fb_schema));
-    let version = footer.version();
-    let mut decoder = FileDecoder::new(schema.clone(), version);
+    let types = Types::new(&schema);
+    // pyarrow writes a V5 footer even when its messages are V4 (its
+    // `metadata_version` option), and arrow-ipc refuses a message whose
+    // version differs from the footer's unless the footer says V1. Each
+    // message is decoded by its own version anyway, so pass V1.
+    let mut decoder = FileDecoder::new(schema.clone(), arrow_ipc::MetadataVersion::V1);
 
     // Blocks: checked to lie in [8, footer_start) before anything slices them.
     let block_buffer = |block: &Block| -> Result<(Buffer, usize)> {
@@ -161,7 +165,10 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
         if offset < 8 || meta < 8 || end > footer_start {
             return Err(malformed("block outside the file"));
         }
-        check_message(&bytes[offset..offset + meta], body, version)?;
+        if (offset + meta) % 8 != 0 {
+            return Err(malformed("message body not at a multiple of 8 bytes"));
+        }
+        check_message(&bytes[offset..offset + meta], body, &types)?;
         Ok((file.slice_with_length(offset, meta + body), meta))
     };
 
@@ -196,7 +203,7 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
 
 /// Checks the metadata of one message: prefix, flatbuffer, header kind, and
 /// that every buffer lies inside the body of `body_len` bytes.
-fn check_message(meta: &[u8], body_len: usize, version: arrow_ipc::MetadataVersion) -> Result<()> {
+fn check_message(meta: &[u8], body_len: usize, types: &Types) -> Result<()> {
     let (prefix, declared) = if meta[..4] == CONTINUATION {
         let mut l = [0u8; 4];
         l.copy_from_slice(&meta[4..8]);
@@ -218,18 +225,30 @@ fn check_message(meta: &[u8], body_len: usize, version: arrow_ipc::MetadataVersi
                 source,
             }
         })?;
-    if version != arrow_ipc::MetadataVersion::V1 && message.version() != version {
-        return Err(malformed("message version differs from the footer's"));
+    if message.version() < arrow_ipc::MetadataVersion::V4 {
+        return Err(malformed(
+            "metadata version before V4 (Arrow < 0.15) is not supported",
+        ));
     }
-    let batch = match message.header_type() {
-        MessageHeader::RecordBatch => message
-            .header_as_record_batch()
-            .ok_or(malformed("record batch message without a header"))?,
-        MessageHeader::DictionaryBatch => message
-            .header_as_dictionary_batch()
-            .ok_or(malformed("dictionary message without a header"))?
-            .data()
-            .ok_or(malformed("dictionary message without data"))?,
+    let (batch, columns) = match message.header_type() {
+        MessageHeader::RecordBatch => (
+            message
+                .header_as_record_batch()
+                .ok_or(malformed("record batch message without a header"))?,
+            Some(types.columns.clone()),
+        ),
+        MessageHeader::DictionaryBatch => {
+            let d = message
+                .header_as_dictionary_batch()
+                .ok_or(malformed("dictionary message without a header"))?;
+            let data = d
+                .data()
+                .ok_or(malformed("dictionary message without data"))?;
+            (
+                data,
+                types.dictionaries.get(&d.id()).map(|t| vec![t.clone()]),
+            )
+        }
         MessageHeader::NONE => return Ok(()),
         _ => return Err(malformed("unexpected message type in a file block")),
     };
@@ -250,6 +269,11 @@ fn check_message(meta: &[u8], body_len: usize, version: arrow_ipc::MetadataVersi
         if start.checked_add(len).is_none_or(|end| end > body_len) {
             return Err(malformed("buffer outside the message body"));
         }
+        // The format pads every buffer to 8 bytes; arrow-ipc reinterprets
+        // some (union offsets) without checking their alignment.
+        if start % 8 != 0 {
+            return Err(malformed("buffer not at a multiple of 8 bytes"));
+        }
     }
     let nodes = batch
         .nodes()
@@ -269,7 +293,61 @@ fn check_message(meta: &[u8], body_len: usize, version: arrow_ipc::MetadataVersi
             return Err(malformed("more variadic buffers than buffers"));
         }
     }
+    if let (Some(columns), Some(walk)) = (columns, Walk::new(batch, message.version())) {
+        walk.columns(&columns)?;
+    }
     Ok(())
+}
+
+/// The types of the columns and of each dictionary (by id), for [`Walk`].
+struct Types {
+    columns: Vec<DataType>,
+    dictionaries: HashMap<i64, DataType>,
+}
+
+impl Types {
+    fn new(schema: &Schema) -> Types {
+        fn children(t: &DataType) -> Vec<&Field> {
+            match t {
+                DataType::List(c)
+                | DataType::LargeList(c)
+                | DataType::ListView(c)
+                | DataType::LargeListView(c)
+                | DataType::FixedSizeList(c, _)
+                | DataType::Map(c, _) => vec![c.as_ref()],
+                DataType::Struct(cs) => cs.iter().map(|c| c.as_ref()).collect(),
+                DataType::Union(cs, _) => cs.iter().map(|(_, c)| c.as_ref()).collect(),
+                DataType::RunEndEncoded(a, b) => vec![a.as_ref(), b.as_ref()],
+                // nested dictionaries live in the value type's fields
+                DataType::Dictionary(_, values) => children(values),
+                _ => vec![],
+            }
+        }
+        fn visit(f: &Field, out: &mut HashMap<i64, DataType>) {
+            if let DataType::Dictionary(_, values) = f.data_type() {
+                // the id fb_to_schema read from the file
+                #[allow(deprecated)]
+                if let Some(id) = f.dict_id() {
+                    out.insert(id, values.as_ref().clone());
+                }
+            }
+            for c in children(f.data_type()) {
+                visit(c, out);
+            }
+        }
+        let mut dictionaries = HashMap::new();
+        for f in schema.fields() {
+            visit(f, &mut dictionaries);
+        }
+        Types {
+            columns: schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+            dictionaries,
+        }
+    }
 }
 
 /// Whether every buffer of `batches` points into `file`.

@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod check;
 mod decode;
 mod encode;
 mod error;

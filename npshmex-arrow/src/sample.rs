@@ -532,7 +532,8 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
         )?),
     ));
 
-    RecordBatch::try_from_iter(cols)
+    // every field nullable, as pyarrow makes them
+    RecordBatch::try_from_iter_with_nullable(cols.into_iter().map(|(n, a)| (n, a, true)))
 }
 
 fn map_column() -> Result<arrow_array::MapArray, ArrowError> {
@@ -556,4 +557,41 @@ fn map_column() -> Result<arrow_array::MapArray, ArrowError> {
     b.values().append_value(4);
     b.append(true)?;
     Ok(b.finish())
+}
+
+/// Whether two lists of batches hold the same data: `==` on every batch,
+/// except that run-end encoded columns are compared by their logical values
+/// (arrow-rs implements `==` on run arrays only when neither is sliced, and
+/// reading a sliced one from a file yields an unsliced one).
+pub fn same_batches(a: &[RecordBatch], b: &[RecordBatch]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.schema() == y.schema()
+                && x.num_rows() == y.num_rows()
+                && x.columns()
+                    .iter()
+                    .zip(y.columns())
+                    .all(|(c, d)| same_array(c, d))
+        })
+}
+
+fn same_array(a: &ArrayRef, b: &ArrayRef) -> bool {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int16Type, Int64Type};
+    fn runs<R: arrow_array::types::RunEndIndexType>(a: &ArrayRef, b: &ArrayRef) -> bool {
+        let (x, y) = (a.as_run::<R>(), b.as_run::<R>());
+        x.len() == y.len()
+            && (0..x.len()).all(|i| {
+                let (p, q) = (x.get_physical_index(i), y.get_physical_index(i));
+                x.values().slice(p, 1).to_data() == y.values().slice(q, 1).to_data()
+            })
+    }
+    match a.data_type() {
+        DataType::RunEndEncoded(k, _) if a.data_type() == b.data_type() => match k.data_type() {
+            DataType::Int16 => runs::<Int16Type>(a, b),
+            DataType::Int32 => runs::<Int32Type>(a, b),
+            _ => runs::<Int64Type>(a, b),
+        },
+        _ => a == b,
+    }
 }

@@ -11,7 +11,9 @@ commands:
                                  side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
   chaos [--quick]                fault injection: kills, full shm, hostile input, hung tasks
   ndarray-interop                only the `test` step of that name: ShmArray keys <-> numpy
+  arrow-interop                  only the `test` step of that name: IPC files in shm <-> pyarrow
   roundtrip IN OUT               read each IN/*.npy, decode, write OUT/NAME; `ok NAME` / `refused NAME: reason`
+                                 (IN/*.arrow: read, sent through a pool worker, written back)
   help                           this text";
 
 /// A parsed command line.
@@ -27,6 +29,8 @@ pub enum Command {
     Roundtrip(Roundtrip),
     /// `cargo xtask ndarray-interop`: one step of `test` on its own.
     NdarrayInterop,
+    /// `cargo xtask arrow-interop`: one step of `test` on its own.
+    ArrowInterop,
     /// `cargo xtask chaos`
     Chaos(Chaos),
     /// Internal: a child program of `cargo xtask chaos` (`chaos-child ROLE`).
@@ -134,6 +138,7 @@ impl Command {
                 Ok(Command::BenchCase(BenchCase { name, quick }))
             }
             "ndarray-interop" if rest.is_empty() => Ok(Command::NdarrayInterop),
+            "arrow-interop" if rest.is_empty() => Ok(Command::ArrowInterop),
             "roundtrip" => match <[String; 2]>::try_from(rest) {
                 Ok([input, output]) => Ok(Command::Roundtrip(Roundtrip {
                     input: input.into(),

@@ -3,6 +3,7 @@
 //! A plain binary behind a cargo alias (see `.cargo/config.toml`), one module
 //! per subcommand, as rust-analyzer's xtask does: nothing to install but cargo.
 
+mod arrow_interop;
 mod bench;
 mod chaos;
 mod flags;
@@ -41,6 +42,16 @@ fn main() -> ExitCode {
                 println!("ndarray-interop: numpy checked {put} keys, Rust popped {popped} files");
             }
             ndarray_interop::Interop::Skipped(why) => println!("ndarray-interop: SKIPPED: {why}"),
+        }),
+        flags::Command::ArrowInterop => arrow_interop::run().map(|r| match r {
+            arrow_interop::Interop::Checked {
+                put,
+                popped,
+                roundtrip,
+            } => println!(
+                "arrow-interop: pyarrow checked {put} files, Rust read {popped}, roundtrip {roundtrip}"
+            ),
+            arrow_interop::Interop::Skipped(why) => println!("arrow-interop: SKIPPED: {why}"),
         }),
         flags::Command::Chaos(c) => chaos::run(&c),
         flags::Command::ChaosChild(args) => chaos::run_child(&args),

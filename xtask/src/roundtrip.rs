@@ -28,6 +28,7 @@ type Handler = fn(&Path, &Path) -> Result<FileOutcome>;
 pub fn handler(path: &Path) -> Option<Handler> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => Some(npy),
+        Some("arrow") => Some(crate::arrow_interop::roundtrip_file),
         _ => None,
     }
 }

@@ -134,6 +134,24 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             crate::ndarray_interop::Interop::Skipped(why) => Outcome::Skipped(why),
         })
     });
+    r.step("arrow-interop", || {
+        if opts.no_python {
+            return Ok(Outcome::Skipped(
+                "--no-python: pyarrow interop of Arrow IPC segments NOT checked".into(),
+            ));
+        }
+        Ok(match crate::arrow_interop::run()? {
+            crate::arrow_interop::Interop::Checked {
+                put,
+                popped,
+                roundtrip,
+            } => {
+                eprintln!("arrow-interop: pyarrow checked {put} files, Rust read {popped}, roundtrip {roundtrip}");
+                Outcome::Passed
+            }
+            crate::arrow_interop::Interop::Skipped(why) => Outcome::Skipped(why),
+        })
+    });
     r.step("chaos --quick", || {
         if opts.quick {
             return Ok(Outcome::Skipped("--quick skips the chaos run".into()));
