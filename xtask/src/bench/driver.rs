@@ -104,7 +104,12 @@ pub fn run(opts: &flags::Bench) -> Result<()> {
                 l
             }
         };
-        bar.println(line);
+        if bar.is_hidden() {
+            // No terminal (CI): indicatif draws nothing and drops println.
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -102,6 +102,19 @@ const CONTEXT: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// How the cases are measured where BENCHMARKS.md leaves room, printed
+/// under the tables so a reader can weigh the figures.
+const NOTES: &[&str] = &[
+    "`seed.pool_copy`, `mem.copy_peak`: the pool takes arguments by value, so the input is cloned before the clock starts and moved into `submit`; freeing it is inside the figure.",
+    "`seed.pool_zero_copy`, `workers.*`, `arrow.zero_copy`: the input already lives in a sealed (read-only) segment; each call sends a free handle of it. `seed.pool_in_place`, `sweep.*.zero_copy`, `records.zero_copy`, `big.4gib`: a writable array is moved to the worker and back.",
+    "`*.serde_pipe`, `arrow.ipc_pipe`: plain serde bytes; through the worker socket up to 16 MiB (the pool's cap on inline frames), above that the same bytes in a sealed memfd (no socket copies: this flatters the baselines).",
+    "`sweep.*`: the worker returns the array unchanged, so the figure is the transfer alone; payloads under 16 MiB average up to 100 round trips per sample.",
+    "`records.*`: the record struct carries its 7 padding bytes as an explicit `pad` field (numpy `align=True` layout), since a typed view cannot write implicit padding.",
+    "`py.tiny_throughput` uses 20,000 tasks and `rs_procspawn.tiny_throughput` 10,000: they are rates, and 100,000 tasks would only lengthen the run.",
+    "`seed.py_sharedarray`: the input is put in shm before the clock starts; the worker attaches it and creates its result in shm.",
+    "`mem.*`: `MemTotal − MemAvailable` is machine-wide, so other processes' allocations and frees show up; the load average above says how busy the machine was. Segments and heap reused from the warm-up add nothing, which is what these figures reward.",
+];
+
 /// A target's verdict in one run.
 struct Verdict {
     label: String,
@@ -293,6 +306,10 @@ pub fn markdown(res: &Results) -> String {
         for (name, why) in &res.failed {
             let _ = writeln!(s, "- `{name}`: **failed**: {why}");
         }
+    }
+    let _ = writeln!(s, "\n## How the cases are measured\n");
+    for n in NOTES {
+        let _ = writeln!(s, "- {n}");
     }
     let _ = writeln!(
         s,
