@@ -28,6 +28,11 @@
 //! pyarrow does the same) instead of a synthesised all-valid bitmap.
 //! Rejected alternative: growing a mapping while writing (`mremap`): it still
 //! needs arrow-ipc's body `Vec`, so it saves nothing.
+//!
+//! The walk indexes an array's buffers and children by position: the input
+//! is a `RecordBatch` built through arrow's safe constructors, whose layout
+//! invariants guarantee them (untrusted bytes never reach this module; they
+//! are validated into arrays by `decode` first).
 
 use crate::error::{ArrowShmError, Result};
 use arrow_array::{types, Array, ArrowNativeTypeOp, RecordBatch, RunArray};
