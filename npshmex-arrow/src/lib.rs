@@ -13,7 +13,11 @@
 //!   [`ShmBatch::open_named`] / [`ShmBatch::pop`] read files pyarrow wrote.
 //! - Untrusted input (received segments, named files) is fully validated;
 //!   malformed files are errors, never panics ([`ArrowShmError`]). Buffers
-//!   misaligned for their type are copied, and [`ReadPath`] says so.
+//!   misaligned for their type are copied, and [`ReadPath`] says so. As a
+//!   last line of defence a panic inside arrow's decoder is caught and
+//!   returned as [`ArrowShmError::DecoderPanicked`]; the first read wraps the
+//!   process's panic hook so that those caught panics print nothing (other
+//!   panics reach the previous hook unchanged).
 //!
 //! Every type the IPC format carries round-trips: primitives, booleans,
 //! nulls, (large/view) utf8 and binary, fixed-size binary, decimals, dates,

@@ -285,11 +285,13 @@ mod shm {
     }
 
     fn shm_names() -> BTreeSet<String> {
+        // only this process's names: tests of other crates may run alongside
+        let mine = format!("npshmex-{}-", std::process::id());
         std::fs::read_dir("/dev/shm")
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("npshmex-"))
+                    .filter(|n| n.starts_with(&mine))
                     .collect()
             })
             .unwrap_or_default()
@@ -302,6 +304,12 @@ mod shm {
             .buffers()
             .iter()
             .all(|b| range.contains(&(b.as_ptr() as usize)))
+    }
+
+    #[test]
+    fn shm_batch_is_send_and_sync() {
+        fn assert<T: Send + Sync + Clone>() {}
+        assert::<ShmBatch>();
     }
 
     #[test]

@@ -24,13 +24,15 @@ pub fn send<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error>
     npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
 }
 
-/// Entries of `/dev/shm` named `npshmex-*`.
+/// Entries of `/dev/shm` named `npshmex-<this pid>-*` (unique names).
 pub fn shm_names() -> BTreeSet<String> {
+    // only this process's names: tests of other crates may run alongside
+    let mine = format!("npshmex-{}-", std::process::id());
     std::fs::read_dir("/dev/shm")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("npshmex-"))
+                .filter(|n| n.starts_with(&mine))
                 .collect()
         })
         .unwrap_or_default()
