@@ -301,7 +301,7 @@ pub fn roundtrip_file(input: &Path, output: &Path) -> Result<FileOutcome> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let shm = match into_shm(&bytes) {
         Ok(b) => b,
-        Err(e) => return refused(output, &e),
+        Err(e) => return refused(output, &chain(&e)),
     };
     let pool = npshmex_pool::ProcessPoolExecutor::new(1)?;
     let back = pool
@@ -331,6 +331,18 @@ fn into_shm(bytes: &[u8]) -> Result<ShmBatch, ArrowShmError> {
         .copy_from_slice(bytes);
     let read = ShmBatch::open(seg)?;
     ShmBatch::from_batches(read.schema().clone(), read.batches())
+}
+
+/// The error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 fn refused(output: &Path, why: &dyn std::fmt::Display) -> Result<FileOutcome> {
