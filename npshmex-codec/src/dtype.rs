@@ -3,7 +3,7 @@
 //!
 //! Simple types are plain enum variants with public fields whose values are
 //! always valid (widths are enums, not integers). Structured dtypes and
-//! subarrays carry invariants (ordered, non-overlapping fields; flattened,
+//! subarrays carry invariants (ordered, non-overlapping fields;
 //! overflow-free shapes) and therefore have private fields and checked
 //! constructors; `serde` deserialization goes through the same checks, so a
 //! descriptor received from another process cannot break them.
@@ -295,9 +295,10 @@ pub enum DType {
 }
 
 impl DType {
-    /// `shape` copies of `base` ([`DType::SubArray`]), normalised as numpy
-    /// does: an empty shape gives `base` itself, and a subarray of a subarray
-    /// is flattened into one (`(('<f8', (2,)), (3,))` is `('<f8', (3, 2))`).
+    /// `shape` copies of `base` ([`DType::SubArray`]) as numpy builds it: an
+    /// empty shape gives `base` itself, and a subarray of a subarray stays
+    /// nested (`(('<f8', (2,)), (3,))` is not numpy's `('<f8', (3, 2))`,
+    /// though [`DType::same_layout`] treats the two as one layout).
     ///
     /// # Errors
     /// [`CodecError::Overflow`](crate::CodecError::Overflow) when the itemsize overflows,
@@ -405,7 +406,8 @@ impl DType {
 
     /// Whether two dtypes describe the same bytes with the same names:
     /// equal canonical forms, ignoring the [`StructAlign`] flag (which only
-    /// changes the reported alignment, never a byte offset).
+    /// changes the reported alignment, never a byte offset) and how nested
+    /// subarrays split their shape.
     pub fn same_layout(&self, other: &DType) -> bool {
         self.canonical().without_align_flags() == other.canonical().without_align_flags()
     }
@@ -416,7 +418,9 @@ impl DType {
                 s.map_fields(DType::without_align_flags)
                     .with_align_unchecked(StructAlign::Unaligned),
             ),
-            DType::SubArray(s) => DType::SubArray(s.map_base(DType::without_align_flags)),
+            DType::SubArray(s) => {
+                DType::SubArray(s.flattened().map_base(DType::without_align_flags))
+            }
             other => other.clone(),
         }
     }

@@ -160,12 +160,13 @@ unsafe impl Element for bool {
 
 // SAFETY: an array of `T` has no padding between elements, so its bytes are
 // the concatenation of `N` elements: the subarray dtype of shape `(N,)`
-// (nested arrays flatten into one shape, as numpy's do).
+// (nested arrays merge into one shape, the layout numpy gives `(T, (3, 2))`;
+// `same_layout` also matches the nested spelling).
 unsafe impl<T: Element, const LEN: usize> Element for [T; LEN] {
     fn dtype() -> DType {
         // An overflow would need an array larger than memory, which cannot
         // be a type; fall back to a void of the same size to stay total.
-        DType::subarray(T::dtype(), vec![LEN]).unwrap_or(DType::Void {
+        crate::structured::SubArrayType::build_flat(T::dtype(), vec![LEN]).unwrap_or(DType::Void {
             len: std::mem::size_of::<Self>(),
         })
     }

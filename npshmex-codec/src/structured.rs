@@ -1,6 +1,6 @@
 //! Structured dtypes and subarrays: the two dtype kinds with invariants
-//! (ordered, non-overlapping, uniquely named fields; flattened,
-//! overflow-free shapes), so their fields are private and every constructor,
+//! (ordered, non-overlapping, uniquely named fields; overflow-free
+//! shapes), so their fields are private and every constructor,
 //! `serde` deserialization included, checks them.
 
 use crate::dtype::DType;
@@ -292,25 +292,19 @@ impl From<SubArrayType> for RawSubArray {
 pub const MAX_DIMS: usize = 64;
 
 impl SubArrayType {
-    /// `shape` copies of `base`, normalised as numpy does: an empty shape
-    /// gives `base` itself, and a subarray of a subarray is flattened into
-    /// one (`(('<f8', (2,)), (3,))` is `('<f8', (3, 2))`).
+    /// `shape` copies of `base`. An empty shape gives `base` itself (as
+    /// numpy's `np.dtype((base, ()))` does); a subarray of a subarray stays
+    /// nested (numpy 2 keeps `(('<i4', (2,)), (3,))` apart from
+    /// `('<i4', (3, 2))`: different descr, unequal dtypes).
     ///
     /// # Errors
     /// [`CodecError::Overflow`] when the itemsize overflows,
-    /// [`CodecError::BadStruct`] for more than [`MAX_DIMS`] dimensions.
+    /// [`CodecError::BadStruct`] for more than [`MAX_DIMS`] dimensions in
+    /// one level.
     pub(crate) fn build(base: DType, shape: Vec<usize>) -> Result<DType> {
         if shape.is_empty() {
             return Ok(base);
         }
-        let (base, shape) = match base {
-            DType::SubArray(inner) => {
-                let mut s = shape;
-                s.extend_from_slice(&inner.shape);
-                (*inner.base, s)
-            }
-            b => (b, shape),
-        };
         if shape.len() > MAX_DIMS {
             return Err(bad_struct(format!(
                 "subarray of {} dimensions (max {MAX_DIMS})",
@@ -331,7 +325,39 @@ impl SubArrayType {
         }))
     }
 
-    /// The element type (never itself a subarray).
+    /// `shape` copies of `base` with nested subarrays merged into one shape
+    /// (`[[T; 2]; 3]` is `('<T', (3, 2))`, the layout numpy gives the
+    /// same declaration).
+    ///
+    /// # Errors
+    /// As [`SubArrayType::build`].
+    pub(crate) fn build_flat(base: DType, shape: Vec<usize>) -> Result<DType> {
+        match base {
+            DType::SubArray(inner) if !shape.is_empty() => {
+                let mut s = shape;
+                s.extend_from_slice(&inner.shape);
+                Self::build(*inner.base, s)
+            }
+            b => Self::build(b, shape),
+        }
+    }
+
+    /// This subarray with nested subarrays merged into one shape (both
+    /// describe the same bytes).
+    pub(crate) fn flattened(&self) -> SubArrayType {
+        let mut shape = self.shape.clone();
+        let mut base = &*self.base;
+        while let DType::SubArray(inner) = base {
+            shape.extend_from_slice(&inner.shape);
+            base = &inner.base;
+        }
+        SubArrayType {
+            base: Box::new(base.clone()),
+            shape,
+        }
+    }
+
+    /// The element type (itself a subarray for a nested subarray).
     pub fn base(&self) -> &DType {
         &self.base
     }
@@ -410,20 +436,35 @@ mod tests {
     }
 
     #[test]
-    fn subarrays_flatten_and_check_overflow() {
+    fn subarrays_stay_nested_and_check_overflow() {
+        // numpy 2: np.dtype([('a', ('<f8', (2,)), (3,))]).descr keeps the
+        // nesting, and the dtype differs from [('a', '<f8', (3, 2))].
         let inner = DType::subarray(f8(), vec![2]).unwrap();
-        let outer = DType::subarray(inner, vec![3]).unwrap();
+        let outer = DType::subarray(inner.clone(), vec![3]).unwrap();
         match &outer {
             DType::SubArray(s) => {
-                assert_eq!(s.shape(), [3, 2]);
-                assert_eq!(s.base(), &f8());
+                assert_eq!(s.shape(), [3]);
+                assert_eq!(s.base(), &inner);
+                assert_eq!(s.flattened().shape(), [3, 2]);
+                assert_eq!(s.flattened().base(), &f8());
             }
             other => panic!("not a subarray: {other:?}"),
         }
         assert_eq!(outer.itemsize(), 48);
+        let flat = DType::subarray(f8(), vec![3, 2]).unwrap();
+        assert_ne!(outer, flat);
+        assert!(outer.same_layout(&flat));
+        assert_eq!(SubArrayType::build_flat(inner, vec![3]).unwrap(), flat);
+        let descr = "[('a', ('<i4', (2,)), (3,))]";
+        assert_eq!(DType::parse_descr(descr).unwrap().to_descr(), descr);
         assert_eq!(DType::subarray(f8(), vec![]).unwrap(), f8());
         assert!(matches!(
             DType::subarray(f8(), vec![usize::MAX / 4, 3]),
+            Err(CodecError::Overflow { .. })
+        ));
+        let big = DType::subarray(f8(), vec![usize::MAX / 32]).unwrap();
+        assert!(matches!(
+            DType::subarray(big, vec![5]),
             Err(CodecError::Overflow { .. })
         ));
     }
