@@ -103,14 +103,29 @@ impl NpyHeader {
     }
 
     /// Bytes of array data: itemsize × product(shape), overflow-checked.
+    /// numpy's own limit applies: the product of the non-zero dimensions
+    /// times the itemsize must fit an `isize` even when another dimension is
+    /// zero (numpy refuses `(0, 2**62)` of `<f8` as "array is too big", so a
+    /// header it could not load is never accepted or written here, and
+    /// `ndarray`, which has the same rule, can always build the array).
     ///
     /// # Errors
     /// [`CodecError::Overflow`] on overflow.
     pub fn data_len(&self) -> Result<usize> {
+        let overflow = CodecError::Overflow { what: "data size" };
+        let mut nbytes = self.dtype.itemsize();
+        for &d in self.shape.iter().filter(|&&d| d != 0) {
+            nbytes = nbytes.checked_mul(d).ok_or(overflow.clone())?;
+        }
+        if isize::try_from(nbytes).is_err()
+            || self.shape.iter().any(|&d| isize::try_from(d).is_err())
+        {
+            return Err(overflow);
+        }
         let n = shape_len(&self.shape)?;
         n.checked_mul(self.dtype.itemsize())
             .filter(|&b| isize::try_from(b).is_ok())
-            .ok_or(CodecError::Overflow { what: "data size" })
+            .ok_or(overflow)
     }
 
     /// The header dict text numpy writes, before padding.
@@ -455,6 +470,23 @@ mod tests {
             NpyHeader::read(&wrap(over)),
             Err(CodecError::Overflow { .. })
         ));
+        // numpy: "array is too big" / "Maximum allowed dimension exceeded"
+        // although the array is empty.
+        for shape in ["(0, 4611686018427387904)", "(0, 18446744073709551615)"] {
+            let d = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+            assert!(matches!(
+                NpyHeader::read(&wrap(&d)),
+                Err(CodecError::Overflow { .. })
+            ));
+        }
+        // ...and accepts these (numpy 2.2 loads both).
+        for (descr, shape) in [
+            ("<f8", "(0, 1152921504606846975)"),
+            ("|V0", "(9223372036854775807,)"),
+        ] {
+            let d = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            assert_eq!(NpyHeader::read(&wrap(&d)).unwrap().0.data_len(), Ok(0));
+        }
         let obj = "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }";
         assert!(matches!(
             NpyHeader::read(&wrap(obj)),
