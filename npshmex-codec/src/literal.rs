@@ -11,8 +11,11 @@
 
 use crate::error::{CodecError, Result};
 
-/// Maximum nesting of brackets.
-pub const MAX_DEPTH: usize = 64;
+/// Maximum nesting of brackets: Python's own parser limit (200 nested
+/// brackets, "too many nested parentheses" at 201), so every header numpy's
+/// `ast.literal_eval` reads is read here too (a record nested 40 deep, which
+/// numpy loads, is 81 levels), and the recursion stays a few hundred frames.
+pub const MAX_DEPTH: usize = 200;
 
 /// A parsed literal and the byte offset where it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -606,5 +609,11 @@ mod tests {
         ));
         let ok = format!("{}{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
         assert!(p(&ok).is_ok());
+        let over = format!("{}{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
+        assert!(matches!(p(&over), Err(CodecError::TooDeep { .. })));
+        // A record nested 40 deep (numpy 2.2 loads it) parses and writes back.
+        let descr = format!("{}'<i4'{}", "[('a', ".repeat(40), ")]".repeat(40));
+        let dt = crate::DType::parse_descr(&descr);
+        assert_eq!(dt.map(|d| d.to_descr()), Ok(descr));
     }
 }
