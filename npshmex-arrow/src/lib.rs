@@ -7,7 +7,8 @@
 //!   which lives as long as any of them.
 //! - Through `npshmex-pool`: `ShmBatch` is `Serialize + Deserialize`; the
 //!   segment travels as a file descriptor ([`Transfer`] says how), and
-//!   [`via_shm`] does the same for plain `RecordBatch` / `ArrayRef` fields.
+//!   [`via_shm`] does the same for plain `RecordBatch` / `ArrayRef` fields
+//!   ([`Shm`] for bare arguments and results).
 //! - Named segments: [`ShmBatch::put`] writes `/dev/shm/<name>`, which
 //!   pyarrow opens with `pa.ipc.open_file(pa.memory_map('/dev/shm/<name>'))`;
 //!   [`ShmBatch::open_named`] / [`ShmBatch::pop`] read files pyarrow wrote.
@@ -55,6 +56,7 @@ pub use batch::{Keep, ShmBatch};
 pub use decode::ReadPath;
 pub use error::{ArrowShmError, Result};
 pub use transfer::{take_last_error, Transfer};
+pub use via_shm::Shm;
 
 #[cfg(test)]
 mod tests;

@@ -102,3 +102,61 @@ pub mod array {
         }
     }
 }
+
+/// A bare `RecordBatch` or `ArrayRef` argument or result that travels
+/// through shared memory like a [`serialize`]d field: `Shm(batch)`.
+///
+/// ```
+/// use arrow_array::{ArrayRef, RecordBatch};
+/// use npshmex_arrow::Shm;
+///
+/// // worker functions for `ProcessPoolExecutor::submit`
+/// fn rows(b: Shm<RecordBatch>) -> usize {
+///     b.num_rows()
+/// }
+/// fn reversed(a: Shm<ArrayRef>) -> Shm<ArrayRef> {
+///     let indices = arrow_array::UInt32Array::from_iter_values((0..a.len() as u32).rev());
+///     Shm(arrow_select::take::take(a.as_ref(), &indices, None).expect("in range"))
+/// }
+/// # let _ = (rows, reversed);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shm<T>(pub T);
+
+impl<T> Shm<T> {
+    /// The wrapped value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Shm<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl Serialize for Shm<RecordBatch> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shm<RecordBatch> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize(deserializer).map(Shm)
+    }
+}
+
+impl Serialize for Shm<arrow_array::ArrayRef> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        array::serialize(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shm<arrow_array::ArrayRef> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        array::deserialize(deserializer).map(Shm)
+    }
+}

@@ -152,3 +152,38 @@ fn every_type_family_through_a_worker_and_back() -> TestResult {
         Ok(())
     })
 }
+
+fn reverse(a: npshmex_arrow::Shm<ArrayRef>) -> Result<npshmex_arrow::Shm<ArrayRef>, String> {
+    let indices = arrow_array::UInt32Array::from_iter_values((0..a.len() as u32).rev());
+    arrow_select::take::take(a.as_ref(), &indices, None)
+        .map(npshmex_arrow::Shm)
+        .map_err(|e| e.to_string())
+}
+
+fn count_rows(b: npshmex_arrow::Shm<RecordBatch>) -> usize {
+    b.num_rows()
+}
+
+#[test]
+fn bare_arrays_and_batches_through_a_worker() -> TestResult {
+    with_pool(|pool| {
+        let batch = npshmex_arrow::sample::every_type()?;
+        let dict = batch
+            .column_by_name("list_dictionary")
+            .ok_or("column")?
+            .clone();
+        let back = pool
+            .submit(reverse, npshmex_arrow::Shm(dict.clone()))?
+            .result()??;
+        let indices = arrow_array::UInt32Array::from_iter_values((0..dict.len() as u32).rev());
+        assert_eq!(
+            &back.into_inner(),
+            &arrow_select::take::take(&dict, &indices, None)?
+        );
+        let rows = pool
+            .submit(count_rows, npshmex_arrow::Shm(batch.slice(1, 3)))?
+            .result()?;
+        assert_eq!(rows, 3);
+        Ok(())
+    })
+}
