@@ -38,6 +38,10 @@ const HELPED_PARK: Duration = Duration::from_millis(1);
 /// grandchild still holds).
 const LIVENESS_POLL: Duration = Duration::from_millis(200);
 
+/// Workers of one slot in a row that may die before they are ready before
+/// the pool is declared broken (instead of respawning in a loop).
+const MAX_START_DEATHS: u32 = 3;
+
 /// Why serving a worker ended.
 pub(crate) enum End {
     /// EOF: the worker exited (or was told to).
@@ -50,8 +54,9 @@ pub(crate) enum End {
     Retired,
     /// The initializer failed; the pool is broken.
     InitFailed,
-    /// The worker ended before its initializer finished: replacing it
-    /// would most likely loop, so the pool is broken (as in Python).
+    /// The worker ended before its initializer finished: it is replaced,
+    /// unless the slot's workers keep doing so (`MAX_START_DEATHS`), when
+    /// replacing them would most likely loop and the pool is broken.
     DiedStarting,
 }
 
@@ -132,6 +137,23 @@ fn teardown(
     }
     let exit = proc.wait();
     if matches!(end, End::DiedStarting) {
+        // One death while starting is most likely from outside (kill -9,
+        // the OOM killer): replace the worker and run its tasks, none of
+        // which started. Only a slot whose workers keep dying before they
+        // are ready (a crashing initializer) breaks the pool.
+        let mut st = inner.lock();
+        let slot = &mut st.slots[index];
+        slot.start_deaths += 1;
+        if slot.start_deaths < MAX_START_DEATHS {
+            for f in in_flight.into_iter().rev() {
+                st.queue.push_front(f.job);
+            }
+            let stop = st.broken.is_some() || (st.shutting_down && st.queue.is_empty());
+            st.dispatch(inner);
+            st.retire_idle();
+            return !stop;
+        }
+        drop(st);
         let reason = format!(
             "worker {} {exit} before its initializer finished",
             proc.pid()

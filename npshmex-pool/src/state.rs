@@ -162,6 +162,8 @@ pub(crate) struct SlotState {
     pub(crate) budget: Option<u64>,
     /// The worker's initializer has finished (task timers start then).
     pub(crate) ready: bool,
+    /// Workers of this slot in a row that died before they were ready.
+    pub(crate) start_deaths: u32,
     /// Smoothed run time of this slot's recent tasks.
     pub(crate) avg_task: Duration,
 }
@@ -354,6 +356,7 @@ impl SlotState {
     /// The initializer finished: the head task starts running now.
     pub(crate) fn mark_ready(&mut self, now: Instant) {
         self.ready = true;
+        self.start_deaths = 0;
         if let Some(head) = self.in_flight.front_mut() {
             head.started.get_or_insert(now);
         }
