@@ -238,11 +238,20 @@ impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
     }
 
     fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>) {
-        let value = oob::with_received(fds, || postcard::from_bytes::<R>(bytes)).map_err(|e| {
-            TaskError::ResultDecode {
-                source: Arc::new(e),
-            }
+        // `R::deserialize` is user code running on a pool thread (or a
+        // helping caller): a panic in it must fail this future, not kill
+        // the thread that serves the worker (which would hang every other
+        // future of that worker). The panic hook has printed the message.
+        let decoded = oob::with_received(fds, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                postcard::from_bytes::<R>(bytes)
+            }))
         });
+        let value = decoded
+            .unwrap_or(Err(postcard::Error::SerdeDeCustom))
+            .map_err(|e| TaskError::ResultDecode {
+                source: Arc::new(e),
+            });
         self.lock().staged = Some(value);
     }
 

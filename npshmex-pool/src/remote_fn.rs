@@ -159,13 +159,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+// User `Serialize`/`Deserialize` impls run here too: a panic in one fails
+// the task with a typed error instead of killing the worker (and, with it,
+// the unrelated tasks pipelined behind).
 fn decode<A: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<A, Failure> {
-    oob::with_received(fds, || postcard::from_bytes(bytes))
-        .map_err(|e| Failure::ArgumentDecode(e.to_string()))
+    oob::with_received(fds, || {
+        catch_unwind(AssertUnwindSafe(|| postcard::from_bytes(bytes)))
+    })
+    .map_err(|p| Failure::ArgumentDecode(format!("decoding panicked: {}", panic_message(&*p))))?
+    .map_err(|e| Failure::ArgumentDecode(e.to_string()))
 }
 
 fn encode<R: Serialize>(value: &R, inline_max: usize) -> Result<Packet, Failure> {
-    pack(value, inline_max).map_err(|e| Failure::ResultEncode(e.to_string()))
+    catch_unwind(AssertUnwindSafe(|| pack(value, inline_max)))
+        .map_err(|p| Failure::ResultEncode(format!("encoding panicked: {}", panic_message(&*p))))?
+        .map_err(|e| Failure::ResultEncode(e.to_string()))
 }
 
 /// Decodes `A`, calls the function at `f_addr`, encodes `R`.

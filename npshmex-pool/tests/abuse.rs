@@ -1,0 +1,518 @@
+//! Hostile tasks and hostile timing: a task that exits 0, forks, or closes
+//! every fd; results that fail to encode or decode (or panic decoding);
+//! futures dropped unwaited; the pool dropped inside a done callback;
+//! workers `kill -9`ed at random moments while tasks with fds and payloads
+//! larger than `inline_max` are in flight. Each must fail at most the tasks
+//! involved, with a typed error, never hang, and leak nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use npshmex_pool::{oob, ProcessPoolExecutor, TaskError, WorkerExit};
+use npshmex_shm::{Access, Segment};
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+npshmex_pool::test_support!();
+
+/// Long enough for any of these tasks on a loaded machine; a hang fails.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn pool(n: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .build()
+        .expect("pool starts")
+}
+
+fn plus_one(x: u64) -> u64 {
+    x + 1
+}
+
+fn exit_zero(_: u64) -> u64 {
+    std::process::exit(0)
+}
+
+/// Forks a child that keeps the worker's socket open for a while, then
+/// exits the worker: its death must still be seen (not only as EOF).
+fn fork_then_exit(_: u64) -> u64 {
+    // SAFETY: the child only calls async-signal-safe functions (sleep,
+    // _exit) before it ends.
+    #[allow(unsafe_code)]
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: async-signal-safe calls in a forked child.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::sleep(3);
+                libc::_exit(0);
+            }
+        }
+        _ => std::process::exit(0),
+    }
+}
+
+/// Forks a child that exits at once and returns normally (the worker keeps
+/// serving; the child is its own business).
+fn fork_and_return(x: u64) -> u64 {
+    // SAFETY: the child only calls _exit.
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: async-signal-safe in a forked child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::_exit(0)
+        };
+    }
+    if pid > 0 {
+        let mut status = 0;
+        // SAFETY: reaps the child just forked; status is a valid out pointer.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::waitpid(pid, &mut status, 0);
+        }
+    }
+    x + 1
+}
+
+/// Closes every fd above 2, the worker's socket included.
+fn close_all_fds(_: u64) -> u64 {
+    for fd in 3..1024 {
+        // SAFETY: closing fds this process owns; nothing in this task uses
+        // them afterwards (the point is to break the worker).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    7
+}
+
+/// Points the worker's socket (every fd above 2) at /dev/null.
+fn dup_over_fds(_: u64) -> u64 {
+    let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+    use std::os::fd::AsRawFd;
+    for fd in 3..64 {
+        if fd != null.as_raw_fd() {
+            // SAFETY: dup2 onto fds of this process; breaking the worker
+            // is the point.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+    7
+}
+
+/// A value whose encoding always fails.
+#[derive(Debug)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(S::Error::custom("Unencodable refuses"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Unencodable)
+    }
+}
+
+fn make_unencodable(_: u64) -> Unencodable {
+    Unencodable
+}
+
+/// A value that encodes but never decodes (or panics decoding).
+#[derive(Debug)]
+struct Undecodable(bool);
+
+impl Serialize for Undecodable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Undecodable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if bool::deserialize(d)? {
+            panic!("Undecodable panics decoding");
+        }
+        Err(D::Error::custom("Undecodable refuses"))
+    }
+}
+
+fn make_undecodable(panics: bool) -> Undecodable {
+    Undecodable(panics)
+}
+
+fn died(r: Result<u64, TaskError>) -> WorkerExit {
+    match r {
+        Err(TaskError::WorkerDied { exit, .. }) => exit,
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn exit_zero_fails_as_worker_died() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let mut f = p.submit(exit_zero, 1).expect("submit");
+        assert_eq!(died(f.result_timeout(PATIENCE)), WorkerExit::Code(0));
+        assert_eq!(
+            p.submit(plus_one, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+    }
+    leaks.check();
+}
+
+#[test]
+fn a_worker_that_forks_and_dies_is_noticed() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        assert_eq!(
+            p.submit(fork_and_return, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+        let mut f = p.submit(fork_then_exit, 1).expect("submit");
+        assert_eq!(died(f.result_timeout(PATIENCE)), WorkerExit::Code(0));
+        assert_eq!(
+            p.submit(plus_one, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+    }
+    leaks.check();
+}
+
+#[test]
+fn a_task_that_breaks_the_socket_fails_alone() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        for f in [close_all_fds, dup_over_fds] {
+            let mut fut = p.submit(f, 1).expect("submit");
+            match fut.result_timeout(PATIENCE) {
+                Err(TaskError::WorkerDied { .. } | TaskError::Transport { .. }) => {}
+                other => panic!("expected a dead worker, got {other:?}"),
+            }
+            assert_eq!(
+                p.submit(plus_one, 1).expect("submit").result().ok(),
+                Some(2)
+            );
+        }
+    }
+    leaks.check();
+}
+
+#[test]
+fn encode_and_decode_failures_are_typed() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let pid = p.worker_pids();
+        match p.submit(make_unencodable, 1).expect("submit").result() {
+            // postcard keeps no custom message, only its kind.
+            Err(TaskError::ResultEncode(_)) => {}
+            other => panic!("expected ResultEncode, got {other:?}"),
+        }
+        match p.submit(make_undecodable, false).expect("submit").result() {
+            Err(TaskError::ResultDecode { .. }) => {}
+            other => panic!("expected ResultDecode, got {other:?}"),
+        }
+        let mut f = p.submit(make_undecodable, true).expect("submit");
+        match f.result_timeout(PATIENCE) {
+            Err(TaskError::ResultDecode { .. }) => {}
+            other => panic!("expected ResultDecode, got {other:?}"),
+        }
+        assert_eq!(
+            p.submit(plus_one, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+        assert_eq!(p.worker_pids(), pid, "the worker survived");
+        assert!(matches!(
+            p.submit(plus_one_of_unencodable, Unencodable),
+            Err(npshmex_pool::PoolError::Encode { .. })
+        ));
+    }
+    leaks.check();
+}
+
+fn plus_one_of_unencodable(_: Unencodable) -> u64 {
+    1
+}
+
+#[test]
+fn futures_dropped_unwaited() {
+    let leaks = common::start();
+    {
+        let p = pool(2);
+        for i in 0..2000 {
+            drop(p.submit(plus_one, i).expect("submit"));
+        }
+        let last = p.submit(plus_one, 1).expect("submit");
+        assert_eq!(last.result().ok(), Some(2));
+    }
+    leaks.check();
+}
+
+#[test]
+fn pool_dropped_inside_a_done_callback() {
+    let leaks = common::start();
+    let holder: Arc<Mutex<Option<ProcessPoolExecutor>>> = Arc::new(Mutex::new(Some(pool(2))));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let futs: Vec<_> = {
+        let guard = holder.lock().expect("lock");
+        let p = guard.as_ref().expect("pool");
+        (0..50)
+            .map(|i| p.submit(plus_one, i).expect("submit"))
+            .collect()
+    };
+    {
+        let (h, d) = (holder.clone(), dropped.clone());
+        futs[10].add_done_callback(move |_| {
+            let pool = h.lock().ok().and_then(|mut g| g.take());
+            drop(pool);
+            d.store(true, Ordering::SeqCst);
+        });
+    }
+    for mut f in futs {
+        assert!(f.result_timeout(PATIENCE).is_ok());
+    }
+    assert!(dropped.load(Ordering::SeqCst));
+    leaks.check();
+}
+
+/// A segment that travels by fd (as in tests/oob.rs).
+struct Blob(Segment);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fd = self.0.try_clone_fd().map_err(S::Error::custom)?;
+        let index = oob::push_fd(fd).map_err(S::Error::custom)?;
+        (index, self.0.len() as u64).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (index, len) = <(u32, u64)>::deserialize(d)?;
+        let fd = oob::take_fd(index).map_err(D::Error::custom)?;
+        Segment::from_fd_expect(fd, Access::ReadOnly, len)
+            .map(Blob)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// Sums a segment and a large inline payload; returns a new segment and a
+/// large payload.
+fn heavy((b, payload): (Blob, Vec<u8>)) -> (u64, Blob, Vec<u8>) {
+    let sum = b.0.as_slice().iter().map(|&x| u64::from(x)).sum::<u64>()
+        + payload.iter().map(|&x| u64::from(x)).sum::<u64>();
+    let mut out = Segment::anonymous(4096).expect("memfd");
+    out.as_mut_slice().expect("rw").fill(1);
+    (sum, Blob(out), payload)
+}
+
+#[test]
+fn random_kill_9_with_fds_and_large_payloads_in_flight() {
+    let leaks = common::start();
+    {
+        let p = Arc::new(
+            ProcessPoolExecutor::builder()
+                .max_workers(3)
+                .inline_max(1024)
+                .build()
+                .expect("pool starts"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let killer = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let mut kills = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    std::thread::sleep(Duration::from_micros(200 + (n >> 33) % 5000));
+                    let pids = p.worker_pids();
+                    if let Some(&pid) = pids.get((n >> 40) as usize % pids.len().max(1)) {
+                        if common::is_live_worker(pid) {
+                            // SAFETY: SIGKILL to a worker child of ours.
+                            #[allow(unsafe_code)]
+                            unsafe {
+                                libc::kill(pid as i32, libc::SIGKILL);
+                            }
+                            kills += 1;
+                        }
+                    }
+                }
+                kills
+            })
+        };
+        let submitters: Vec<_> = (0..3)
+            .map(|t| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut died) = (0, 0);
+                    for i in 0..150u64 {
+                        let mut seg = Segment::anonymous(8192).expect("memfd");
+                        seg.as_mut_slice().expect("rw").fill(2);
+                        let payload = vec![1u8; 3000 + (i as usize * 97 + t) % 5000];
+                        let expect = 8192 * 2 + payload.len() as u64;
+                        let mut f = p.submit(heavy, (Blob(seg), payload)).expect("submit");
+                        match f.result_timeout(PATIENCE) {
+                            Ok((sum, blob, back)) => {
+                                assert_eq!(sum, expect);
+                                assert_eq!(blob.0.len(), 4096);
+                                assert!(blob.0.as_slice().iter().all(|&x| x == 1));
+                                assert_eq!(back.len() as u64 + 8192 * 2, expect);
+                                ok += 1;
+                            }
+                            Err(TaskError::WorkerDied { exit, .. }) => {
+                                assert_eq!(exit, WorkerExit::Signal(libc::SIGKILL));
+                                died += 1;
+                            }
+                            Err(e) => panic!("unexpected failure: {e:?}"),
+                        }
+                    }
+                    (ok, died)
+                })
+            })
+            .collect();
+        let mut total = (0, 0);
+        for s in submitters {
+            let (ok, died) = s.join().expect("submitter");
+            total.0 += ok;
+            total.1 += died;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let kills = killer.join().expect("killer");
+        assert_eq!(total.0 + total.1, 450);
+        assert!(total.1 <= kills, "{total:?} with {kills} kills");
+        assert!(total.0 > 0);
+    }
+    leaks.check();
+}
+
+/// An argument whose decoding panics in the worker.
+#[derive(Debug)]
+struct PanicsDecoding;
+
+impl Serialize for PanicsDecoding {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsDecoding {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("PanicsDecoding panics decoding")
+    }
+}
+
+fn take_panics_decoding(_: PanicsDecoding) -> u64 {
+    1
+}
+
+/// A result whose encoding panics in the worker.
+#[derive(Debug)]
+struct PanicsEncoding;
+
+impl Serialize for PanicsEncoding {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("PanicsEncoding panics encoding")
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsEncoding {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| PanicsEncoding)
+    }
+}
+
+fn make_panics_encoding(_: u64) -> PanicsEncoding {
+    PanicsEncoding
+}
+
+#[test]
+fn serde_panics_in_the_worker_fail_only_their_task() {
+    let leaks = common::start();
+    {
+        let p = pool(1);
+        let pid = p.worker_pids();
+        let behind: Vec<_> = (0..20)
+            .map(|i| p.submit(plus_one, i).expect("submit"))
+            .collect();
+        match p
+            .submit(take_panics_decoding, PanicsDecoding)
+            .expect("submit")
+            .result()
+        {
+            Err(TaskError::ArgumentDecode(m)) => assert!(m.contains("PanicsDecoding"), "{m}"),
+            other => panic!("expected ArgumentDecode, got {other:?}"),
+        }
+        match p.submit(make_panics_encoding, 1).expect("submit").result() {
+            Err(TaskError::ResultEncode(m)) => assert!(m.contains("PanicsEncoding"), "{m}"),
+            other => panic!("expected ResultEncode, got {other:?}"),
+        }
+        for (i, f) in behind.into_iter().enumerate() {
+            assert_eq!(f.result().ok(), Some(i as u64 + 1));
+        }
+        assert_eq!(p.worker_pids(), pid, "the worker survived");
+    }
+    leaks.check();
+}
+
+fn slow_initializer() {
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+#[test]
+fn a_worker_killed_while_starting_is_replaced() {
+    let leaks = common::start();
+    {
+        // Kill the worker while its initializer runs, twice in a row: the
+        // pool must go on (a kill from outside is not a crashing
+        // initializer), and the task, which never started, runs.
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(slow_initializer)
+            .max_tasks_per_child(1)
+            .build()
+            .expect("pool starts");
+        for round in 0..2u64 {
+            // A fresh worker (each serves one task), in its initializer.
+            let mut pids = p.worker_pids();
+            while pids.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                pids = p.worker_pids();
+            }
+            let f = p.submit(plus_one, round).expect("submit");
+            for pid in pids {
+                // SAFETY: SIGKILL to a worker child of ours.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+            let r = f.result();
+            assert_eq!(r.as_ref().ok(), Some(&(round + 1)), "{r:?}");
+        }
+        assert_eq!(
+            p.submit(plus_one, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+    }
+    leaks.check();
+}
