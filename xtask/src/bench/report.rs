@@ -110,7 +110,7 @@ const NOTES: &[&str] = &[
     "`*.serde_pipe`, `arrow.ipc_pipe`: plain serde bytes; through the worker socket up to 16 MiB (the pool's cap on inline frames), above that the same bytes in a sealed memfd (no socket copies: this flatters the baselines).",
     "`sweep.*`: the worker returns the array unchanged, so the figure is the transfer alone; payloads under 16 MiB average up to 100 round trips per sample.",
     "`records.*`: the record struct carries its 7 padding bytes as an explicit `pad` field (numpy `align=True` layout), since a typed view cannot write implicit padding.",
-    "`py.tiny_throughput` uses 20,000 tasks and `rs_procspawn.tiny_throughput` 10,000: they are rates, and 100,000 tasks would only lengthen the run.",
+    "`py.tiny_throughput` uses 20,000 tasks, `rs_procspawn.tiny_throughput` at most 10,000 and no more than the open-file limit allows (each pending procspawn task holds its channels' fds: about 2,400 at a limit of 20,000): they are rates, and 100,000 tasks would only lengthen the run or exhaust fds.",
     "`seed.py_sharedarray`: the input is put in shm before the clock starts; the worker attaches it and creates its result in shm.",
     "`mem.*`: `MemTotal − MemAvailable` is machine-wide, so other processes' allocations and frees show up; the load average above says how busy the machine was. Segments and heap reused from the warm-up add nothing, which is what these figures reward.",
 ];

@@ -100,7 +100,6 @@ pub fn run(opts: &flags::Chaos) -> Result<()> {
         if opts.quick { ", quick counts" } else { "" }
     );
     let shm_before = util::shm_entries();
-    let workers_before = util::worker_pids();
     let scenarios: [(&str, Scenario); 5] = [
         ("parent killed mid-transfer", parent_kill::run),
         ("workers killed under load", worker_kill::run),
@@ -129,15 +128,25 @@ pub fn run(opts: &flags::Chaos) -> Result<()> {
             }
         }
     }
+    // Only what this process (and its children's pids, checked per run by
+    // the scenarios) could have left: other programs on the machine may be
+    // creating segments and workers of their own meanwhile.
+    let me = std::process::id();
+    let mine = format!("npshmex-{me}-");
     let leaked: Vec<String> = util::shm_entries()
         .difference(&shm_before)
-        .filter(|n| n.starts_with("npshmex-"))
+        .filter(|n| n.starts_with(&mine))
         .cloned()
         .collect();
-    let survivors: Vec<u32> = util::worker_pids()
-        .difference(&workers_before)
-        .copied()
-        .collect();
+    // Dropped pools stop their workers; give the last ones a moment to exit.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let survivors: Vec<u32> = loop {
+        let live: Vec<u32> = procs::live_workers_of(me).iter().map(|p| p.pid).collect();
+        if live.is_empty() || Instant::now() > deadline {
+            break live;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let total = passed.len() + failed.len() + skipped.len();
     let mut line = format!("chaos: {}/{total} scenarios passed", passed.len());
     if !skipped.is_empty() {

@@ -6,7 +6,7 @@
 //! Named keys of live programs (this one's, and a holder child's) must
 //! survive every `clear_stale()`.
 
-use super::procs;
+use super::procs::{self, Reaper};
 use super::{Scale, Verdict};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
@@ -31,9 +31,9 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
         .spawn()
         .context("starting the holder")?;
     let holder_name = first_line(&mut holder)?;
-    procs::set_subreaper(true)?;
+    procs::set_reaper(Reaper::Subreaper)?;
     let out = kill_loop(&exe, scale);
-    let _ = procs::set_subreaper(false);
+    let _ = procs::set_reaper(Reaper::Plain);
     // The live keys are still there.
     let dev_shm = |n: &str| std::path::Path::new("/dev/shm").join(n).exists();
     let kept = dev_shm(&mine_name) && dev_shm(&holder_name);

@@ -78,10 +78,23 @@ pub fn rss_bytes() -> Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Makes this process the reaper of its orphaned descendants (or stops it).
-pub fn set_subreaper(on: bool) -> Result<()> {
+/// Whether this process reaps its orphaned descendants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaper {
+    /// Orphans of our children become our children.
+    Subreaper,
+    /// The default: orphans go to init (or an outer subreaper).
+    Plain,
+}
+
+/// Makes this process the reaper of its orphaned descendants, or not.
+pub fn set_reaper(mode: Reaper) -> Result<()> {
+    let flag: libc::c_ulong = match mode {
+        Reaper::Subreaper => 1,
+        Reaper::Plain => 0,
+    };
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, libc::c_ulong::from(on)) };
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, flag) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_CHILD_SUBREAPER)");
     }

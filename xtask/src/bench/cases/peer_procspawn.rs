@@ -56,12 +56,33 @@ pub fn tiny_roundtrip(scale: &Scale) -> Result<Vec<f64>> {
     out
 }
 
+/// Raises the soft limit of open files to the hard limit and returns it:
+/// every pending procspawn task holds two ipc-channels (four fds or more).
+fn raise_fd_limit() -> u64 {
+    // SAFETY: an all-zero rlimit is a valid value of this plain C struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: lim is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: lim is a valid rlimit whose soft limit does not exceed the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        // SAFETY: as above; re-read what is in force.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    }
+    lim.rlim_cur
+}
+
 /// `rs_procspawn.tiny_throughput`: tasks submitted at once to a pool of
-/// `cores` processes, tasks per second.
+/// `cores` processes, tasks per second. As many as the fd limit allows (each
+/// pending procspawn task holds its channels' fds), at most `peer_tasks`.
 pub fn tiny_throughput(scale: &Scale) -> Result<Vec<f64>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fds = raise_fd_limit();
     let pool = pool(cores)?;
-    let n = scale.peer_tasks;
+    let by_fds = usize::try_from(fds.saturating_sub(512) / 8).unwrap_or(usize::MAX);
+    let n = scale.peer_tasks.min(by_fds).max(1);
     let out = repeat(scale, || {
         let t = Instant::now();
         let handles: Vec<_> = (0..n as u64).map(|i| pool.spawn(i, plus_one)).collect();

@@ -62,31 +62,39 @@ fn add_one_vec(x: Vec<f64>) -> Vec<f64> {
     x.iter().map(|v| v + 1.0).collect()
 }
 
-// --- one call of each path, returning the checked result's time ---
+// --- one call of each path, returning the checked result's figure ---
+
+/// What one measured call reports.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// Wall time, ms.
+    Time,
+    /// Peak memory added during the call, in multiples of the input size.
+    PeakMemory,
+}
 
 /// One `seed.pool_copy` call on a clone of `x`: ms, after checking the result.
-fn copy_once(pool: &ProcessPoolExecutor, x: &Array1<f64>, measure_mem: bool) -> Result<f64> {
+fn copy_once(pool: &ProcessPoolExecutor, x: &Array1<f64>, figure: Figure) -> Result<f64> {
     let arg = Shm(x.clone());
     let call =
         || -> Result<Array1<f64>> { Ok(pool.submit(add_one_copy, arg)?.result()?.into_inner()) };
     let t = Instant::now();
-    let (y, value) = if measure_mem {
-        let (y, added) = peak_added(call)?;
-        (y, added as f64 / (x.len() * 8) as f64)
-    } else {
-        let y = call()?;
-        (y, ms_since(t))
+    let (y, value) = match figure {
+        Figure::PeakMemory => {
+            let (y, added) = peak_added(call)?;
+            (y, added as f64 / (x.len() * 8) as f64)
+        }
+        Figure::Time => {
+            let y = call()?;
+            (y, ms_since(t))
+        }
     };
     check(y.as_slice().unwrap_or(&[]), 2.5, x.len())?;
     Ok(value)
 }
 
 /// One `seed.pool_zero_copy` call with a free handle of the frozen `x`.
-fn zero_copy_once(
-    pool: &ProcessPoolExecutor,
-    x: &ShmArray1<f64>,
-    measure_mem: bool,
-) -> Result<f64> {
+fn zero_copy_once(pool: &ProcessPoolExecutor, x: &ShmArray1<f64>, figure: Figure) -> Result<f64> {
     let arg = x.try_clone()?;
     let call = || -> Result<ShmArray1<f64>> {
         pool.submit(add_one_zero_copy, arg)?
@@ -94,12 +102,15 @@ fn zero_copy_once(
             .map_err(|e| anyhow!("worker: {e}"))
     };
     let t = Instant::now();
-    let (y, value) = if measure_mem {
-        let (y, added) = peak_added(call)?;
-        (y, added as f64 / (x.len() * 8) as f64)
-    } else {
-        let y = call()?;
-        (y, ms_since(t))
+    let (y, value) = match figure {
+        Figure::PeakMemory => {
+            let (y, added) = peak_added(call)?;
+            (y, added as f64 / (x.len() * 8) as f64)
+        }
+        Figure::Time => {
+            let y = call()?;
+            (y, ms_since(t))
+        }
     };
     check(y.view().as_slice().unwrap_or(&[]), 2.5, x.len())?;
     Ok(value)
@@ -114,14 +125,14 @@ fn frozen_input(scale: &Scale) -> Result<ShmArray1<f64>> {
 pub fn copy(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = input(scale);
-    repeat(scale, || copy_once(&pool, &x, false))
+    repeat(scale, || copy_once(&pool, &x, Figure::Time))
 }
 
 /// `seed.pool_zero_copy`, ms.
 pub fn zero_copy(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = frozen_input(scale)?;
-    repeat(scale, || zero_copy_once(&pool, &x, false))
+    repeat(scale, || zero_copy_once(&pool, &x, Figure::Time))
 }
 
 /// `seed.pool_in_place`: the worker adds one in place and hands the array back, ms.
@@ -162,12 +173,12 @@ pub fn serde_pipe(scale: &Scale) -> Result<Vec<f64>> {
 pub fn copy_peak(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = input(scale);
-    repeat(scale, || copy_once(&pool, &x, true))
+    repeat(scale, || copy_once(&pool, &x, Figure::PeakMemory))
 }
 
 /// `mem.zero_copy_peak`: the same for `seed.pool_zero_copy` (input already in shm).
 pub fn zero_copy_peak(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = frozen_input(scale)?;
-    repeat(scale, || zero_copy_once(&pool, &x, true))
+    repeat(scale, || zero_copy_once(&pool, &x, Figure::PeakMemory))
 }
