@@ -7,9 +7,11 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use npshmex_pool::{oob, ProcessPoolExecutor, TaskError, WorkerExit};
 use npshmex_shm::{Access, Segment};
@@ -17,7 +19,51 @@ use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-npshmex_pool::test_support!();
+/// Role of this binary run again by `killing_the_parent_at_random_moments`.
+const ROLE: &str = "NPSHMEX_POOL_ABUSE_ROLE";
+
+#[ctor::ctor]
+fn role() {
+    // Workers (of the tests and of the parent role) become workers here.
+    npshmex_pool::init();
+    if let Ok(r) = std::env::var(ROLE) {
+        std::process::exit(busy_parent(&r));
+    }
+}
+
+/// A parent that keeps its pool busy with fd-carrying, memfd-sized tasks
+/// until it is killed. `role` is "<seed>".
+fn busy_parent(role: &str) -> i32 {
+    let seed: u64 = role.parse().unwrap_or(1);
+    let method = if seed % 2 == 0 {
+        npshmex_pool::StartMethod::Spawn
+    } else {
+        npshmex_pool::StartMethod::Fork
+    };
+    let mut b = ProcessPoolExecutor::builder()
+        .max_workers(1 + (seed / 2 % 3) as usize)
+        .inline_max(1024)
+        .start_method(method);
+    if seed % 3 == 0 {
+        b = b.initializer(short_initializer);
+    }
+    let Ok(p) = b.build() else { return 2 };
+    loop {
+        let futs: Vec<_> = (0..8)
+            .filter_map(|i| {
+                let seg = Segment::anonymous(8192).ok()?;
+                p.submit(heavy, (Blob(seg), vec![i as u8; 4000])).ok()
+            })
+            .collect();
+        for f in futs {
+            let _ = f.result();
+        }
+    }
+}
+
+fn short_initializer() {
+    std::thread::sleep(Duration::from_millis(20));
+}
 
 /// Long enough for any of these tasks on a loaded machine; a hang fails.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -512,6 +558,77 @@ fn a_worker_killed_while_starting_is_replaced() {
         assert_eq!(
             p.submit(plus_one, 1).expect("submit").result().ok(),
             Some(2)
+        );
+    }
+    leaks.check();
+}
+
+/// Live (non-zombie) processes in process group `pgid`, and /dev/shm
+/// entries named after `pid`.
+fn remains_of(pgid: u32) -> (Vec<u32>, Vec<String>) {
+    let mut procs = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        // state ppid pgrp ...
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if rest.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+            && rest.first() != Some(&"Z")
+        {
+            procs.push(pid);
+        }
+    }
+    let prefix = format!("npshmex-{pgid}-");
+    let shm = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    (procs, shm)
+}
+
+#[test]
+fn killing_the_parent_at_random_moments_leaves_nothing() {
+    let leaks = common::start();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut n = u64::from(std::process::id());
+    for round in 0..8u64 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Its own process group, so that every process it starts can be
+        // found after it is gone (orphans are re-parented).
+        let mut child = Command::new(&exe)
+            .env(ROLE, (round + (n >> 60)).to_string())
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the parent role");
+        let pgid = child.id();
+        // From "still starting its pool" to "busy for a while".
+        std::thread::sleep(Duration::from_millis((n >> 33) % 400));
+        child.kill().expect("kill -9 the parent");
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = remains_of(pgid);
+        while !left.0.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left = remains_of(pgid);
+        }
+        assert_eq!(
+            left,
+            (vec![], vec![]),
+            "round {round}: orphans or segments left"
         );
     }
     leaks.check();
