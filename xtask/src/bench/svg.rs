@@ -11,11 +11,11 @@ use super::stats::Summary;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-const W: f64 = 820.0;
-const H: f64 = 500.0;
+const W: f64 = 900.0;
+const H: f64 = 540.0;
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 230.0;
-const TOP: f64 = 50.0;
+const RIGHT: f64 = 40.0;
+const TOP: f64 = 70.0;
 const BOTTOM: f64 = 70.0;
 
 const COLORS: [&str; 3] = ["#1b9e77", "#7570b3", "#d95f02"];
@@ -40,7 +40,7 @@ fn label_us(exp: i32) -> String {
 
 fn path_label(p: &str) -> &'static str {
     match p {
-        "zero_copy" => "zero_copy (ShmArray, result in shm)",
+        "zero_copy" => "zero_copy (ShmArray moved there and back)",
         "pool_copy" => "pool_copy (plain Array in and out)",
         _ => "serde_pipe (serde bytes, no shm)",
     }
@@ -109,7 +109,12 @@ pub fn sweep(cases: &BTreeMap<String, Summary>) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="28" font-size="16" text-anchor="middle">Round trip of one f64 array through a worker and back (median)</text>"#,
+        r#"<text x="{}" y="28" font-size="16" text-anchor="middle">Round trip of one f64 array through a worker and back</text>"#,
+        (LEFT + W - RIGHT) / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="50" fill="#555" text-anchor="middle">the worker returns the array unchanged; median of the runs; lower is better</text>"##,
         (LEFT + W - RIGHT) / 2.0
     );
     // Grid, ticks and tick labels.
@@ -201,9 +206,19 @@ pub fn sweep(cases: &BTreeMap<String, Summary>) -> String {
         }
     }
     let _ = writeln!(s, "</g>");
-    // Legend.
-    let lx = W - RIGHT + 16.0;
-    let mut ly = TOP + 10.0;
+    // Legend, inside the plot at the top left (the lines rise to the right).
+    let entries = series.len()
+        + usize::from(memcpy_us_per_byte.is_some())
+        + usize::from(socket_rtt.is_some());
+    let lx = LEFT + 14.0;
+    let mut ly = TOP + 22.0;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{}" y="{}" width="330" height="{}" fill="white" fill-opacity="0.9" stroke="#ccc"/>"##,
+        LEFT + 6.0,
+        TOP + 6.0,
+        entries as f64 * 20.0 + 12.0
+    );
     for ((p, pts), color) in series.iter().zip(COLORS) {
         let note = if pts.is_empty() {
             " — not measured"
@@ -224,9 +239,9 @@ pub fn sweep(cases: &BTreeMap<String, Summary>) -> String {
         (
             memcpy_us_per_byte.is_some(),
             "6 4",
-            "memcpy at this machine's speed",
+            "memcpy of the payload at this machine's speed",
         ),
-        (socket_rtt.is_some(), "2 3", "one socket round trip"),
+        (socket_rtt.is_some(), "2 3", "one 64-byte socket round trip"),
     ];
     for (present, dash, text) in refs {
         if present {
@@ -264,7 +279,7 @@ mod tests {
         assert!(svg.contains(">1 GiB<") && svg.contains(">8 B<"));
         assert!(svg.contains(">10 µs<") && svg.contains(">1 ms<"));
         assert!(svg.contains("serde_pipe (serde bytes, no shm) — not measured"));
-        assert!(svg.contains("memcpy at this machine's speed"));
+        assert!(svg.contains("memcpy of the payload at this machine's speed"));
         assert!(svg.trim_end().ends_with("</svg>"));
     }
 
