@@ -78,6 +78,13 @@ pub enum ShmError {
         /// Why.
         reason: &'static str,
     },
+    /// A received segment lacks seals the receiver requires (see
+    /// [`Segment::from_fd_sealed`](crate::Segment::from_fd_sealed)).
+    #[error("segment is missing the seals {missing:?}")]
+    NotSealed {
+        /// The required seals that are not set.
+        missing: crate::Seals,
+    },
     /// The peer closed the socket (end of file between frames).
     #[error("peer closed the socket")]
     PeerClosed,

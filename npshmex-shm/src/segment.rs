@@ -119,6 +119,51 @@ impl Segment {
         Segment::map(fd, len, access, None)
     }
 
+    /// Like [`Segment::from_fd_expect`], and refuses an fd that does not
+    /// carry every seal of `required` (at least [`Seals::SHRINK`] is always
+    /// required). This is how to map a segment received from a process that
+    /// is not fully trusted: only a size sealed against shrinking guarantees
+    /// that no holder can truncate the file under this mapping, which would
+    /// turn a read of [`Segment::as_slice`] into SIGBUS. Add
+    /// [`Seals::WRITE`] to `required` when the contents must not change.
+    ///
+    /// ```
+    /// use npshmex_shm::{Access, Seals, Segment, ShmError};
+    /// let seg = Segment::anonymous(4096)?;
+    /// let unsealed = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE);
+    /// assert!(matches!(unsealed, Err(ShmError::NotSealed { .. })));
+    /// seg.seal(Seals::SIZE)?;
+    /// let ok = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE)?;
+    /// assert_eq!(ok.len(), 4096);
+    /// # Ok::<(), ShmError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ShmError::NotSealed`] with the missing seals (also for files that
+    /// cannot be sealed, such as named segments), otherwise as
+    /// [`Segment::from_fd_expect`].
+    pub fn from_fd_sealed(
+        fd: OwnedFd,
+        access: Access,
+        min_len: u64,
+        required: Seals,
+    ) -> Result<Segment> {
+        let required = required | Seals::SHRINK;
+        // Checked before the size: a shrink-sealed size cannot change any
+        // more, so the fstat below sees the size every mapping keeps.
+        let have = match sys::get_seals(fd.as_fd()) {
+            Ok(bits) => Seals::from_bits(bits),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Seals::NONE,
+            Err(e) => return Err(ShmError::io("fcntl(F_GET_SEALS)", e)),
+        };
+        if !have.contains(required) {
+            return Err(ShmError::NotSealed {
+                missing: Seals::from_bits(required.bits() & !have.bits()),
+            });
+        }
+        Segment::from_fd_expect(fd, access, min_len)
+    }
+
     /// Maps `len` bytes of `fd` with `access`.
     pub(crate) fn map(
         fd: OwnedFd,
@@ -481,6 +526,21 @@ mod tests {
                 actual: 4096
             })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn from_fd_sealed_requires_a_shrink_seal() -> Result<()> {
+        let seg = Segment::anonymous(4096)?;
+        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 1, Seals::NONE);
+        assert!(matches!(err, Err(ShmError::NotSealed { missing }) if missing == Seals::SHRINK));
+        seg.seal(Seals::SIZE)?;
+        let ok = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE)?;
+        assert_eq!(ok.len(), 4096);
+        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 1, Seals::WRITE);
+        assert!(matches!(err, Err(ShmError::NotSealed { missing }) if missing == Seals::WRITE));
+        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4097, Seals::NONE);
+        assert!(matches!(err, Err(ShmError::TooSmall { .. })));
         Ok(())
     }
 
