@@ -304,7 +304,9 @@ pub(crate) fn with_payload<T>(
                 });
             }
             let fd = mine.remove(0);
-            let seg = Segment::from_fd_expect(fd, Access::ReadOnly, len)?;
+            // Only a shrink-sealed memfd cannot be truncated under the
+            // mapping by whoever else holds it (SIGBUS on the read below).
+            let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, len, Seals::NONE)?;
             // from_fd_expect checked the segment holds at least `len` bytes.
             let bytes = seg.as_slice().get(..len as usize).unwrap_or(&[]);
             Ok(f(bytes, mine))
@@ -396,6 +398,17 @@ mod tests {
         let mut fds = owned(&p).into_iter();
         let r = with_payload(Body::Memfd(1 << 20), 1, &mut inline, &mut fds, |_, _| ());
         assert!(matches!(r, Err(ShmError::TooSmall { .. })));
+    }
+
+    #[test]
+    fn an_unsealed_memfd_payload_is_refused() {
+        // A peer that keeps a writable, unsealed memfd could truncate it
+        // while we read it (SIGBUS): such a payload is refused unmapped.
+        let seg = Segment::anonymous(4096).expect("memfd");
+        let mut inline: &[u8] = &[];
+        let mut fds = vec![seg.try_clone_fd().expect("dup")].into_iter();
+        let r = with_payload(Body::Memfd(10), 1, &mut inline, &mut fds, |_, _| ());
+        assert!(matches!(r, Err(ShmError::NotSealed { .. })));
     }
 
     #[test]

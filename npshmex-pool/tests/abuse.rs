@@ -35,7 +35,7 @@ fn role() {
 /// until it is killed. `role` is "<seed>".
 fn busy_parent(role: &str) -> i32 {
     let seed: u64 = role.parse().unwrap_or(1);
-    let method = if seed % 2 == 0 {
+    let method = if seed.is_multiple_of(2) {
         npshmex_pool::StartMethod::Spawn
     } else {
         npshmex_pool::StartMethod::Fork
@@ -44,7 +44,7 @@ fn busy_parent(role: &str) -> i32 {
         .max_workers(1 + (seed / 2 % 3) as usize)
         .inline_max(1024)
         .start_method(method);
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         b = b.initializer(short_initializer);
     }
     let Ok(p) = b.build() else { return 2 };
