@@ -30,6 +30,36 @@
 //! assert_eq!(b.into_array(), ndarray::arr2(&[[1.0, 2.0], [3.0, 4.0]]));
 //! # Ok::<(), npshmex_ndarray::NdarrayError>(())
 //! ```
+//!
+//! Through a pool (the worker runs the same executable, see `npshmex-pool`):
+//!
+//! ```no_run
+//! use ndarray::{Array1, Ix1};
+//! use npshmex_ndarray::{Shm, ShmArg, ShmArray1};
+//! use npshmex_pool::ProcessPoolExecutor;
+//!
+//! // Zero-copy: the result is allocated in shared memory by the worker.
+//! fn add_one(x: ShmArray1<f64>) -> Result<ShmArray1<f64>, String> {
+//!     x.map(|v| v + 1.0).map_err(|e| e.to_string())
+//! }
+//!
+//! // Drop-in: plain arrays, one copy in and one copy out.
+//! fn add_one_plain(x: ShmArg<'_, f64, Ix1>) -> Shm<Array1<f64>> {
+//!     Shm(x.into_owned() + 1.0)
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     npshmex_pool::init();
+//!     let pool = ProcessPoolExecutor::new(1)?;
+//!     let x = ShmArray1::from_shape_fn(1_000_000, |i| i as f64)?.into_read_only()?;
+//!     let y = pool.submit(add_one, x.try_clone()?)?.result()??;
+//!     assert_eq!(y.view()[3], 4.0);
+//!     let plain = Array1::from_elem(1_000_000, 1.0);
+//!     let z = pool.submit(add_one_plain, ShmArg::from(&plain))?.result()?;
+//!     assert_eq!(z[0], 2.0);
+//!     Ok(())
+//! }
+//! ```
 #![forbid(unsafe_code)]
 
 mod array;
