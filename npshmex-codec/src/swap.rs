@@ -144,6 +144,73 @@ fn subarray_runs(s: &SubArrayType, target: ByteOrder, base: usize, out: &mut Vec
     }
 }
 
+/// Most runs [`convert_byte_order`] materialises for one element.
+const MAX_RUNS: usize = 1 << 16;
+
+/// How many runs `runs` would produce (saturating), without producing them.
+fn run_count(dt: &DType, target: ByteOrder) -> usize {
+    match dt {
+        DType::Struct(s) => s
+            .fields()
+            .iter()
+            .fold(0usize, |n, f| n.saturating_add(run_count(&f.dtype, target))),
+        DType::SubArray(s) => {
+            let inner = run_count(s.base(), target);
+            let covering = inner == 1
+                && {
+                    let mut one = Vec::with_capacity(1);
+                    runs(s.base(), target, 0, &mut one);
+                    matches!(one.as_slice(), [r] if r.offset == 0 && r.width * r.count == s.base().itemsize())
+                };
+            if covering {
+                1
+            } else {
+                inner.saturating_mul(s.count())
+            }
+        }
+        other => {
+            let mut one = Vec::with_capacity(1);
+            runs(other, target, 0, &mut one);
+            one.len()
+        }
+    }
+}
+
+/// Swaps the parts of one element `elem` of `dt` whose order is not
+/// `target`, walking the dtype (no run list).
+fn swap_in_place(dt: &DType, target: ByteOrder, elem: &mut [u8]) {
+    match dt {
+        DType::Struct(s) => {
+            for f in s.fields() {
+                // Fields lie inside the itemsize (a StructType invariant).
+                if let Some(part) = elem.get_mut(f.offset..f.offset + f.dtype.itemsize()) {
+                    swap_in_place(&f.dtype, target, part);
+                }
+            }
+        }
+        DType::SubArray(s) => {
+            let stride = s.base().itemsize();
+            if stride == 0 {
+                return;
+            }
+            for part in elem.chunks_exact_mut(stride).take(s.count()) {
+                swap_in_place(s.base(), target, part);
+            }
+        }
+        scalar => {
+            let mut one = Vec::with_capacity(1);
+            runs(scalar, target, 0, &mut one);
+            for r in one {
+                if let Some(part) = elem.get_mut(r.offset..r.offset + r.width * r.count) {
+                    for v in part.chunks_exact_mut(r.width) {
+                        v.reverse();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Converts `bytes` (whole elements of `dtype`) in place to byte order
 /// `target` and returns the dtype that now describes them.
 ///
@@ -168,6 +235,20 @@ pub fn convert_byte_order(dtype: &DType, bytes: &mut [u8], target: ByteOrder) ->
             len: bytes.len(),
             itemsize,
         });
+    }
+    if bytes.is_empty() {
+        return Ok(new);
+    }
+    // The flat list of runs is fastest, but its length grows with the
+    // subarray counts of the dtype, which come from an untrusted header
+    // (`[('a', [('x', '>i4'), ('y', '<i4')], (2**27,))]` of shape `(0,)`
+    // would ask for 2**27 runs, 3 GiB): past MAX_RUNS, walk the dtype per element
+    // instead, which costs time in proportion to the data only.
+    if run_count(dtype, target) > MAX_RUNS {
+        for elem in bytes.chunks_exact_mut(itemsize) {
+            swap_in_place(dtype, target, elem);
+        }
+        return Ok(new);
     }
     let mut rs = Vec::new();
     runs(dtype, target, 0, &mut rs);
@@ -252,5 +333,30 @@ mod tests {
             to_native(&dt, vec![0; 5]),
             Err(CodecError::Length { .. })
         ));
+    }
+
+    #[test]
+    fn huge_subarrays_of_records_cost_no_memory_per_dtype() {
+        // 2**27 mixed-order records in one field (1 GiB, under numpy's
+        // 2 GiB itemsize limit): the header is tiny and the array empty,
+        // so converting must not build 2**27 runs.
+        let dt = DType::parse_descr("[('a', [('x', '>i4'), ('y', '<i4')], (134217728,))]").unwrap();
+        let (ndt, out) = to_native(&dt, Vec::new()).unwrap();
+        assert!(ndt.is_native_order() && out.is_empty());
+        // Past the run limit, the per-element walk gives the same bytes as
+        // the run list.
+        let big = DType::parse_descr("[('a', [('x', '>i2'), ('y', '<i4')], (70000,))]").unwrap();
+        let small = DType::parse_descr("[('a', [('x', '>i2'), ('y', '<i4')], (7,))]").unwrap();
+        assert!(run_count(&big, ByteOrder::Little) > MAX_RUNS);
+        let data: Vec<u8> = (0..big.itemsize()).map(|i| (i * 31 % 251) as u8).collect();
+        let (_, swapped) = to_native(&big, data.clone()).unwrap();
+        let (_, head) = to_native(&small, data[..small.itemsize()].to_vec()).unwrap();
+        assert_eq!(&swapped[..small.itemsize()], &head[..]);
+        let mut back = swapped;
+        from_native(&big, &mut back).unwrap();
+        assert_eq!(back, data);
+        // A big-endian scalar base stays one long run.
+        let flat = DType::parse_descr("[('a', '>f8', (134217728,))]").unwrap();
+        assert_eq!(run_count(&flat, ByteOrder::Little), 1);
     }
 }
