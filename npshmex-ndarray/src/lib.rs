@@ -95,3 +95,8 @@ pub(crate) mod test_util {
         npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
     }
 }
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
