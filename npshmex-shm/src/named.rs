@@ -165,6 +165,14 @@ impl ShmDir {
     /// `data.npy` written by numpy) with `access`; its size comes from `fstat`.
     /// `O_NOFOLLOW`: a symlink is refused.
     ///
+    /// # Trust
+    /// A named segment is a plain tmpfs file: it cannot be sealed, so any
+    /// process of the same user may `ftruncate` it while it is mapped here,
+    /// and a later access past the new end raises SIGBUS (as it would for
+    /// numpy's `SharedMemory` or any POSIX shm mapping). Open only names
+    /// whose writers you trust; segments that cross a trust boundary should
+    /// travel as sealed memfds ([`Segment::from_fd_sealed`]).
+    ///
     /// # Errors
     /// [`ShmError::InvalidName`], [`ShmError::NotFound`], [`ShmError::NotRegular`],
     /// [`ShmError::Io`] otherwise.
@@ -324,7 +332,9 @@ impl Segment {
         ShmDir::dev_shm().create_unique(len)
     }
 
-    /// Opens the existing `/dev/shm/<name>`; see [`ShmDir::open`].
+    /// Opens the existing `/dev/shm/<name>`; see [`ShmDir::open`] (and its
+    /// caveat on truncation by other processes: named segments cannot be
+    /// sealed).
     ///
     /// # Errors
     /// As [`ShmDir::open`].
