@@ -122,6 +122,13 @@ def build():
     inner = np.dtype({"names": ["k"], "formats": ["<u4"], "offsets": [4], "itemsize": 12})
     deep = np.dtype({"names": ["n", "z"], "formats": [inner, ("<c8", (2,))], "offsets": [0, 16], "itemsize": 40})
     good("record_nested_gaps", values(deep, 2))
+    # A subarray of a subarray stays nested in numpy 2's descr (not (3, 2)).
+    subsub = np.dtype([("a", ("<i4", (2,)), (3,)), ("b", (">u8", (2,)), (1,))])
+    good("record_subarray_of_subarray", np.frombuffer(bytes(range(3 * subsub.itemsize)), dtype=subsub))
+    very_deep = "<i2"
+    for level in range(40):
+        very_deep = [("l%d" % level, very_deep)]
+    good("record_nested_40_deep", values(np.dtype(very_deep), 2))
     good("record_mixed_order", values(np.dtype([("l", "<u4"), ("b", ">u4"), ("dt", ">M8[us]")]), 4))
     good("record_fortran_2d", np.asfortranarray(values(rec, 6).reshape(2, 3)))
     good("record_latin1_name", values(np.dtype([("é", "<f8"), ("it's", "<i2")]), 2))
@@ -152,6 +159,8 @@ def build():
     bad("bad_magic", b"\x93NUMPZ" + full[6:])
     bad("bad_version", full[:6] + b"\x07\x00" + full[8:])
     bad("bad_shape_overflow", raw_header("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }"))
+    # Empty, but numpy refuses it too: non-zero dims x itemsize past isize.
+    bad("bad_empty_too_big", raw_header("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 4611686018427387904), }"))
     bad("bad_negative_dim", raw_header("{'descr': '<f8', 'fortran_order': False, 'shape': (-1,), }"))
     bad("bad_not_literal", raw_header("{'descr': __import__('os').getcwd(), 'fortran_order': False, 'shape': (1,), }"))
     bad("bad_not_a_dict", raw_header("[('descr', '<f8'), ('fortran_order', False), ('shape', (1,))]"))
