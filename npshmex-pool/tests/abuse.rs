@@ -633,3 +633,63 @@ fn killing_the_parent_at_random_moments_leaves_nothing() {
     }
     leaks.check();
 }
+
+fn sleep_then_plus_one(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(x % 7));
+    x + 1
+}
+
+fn abort_task(_: u64) -> u64 {
+    std::process::abort()
+}
+
+#[test]
+fn shutdown_racing_crashes_and_kills() {
+    use npshmex_pool::{CancelFutures, ShutdownOptions, Wait};
+    let leaks = common::start();
+    let mut n = u64::from(std::process::id()) | 1;
+    for round in 0..12u64 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let p = pool(2);
+        let mut futs: Vec<_> = (0..20)
+            .map(|i| p.submit(sleep_then_plus_one, i).expect("submit"))
+            .collect();
+        futs.insert(5, p.submit(abort_task, 0).expect("submit"));
+        if n & 1 == 0 {
+            if let Some(&pid) = p.worker_pids().first() {
+                // SAFETY: SIGKILL to a worker child of ours.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros((n >> 33) % 3000));
+        let opts = ShutdownOptions {
+            wait: if n & 2 == 0 {
+                Wait::UntilDone
+            } else {
+                Wait::Return
+            },
+            cancel_futures: if n & 4 == 0 {
+                CancelFutures::RunPending
+            } else {
+                CancelFutures::CancelPending
+            },
+        };
+        p.shutdown(opts);
+        for (i, mut f) in futs.into_iter().enumerate() {
+            match f.result_timeout(PATIENCE) {
+                Ok(v) => assert!(v >= 1, "round {round} task {i}"),
+                Err(
+                    TaskError::WorkerDied { .. } | TaskError::Cancelled | TaskError::Pool { .. },
+                ) => {}
+                Err(e) => panic!("round {round} task {i}: {e:?}"),
+            }
+        }
+        drop(p);
+    }
+    leaks.check();
+}
