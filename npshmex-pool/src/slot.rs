@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use npshmex_shm::{FdSocket, Message, ShmError};
 
-use crate::error::{PoolError, TaskError};
+use crate::error::{PoolError, TaskError, WorkerExit};
 use crate::spawn::{self, WorkerProc};
 use crate::state::{close, Assigned, Inner, Job, Rx};
 use crate::wire::{self, Failure, ResultHead, ToParent};
@@ -38,8 +38,9 @@ const HELPED_PARK: Duration = Duration::from_millis(1);
 /// grandchild still holds).
 const LIVENESS_POLL: Duration = Duration::from_millis(200);
 
-/// Workers of one slot in a row that may die before they are ready before
-/// the pool is declared broken (instead of respawning in a loop).
+/// Workers of one slot in a row that may end on their own (not SIGKILL)
+/// before they are ready before the pool is declared broken (instead of
+/// respawning in a loop).
 const MAX_START_DEATHS: u32 = 3;
 
 /// Why serving a worker ended.
@@ -137,13 +138,17 @@ fn teardown(
     }
     let exit = proc.wait();
     if matches!(end, End::DiedStarting) {
-        // One death while starting is most likely from outside (kill -9,
-        // the OOM killer): replace the worker and run its tasks, none of
-        // which started. Only a slot whose workers keep dying before they
-        // are ready (a crashing initializer) breaks the pool.
+        // A worker killed while starting (kill -9, the OOM killer) is
+        // replaced and its tasks, none of which started, run on another:
+        // SIGKILL never comes from the worker itself, however often it
+        // happens. Only a slot whose workers keep ending on their own
+        // before they are ready (a crashing initializer or start-up code)
+        // breaks the pool instead of respawning in a loop.
         let mut st = inner.lock();
         let slot = &mut st.slots[index];
-        slot.start_deaths += 1;
+        if exit != WorkerExit::Signal(libc::SIGKILL) {
+            slot.start_deaths += 1;
+        }
         if slot.start_deaths < MAX_START_DEATHS {
             for f in in_flight.into_iter().rev() {
                 st.queue.push_front(f.job);

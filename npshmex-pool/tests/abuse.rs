@@ -521,23 +521,24 @@ fn serde_panics_in_the_worker_fail_only_their_task() {
 }
 
 fn slow_initializer() {
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 #[test]
 fn a_worker_killed_while_starting_is_replaced() {
     let leaks = common::start();
     {
-        // Kill the worker while its initializer runs, twice in a row: the
-        // pool must go on (a kill from outside is not a crashing
-        // initializer), and the task, which never started, runs.
+        // Kill the worker while its initializer runs, four times in a row
+        // (more than the start deaths that break a pool): the pool must go
+        // on (a kill from outside is not a crashing initializer), and the
+        // task, which never started, runs.
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
             .initializer(slow_initializer)
             .max_tasks_per_child(1)
             .build()
             .expect("pool starts");
-        for round in 0..2u64 {
+        for round in 0..4u64 {
             // A fresh worker (each serves one task), in its initializer.
             let mut pids = p.worker_pids();
             while pids.is_empty() {
