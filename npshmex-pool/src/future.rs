@@ -144,9 +144,11 @@ impl<R> Shared<R> {
     /// result reaches this thread without a third thread in the way). True
     /// if done.
     fn spin_and_help(&self, deadline: Option<Instant>) -> bool {
-        let mut until = Instant::now() + self.spin;
+        // `spin` and `deadline` are the user's: past the end of time
+        // (Duration::MAX) they mean "no end", not an overflow panic.
+        let mut until = Instant::now().checked_add(self.spin);
         if let Some(d) = deadline {
-            until = until.min(d);
+            until = Some(until.map_or(d, |u| u.min(d)));
         }
         let assigned = self.lock().assigned.clone();
         let helping = assigned
@@ -161,7 +163,7 @@ impl<R> Shared<R> {
                 done = true;
                 break;
             }
-            if Instant::now() >= until {
+            if until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             if let Some((a, inner)) = &helping {

@@ -115,7 +115,10 @@ impl ProcessPoolExecutor {
             args: args.into_iter(),
             chunksize: opts.chunksize,
             window,
-            deadline: opts.timeout.map(|t| (Instant::now() + t, t)),
+            // A timeout past the end of time (Duration::MAX) is no timeout.
+            deadline: opts
+                .timeout
+                .and_then(|t| Instant::now().checked_add(t).map(|d| (d, t))),
             in_flight: VecDeque::new(),
             ready: VecDeque::new(),
             stop_submitting: false,

@@ -233,7 +233,9 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, r
             }
         }
         // A bounded spin, unless callers are receiving for us.
-        let until = Instant::now() + inner.cfg.spin;
+        // A spin past the end of time (Duration::MAX) spins without end
+        // rather than panicking this thread.
+        let until = Instant::now().checked_add(inner.cfg.spin);
         let mut got = false;
         while !inner.cfg.spin.is_zero() && rx.helpers.load(Ordering::SeqCst) == 0 {
             {
@@ -249,7 +251,7 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, r
                     Err(e) => return closed(inner, index, e),
                 }
             }
-            if got || Instant::now() >= until {
+            if got || until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             std::thread::yield_now();
@@ -265,8 +267,9 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, r
                 .in_flight
                 .front()
                 .and_then(|f| f.started);
-            if let Some(t) = started {
-                let deadline = t + limit;
+            // A limit past the end of time (Duration::MAX) never expires;
+            // `t + limit` would panic this thread and hang the slot.
+            if let Some(deadline) = started.and_then(|t| t.checked_add(limit)) {
                 let now = Instant::now();
                 if now >= deadline {
                     return End::TimedOut;

@@ -88,7 +88,9 @@ pub fn as_completed_timeout<R, I>(futures: I, timeout: Duration) -> AsCompleted<
 where
     I: IntoIterator<Item = Future<R>>,
 {
-    as_completed_inner(futures, Some((Instant::now() + timeout, timeout)))
+    // A timeout past the end of time (Duration::MAX) is no timeout.
+    let deadline = Instant::now().checked_add(timeout).map(|d| (d, timeout));
+    as_completed_inner(futures, deadline)
 }
 
 fn as_completed_inner<R, I>(futures: I, deadline: Option<(Instant, Duration)>) -> AsCompleted<R>

@@ -154,12 +154,13 @@ impl Worker<'_> {
     /// CPU between them), then a blocking receive.
     fn next_frame(&mut self) -> Result<Message, ShmError> {
         if !self.spin.is_zero() {
-            let until = Instant::now() + self.spin;
+            // The parent's spin setting: past the end of time, no end.
+            let until = Instant::now().checked_add(self.spin);
             loop {
                 if let Some(m) = self.sock.try_recv()? {
                     return Ok(m);
                 }
-                if Instant::now() >= until {
+                if until.is_some_and(|u| Instant::now() >= u) {
                     break;
                 }
                 std::thread::yield_now();

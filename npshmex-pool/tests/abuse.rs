@@ -694,3 +694,47 @@ fn shutdown_racing_crashes_and_kills() {
     }
     leaks.check();
 }
+
+#[test]
+fn durations_past_the_end_of_time_mean_no_limit() {
+    use npshmex_pool::{as_completed_timeout, wait, MapOptions, ReturnWhen};
+    let leaks = common::start();
+    {
+        // Duration::MAX as "no limit" everywhere a duration is taken; each
+        // used to overflow `Instant + Duration` and panic (in a pool thread
+        // for the task timeout, hanging that worker's futures).
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .task_timeout(Duration::MAX)
+            .spin(Duration::MAX)
+            .build()
+            .expect("pool starts");
+        assert_eq!(
+            p.submit(plus_one, 1).expect("submit").result().ok(),
+            Some(2)
+        );
+        let mut f = p.submit(plus_one, 2).expect("submit");
+        assert_eq!(f.result_timeout(Duration::MAX).ok(), Some(3));
+        let opts = MapOptions {
+            timeout: Some(Duration::MAX),
+            ..MapOptions::default()
+        };
+        let all: Result<Vec<u64>, _> = p.map(plus_one, 0..10, opts).expect("map").collect();
+        assert_eq!(all.ok(), Some((1..11).collect()));
+        let futs: Vec<_> = (0..3)
+            .map(|i| p.submit(plus_one, i).expect("submit"))
+            .collect();
+        assert_eq!(
+            as_completed_timeout(futs, Duration::MAX)
+                .filter(Result::is_ok)
+                .count(),
+            3
+        );
+        let futs: Vec<_> = (0..3)
+            .map(|i| p.submit(plus_one, i).expect("submit"))
+            .collect();
+        let w = wait(futs, Some(Duration::MAX), ReturnWhen::AllCompleted);
+        assert_eq!(w.done.len(), 3);
+    }
+    leaks.check();
+}
