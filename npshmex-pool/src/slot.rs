@@ -122,18 +122,22 @@ fn teardown(
     rx: &Rx,
     end: End,
 ) -> bool {
-    let in_flight = {
+    let (in_flight, broken) = {
         // With the role: no helper is in the middle of a frame of this
         // worker, and none will process one once `conn` is cleared.
         let _role = rx.lock_role();
         let mut st = inner.lock();
+        let broken = st.broken.is_some();
         let slot = &mut st.slots[index];
         slot.conn = None;
         slot.in_flight_bytes = 0;
-        std::mem::take(&mut slot.in_flight)
+        (std::mem::take(&mut slot.in_flight), broken)
     };
     close(conn);
-    if matches!(end, End::TimedOut | End::Transport(_)) {
+    // A broken pool has already failed every task it held: a worker still
+    // running one (maybe for hours, or hung) is killed rather than waited
+    // for, or dropping the pool would block on work nobody will receive.
+    if broken || matches!(end, End::TimedOut | End::Transport(_)) {
         proc.kill();
     }
     let exit = proc.wait();

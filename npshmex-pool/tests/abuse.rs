@@ -738,3 +738,62 @@ fn durations_past_the_end_of_time_mean_no_limit() {
     }
     leaks.check();
 }
+
+/// The first worker's initializer succeeds; any later one fails after a
+/// while (markers in a directory named after the parent's pid).
+fn second_initializer_fails() {
+    // SAFETY: getppid has no preconditions.
+    #[allow(unsafe_code)]
+    let ppid = unsafe { libc::getppid() };
+    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{ppid}"));
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join("first"));
+    if first.is_ok() {
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    panic!("the second initializer refuses");
+}
+
+/// Sleeps 20 s, then leaves a marker saying it was not killed.
+fn sleep_then_mark(_: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(20));
+    // SAFETY: getppid has no preconditions.
+    #[allow(unsafe_code)]
+    let ppid = unsafe { libc::getppid() };
+    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{ppid}"));
+    let _ = std::fs::write(dir.join("survived"), b"");
+    0
+}
+
+#[test]
+fn a_broken_pool_kills_workers_still_running_tasks() {
+    let leaks = common::start();
+    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("marker dir");
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(second_initializer_fails)
+            .build()
+            .expect("pool starts");
+        // One long task per worker: the good worker runs its own, then the
+        // other worker's initializer fails and breaks the pool.
+        let futs: Vec<_> = (0..2)
+            .map(|i| p.submit(sleep_then_mark, i).expect("submit"))
+            .collect();
+        for mut f in futs {
+            match f.result_timeout(PATIENCE) {
+                Err(TaskError::Initializer(_)) => {}
+                other => panic!("expected an initializer error, got {other:?}"),
+            }
+        }
+        // Dropping the pool must not wait for the task nobody will read.
+    }
+    let survived = dir.join("survived").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!survived, "the broken pool let its worker finish a task");
+    leaks.check();
+}
