@@ -382,6 +382,9 @@ fn from_dict(pos: usize, items: &[(Lit, Lit)]) -> Result<DType> {
 /// Parses a type string such as `<f8`, `|S5`, `>M8[10ms]`; `pos` is the
 /// offset of its first byte in the surrounding text.
 pub(crate) fn parse_type_str(s: &str, pos: usize) -> Result<DType> {
+    if let Some(dt) = named_type(s, pos) {
+        return dt;
+    }
     let b = s.as_bytes();
     let (order, rest) = match b.first() {
         Some(b'<') => (ByteOrder::Little, 1),
@@ -432,8 +435,60 @@ pub(crate) fn parse_type_str(s: &str, pos: usize) -> Result<DType> {
     }
     let need = |size: Option<u64>| size.ok_or_else(|| bad(tail_pos, "missing item size"));
     let multi = order.resolve();
+    if size.is_none() {
+        // numpy's one-character type codes (`np.dtype('<i')` is `<i4`, `'b'`
+        // is int8 while `'b1'` is bool, `'c'` is `S1`), as np.load accepts
+        // them in a header; C types as on 64-bit Linux.
+        let int = |width| DType::Int {
+            width,
+            order: if width == IntWidth::W1 {
+                ByteOrder::NotApplicable
+            } else {
+                multi
+            },
+        };
+        let uint = |width| DType::UInt {
+            width,
+            order: if width == IntWidth::W1 {
+                ByteOrder::NotApplicable
+            } else {
+                multi
+            },
+        };
+        let float = |width| DType::Float {
+            width,
+            order: multi,
+        };
+        let complex = |width| DType::Complex {
+            width,
+            order: multi,
+        };
+        let alias = match kind {
+            b'b' => Some(int(IntWidth::W1)),
+            b'B' => Some(uint(IntWidth::W1)),
+            b'h' => Some(int(IntWidth::W2)),
+            b'H' => Some(uint(IntWidth::W2)),
+            b'i' => Some(int(IntWidth::W4)),
+            b'I' => Some(uint(IntWidth::W4)),
+            b'l' | b'q' | b'p' => Some(int(IntWidth::W8)),
+            b'L' | b'Q' | b'P' => Some(uint(IntWidth::W8)),
+            b'e' => Some(float(FloatWidth::F2)),
+            b'f' => Some(float(FloatWidth::F4)),
+            b'd' => Some(float(FloatWidth::F8)),
+            b'F' => Some(complex(ComplexWidth::C8)),
+            b'D' => Some(complex(ComplexWidth::C16)),
+            b'c' => Some(DType::Bytes { len: 1 }),
+            b'g' => return unsupported("long double has a platform-dependent layout"),
+            b'G' => return unsupported("complex long double has a platform-dependent layout"),
+            _ => None,
+        };
+        if let Some(dt) = alias {
+            return Ok(dt);
+        }
+    }
     match kind {
         b'b' | b'?' => match size {
+            // `b` alone is int8 (handled above); `b1` and `?` are bool.
             Some(1) | None => Ok(DType::Bool),
             _ => Err(bad(tail_pos, "bool has 1 byte")),
         },
@@ -505,6 +560,77 @@ pub(crate) fn parse_type_str(s: &str, pos: usize) -> Result<DType> {
     }
 }
 
+/// numpy's dtype names that np.load also accepts as a descr (`'float64'`,
+/// `'int32'`, `'datetime64[ns]'`; never with a byte-order prefix), in the
+/// native order as numpy gives them.
+fn named_type(s: &str, pos: usize) -> Option<Result<DType>> {
+    let native = ByteOrder::NATIVE;
+    let int = |width| {
+        let order = if width == IntWidth::W1 {
+            ByteOrder::NotApplicable
+        } else {
+            native
+        };
+        DType::Int { width, order }
+    };
+    let uint = |width| {
+        let order = if width == IntWidth::W1 {
+            ByteOrder::NotApplicable
+        } else {
+            native
+        };
+        DType::UInt { width, order }
+    };
+    let float = |width| DType::Float {
+        width,
+        order: native,
+    };
+    let complex = |width| DType::Complex {
+        width,
+        order: native,
+    };
+    for (name, time) in [("datetime64", true), ("timedelta64", false)] {
+        if let Some(unit) = s.strip_prefix(name) {
+            return Some(parse_unit(unit, pos + name.len()).map(|unit| {
+                if time {
+                    DType::DateTime {
+                        unit,
+                        order: native,
+                    }
+                } else {
+                    DType::TimeDelta {
+                        unit,
+                        order: native,
+                    }
+                }
+            }));
+        }
+    }
+    Some(Ok(match s {
+        "bool" | "bool_" => DType::Bool,
+        "int8" | "byte" => int(IntWidth::W1),
+        "int16" | "short" => int(IntWidth::W2),
+        "int32" | "intc" => int(IntWidth::W4),
+        "int64" | "int" | "intp" | "long" | "longlong" => int(IntWidth::W8),
+        "uint8" | "ubyte" => uint(IntWidth::W1),
+        "uint16" | "ushort" => uint(IntWidth::W2),
+        "uint32" | "uintc" => uint(IntWidth::W4),
+        "uint64" | "uint" | "uintp" | "ulong" | "ulonglong" => uint(IntWidth::W8),
+        "float16" | "half" => float(FloatWidth::F2),
+        "float32" | "single" => float(FloatWidth::F4),
+        "float64" | "float" | "double" => float(FloatWidth::F8),
+        "complex64" | "csingle" => complex(ComplexWidth::C8),
+        "complex128" | "complex" | "cdouble" => complex(ComplexWidth::C16),
+        "bytes" => DType::Bytes { len: 0 },
+        "str" => DType::Unicode {
+            chars: 0,
+            order: native,
+        },
+        "void" => DType::Void { len: 0 },
+        _ => return None,
+    }))
+}
+
 fn parse_unit(s: &str, pos: usize) -> Result<DateUnit> {
     if s.is_empty() {
         return Ok(DateUnit::new(TimeUnit::Generic));
@@ -540,6 +666,51 @@ mod tests {
 
     fn rt(s: &str) -> String {
         DType::parse_descr(s).unwrap().to_descr()
+    }
+
+    #[test]
+    fn numpy_aliases_np_load_accepts() {
+        // np.dtype(x).str for each x (numpy 2.2, x86_64 Linux).
+        for (alias, str) in [
+            ("'<i'", "'<i4'"),
+            ("'>h'", "'>i2'"),
+            ("'|b'", "'|i1'"),
+            ("'b'", "'|i1'"),
+            ("'b1'", "'|b1'"),
+            ("'?'", "'|b1'"),
+            ("'B'", "'|u1'"),
+            ("'>H'", "'>u2'"),
+            ("'=I'", "'<u4'"),
+            ("'l'", "'<i8'"),
+            ("'>Q'", "'>u8'"),
+            ("'p'", "'<i8'"),
+            ("'e'", "'<f2'"),
+            ("'>f'", "'>f4'"),
+            ("'d'", "'<f8'"),
+            ("'F'", "'<c8'"),
+            ("'>D'", "'>c16'"),
+            ("'c'", "'|S1'"),
+            ("'float64'", "'<f8'"),
+            ("'int'", "'<i8'"),
+            ("'uint8'", "'|u1'"),
+            ("'complex'", "'<c16'"),
+            ("'bool'", "'|b1'"),
+            ("'str'", "'<U0'"),
+            ("'datetime64[ns]'", "'<M8[ns]'"),
+            ("'timedelta64[10ms]'", "'<m8[10ms]'"),
+            (
+                "[('a', 'd'), ('b', 'int16', (2,))]",
+                "[('a', '<f8'), ('b', '<i2', (2,))]",
+            ),
+        ] {
+            assert_eq!(rt(alias), str, "{alias}");
+        }
+        assert!(matches!(
+            DType::parse_descr("'g'"),
+            Err(CodecError::Unsupported { .. })
+        ));
+        assert!(DType::parse_descr("'<float64'").is_err());
+        assert!(DType::parse_descr("'u'").is_err());
     }
 
     #[test]
