@@ -2,8 +2,6 @@
 //! receive cycles with fds. Alone in its own test binary so no concurrent test
 //! opens or closes fds while it counts.
 
-mod common;
-
 use std::error::Error;
 
 use npshmex_shm::{oob, Access, FdSocket, Seals, Segment, ShmError};
@@ -12,7 +10,7 @@ use npshmex_shm::{oob, Access, FdSocket, Seals, Segment, ShmError};
 fn fd_count_is_unchanged_after_10000_cycles() -> Result<(), Box<dyn Error>> {
     // Warm up lazily opened fds (thread-locals, /proc) before the first count.
     let (a, b) = FdSocket::pair()?;
-    let before = common::open_fds();
+    let before = npshmex_testkit::open_fds();
     {
         let seg = Segment::anonymous(4096)?;
         seg.seal(Seals::SIZE)?;
@@ -47,7 +45,7 @@ fn fd_count_is_unchanged_after_10000_cycles() -> Result<(), Box<dyn Error>> {
     drop(a);
     assert!(matches!(b.recv(), Err(ShmError::PeerClosed)));
     drop(b);
-    let after = common::open_fds() + 2;
+    let after = npshmex_testkit::open_fds() + 2;
     assert_eq!(before, after, "fds leaked");
     Ok(())
 }

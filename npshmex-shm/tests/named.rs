@@ -1,14 +1,19 @@
 //! Named segments: names, `/dev/shm` life cycle, opening foreign files, and
 //! `NoSpace` instead of SIGBUS when the filesystem is too small.
 
-mod common;
-
+use std::collections::BTreeSet;
 use std::error::Error;
 use std::os::unix::fs::symlink;
 
 use npshmex_shm::{Access, Seals, Segment, ShmDir, ShmError};
+use npshmex_testkit::{shm_entries, TmpfsMount};
 
 type TestResult = Result<(), Box<dyn Error>>;
+
+/// A name prefix no other test (or process) uses: `npshmex-shmtest-<pid>-<tag>-`.
+fn prefix(tag: &str) -> String {
+    format!("npshmex-shmtest-{}-{tag}-", std::process::id())
+}
 
 #[test]
 fn invalid_names_are_refused() -> TestResult {
@@ -52,7 +57,7 @@ fn invalid_names_are_refused() -> TestResult {
 
 #[test]
 fn dev_shm_life_cycle() -> TestResult {
-    let prefix = common::prefix("life");
+    let prefix = prefix("life");
     let name = format!("{prefix}a");
     {
         let mut seg = Segment::create_named(&name, 10_000)?;
@@ -76,7 +81,7 @@ fn dev_shm_life_cycle() -> TestResult {
         assert!(matches!(seg.freeze(), Err(ShmError::NotSealable { .. })));
     }
     // Named segments outlive their mappings until removed.
-    assert_eq!(common::dev_shm_entries(&prefix), [name.as_str()]);
+    assert_eq!(shm_entries(&prefix), BTreeSet::from([name.clone()]));
     npshmex_shm::remove(&name)?;
     assert!(matches!(
         npshmex_shm::remove(&name),
@@ -97,8 +102,8 @@ fn dev_shm_life_cycle() -> TestResult {
     assert_eq!(info.owner_pid, Some(std::process::id()));
     assert!(info.owner_start_time.is_some());
     unique.unlink()?;
-    assert!(common::dev_shm_entries(&uname).is_empty());
-    assert!(common::dev_shm_entries(&prefix).is_empty());
+    assert!(shm_entries(&uname).is_empty());
+    assert!(shm_entries(&prefix).is_empty());
     Ok(())
 }
 
@@ -139,7 +144,7 @@ fn foreign_files_open_and_odd_entries_are_refused() -> TestResult {
 
 #[test]
 fn no_space_on_dev_shm_instead_of_sigbus() -> TestResult {
-    let prefix = common::prefix("nospace");
+    let prefix = prefix("nospace");
     let name = format!("{prefix}big");
     // Larger than any /dev/shm: refused at creation.
     match Segment::create_named(&name, 1 << 45) {
@@ -158,13 +163,13 @@ fn no_space_on_dev_shm_instead_of_sigbus() -> TestResult {
         }
         other => return Err(format!("expected NoSpace, got {other:?}").into()),
     }
-    assert!(common::dev_shm_entries(&prefix).is_empty());
+    assert!(shm_entries(&prefix).is_empty());
     Ok(())
 }
 
 #[test]
 fn no_space_on_a_small_tmpfs() -> TestResult {
-    let Some(mount) = common::TmpfsMount::new("1m") else {
+    let Some(mount) = TmpfsMount::new("1m") else {
         return Ok(());
     };
     let dir = ShmDir::new(mount.path());

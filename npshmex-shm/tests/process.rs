@@ -1,8 +1,6 @@
 //! Multi-process tests: a child process (this test binary re-run with
 //! `NPSHMEX_SHM_CHILD` set) receives segments over an `FdSocket` on its stdin.
 
-mod common;
-
 use std::error::Error;
 use std::fs::File;
 use std::os::fd::AsFd;
