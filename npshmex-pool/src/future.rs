@@ -212,6 +212,19 @@ impl<R> Shared<R> {
     }
 }
 
+thread_local! {
+    /// How many done callbacks this thread is running (they nest when a
+    /// callback completes another future).
+    static IN_CALLBACK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is inside a done callback. A callback may run on a
+/// pool thread or on a caller that was receiving for a worker; either way
+/// it holds state the pool's threads need, so it must not wait for them.
+pub(crate) fn in_callback() -> bool {
+    IN_CALLBACK.with(|c| c.get() > 0)
+}
+
 fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
     let taken = TaskError::ResultTaken;
     let arg = match &s.value {
@@ -221,7 +234,10 @@ fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
     };
     // A panicking callback must not take the pool thread down; Python logs
     // and ignores callback exceptions too.
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(arg))).is_err() {
+    IN_CALLBACK.with(|c| c.set(c.get() + 1));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(arg)));
+    IN_CALLBACK.with(|c| c.set(c.get().saturating_sub(1)));
+    if outcome.is_err() {
         eprintln!("npshmex-pool: a done callback panicked; ignored");
     }
 }

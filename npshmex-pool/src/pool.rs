@@ -217,7 +217,9 @@ impl ProcessPoolExecutor {
 
     /// Stops taking tasks and lets the workers exit once the remaining ones
     /// are done (or cancelled). Idempotent; later submits return
-    /// [`PoolError::ShutDown`].
+    /// [`PoolError::ShutDown`]. Called (or the pool dropped) inside a done
+    /// callback, it never waits, whatever `opts.wait` says: the callback
+    /// holds up the very threads it would wait for.
     pub fn shutdown(&self, opts: ShutdownOptions) {
         let cancelled = {
             let mut st = self.inner.lock();
@@ -235,7 +237,16 @@ impl ProcessPoolExecutor {
                 c.fail(TaskError::Cancelled);
             }
         }
-        match opts.wait {
+        // Inside a done callback, waiting would deadlock: the callback runs
+        // on a slot thread, or on a caller receiving for a worker while it
+        // holds that worker's receive role, which its slot thread needs to
+        // finish. The threads finish in the background instead.
+        let wait = if crate::future::in_callback() {
+            Wait::Return
+        } else {
+            opts.wait
+        };
+        match wait {
             Wait::UntilDone => {
                 let threads =
                     std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));

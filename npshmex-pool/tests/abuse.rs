@@ -797,3 +797,36 @@ fn a_broken_pool_kills_workers_still_running_tasks() {
     assert!(!survived, "the broken pool let its worker finish a task");
     leaks.check();
 }
+
+#[test]
+fn pool_dropped_in_a_callback_run_by_a_waiting_caller() {
+    let leaks = common::start();
+    {
+        // A long spin makes the caller of `result` receive the worker's
+        // answer itself, so the callback (which drops the pool) runs on
+        // the caller's thread while it holds the worker's receive role.
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .spin(Duration::from_secs(30))
+            .build()
+            .expect("pool starts");
+        let holder = Arc::new(Mutex::new(Some(pool)));
+        for round in 0..3u64 {
+            let f = {
+                let guard = holder.lock().expect("lock");
+                let Some(p) = guard.as_ref() else { break };
+                p.submit(plus_one, round).expect("submit")
+            };
+            if round == 1 {
+                let h = holder.clone();
+                f.add_done_callback(move |_| {
+                    let pool = h.lock().ok().and_then(|mut g| g.take());
+                    drop(pool);
+                });
+            }
+            assert_eq!(f.result().ok(), Some(round + 1));
+        }
+        assert!(holder.lock().expect("lock").is_none());
+    }
+    leaks.check();
+}
