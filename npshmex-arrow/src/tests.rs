@@ -272,30 +272,8 @@ mod shm {
     use super::*;
     use crate::{take_last_error, via_shm, Keep, ShmBatch, Transfer};
     use npshmex_shm::Seals;
-    use serde::{de::DeserializeOwned, Deserialize, Serialize};
-    use std::collections::BTreeSet;
-
-    /// Sends `v` through serde and the fd collector within this process, as
-    /// the pool does between processes (the value is dropped after encoding).
-    fn send<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error> {
-        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&v));
-        drop(v);
-        let bytes = bytes?;
-        npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
-    }
-
-    fn shm_names() -> BTreeSet<String> {
-        // only this process's names: tests of other crates may run alongside
-        let mine = format!("npshmex-{}-", std::process::id());
-        std::fs::read_dir("/dev/shm")
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&mine))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+    use npshmex_testkit::{oob_roundtrip as send, own_shm_entries as shm_names};
+    use serde::{Deserialize, Serialize};
 
     fn points_into(array: &ArrayRef, seg: &npshmex_shm::Segment) -> bool {
         let range = seg.as_ptr() as usize..seg.as_ptr() as usize + seg.len();

@@ -8,6 +8,7 @@ mod common;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use npshmex_arrow::{via_shm, ReadPath, ShmBatch, Transfer};
 use npshmex_pool::ProcessPoolExecutor;
+use npshmex_testkit::LeakCheck;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde::{Deserialize, Serialize};
@@ -18,9 +19,9 @@ npshmex_pool::test_support!();
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Runs `f` with a fresh one-worker pool, then checks that the workers are
-/// gone and `/dev/shm` holds what it held before.
+/// gone and nothing is left: no child, fd, held segment or `/dev/shm` name.
 fn with_pool(f: impl FnOnce(&ProcessPoolExecutor) -> TestResult) -> TestResult {
-    let before = common::shm_names();
+    let leaks = LeakCheck::start();
     let pool = ProcessPoolExecutor::new(1)?;
     let result = f(&pool);
     let pids = pool.worker_pids();
@@ -31,7 +32,7 @@ fn with_pool(f: impl FnOnce(&ProcessPoolExecutor) -> TestResult) -> TestResult {
             "worker {pid} still exists"
         );
     }
-    assert_eq!(common::shm_names(), before);
+    leaks.finish();
     result
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use npshmex_arrow::{ReadPath, ShmBatch};
+use npshmex_testkit::{oob_roundtrip, own_shm_entries};
 use proptest::prelude::*;
 
 proptest! {
@@ -12,7 +13,7 @@ proptest! {
 
     #[test]
     fn arbitrary_batches_round_trip((types, rows, seed) in common::schema_rows_seed(), cut in 0usize..12) {
-        let before = common::shm_names();
+        let before = own_shm_entries();
         let batch = common::batch(&types, rows, seed);
         let parts = common::slices(&batch, cut);
         let shm = ShmBatch::from_batches(batch.schema(), &parts).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -24,12 +25,12 @@ proptest! {
         let by_arrow = reader.collect::<Result<Vec<_>, _>>().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&by_arrow, &parts);
 
-        let back = common::send(shm).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back = oob_roundtrip(shm).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back.read_path(), Some(ReadPath::ZeroCopy));
         prop_assert_eq!(back.schema(), &batch.schema());
         prop_assert_eq!(back.batches(), &parts[..]);
         drop(back);
-        prop_assert_eq!(common::shm_names(), before);
+        prop_assert_eq!(own_shm_entries(), before);
     }
 }
 
@@ -40,10 +41,10 @@ fn empty_and_zero_column_batches() -> Result<(), Box<dyn std::error::Error>> {
         0,
         1,
     );
-    let back = common::send(ShmBatch::from_batch(&empty)?)?;
+    let back = oob_roundtrip(ShmBatch::from_batch(&empty)?)?;
     assert_eq!(back.batch()?, &empty);
     let zero_cols = common::batch(&[], 5, 1);
-    let back = common::send(ShmBatch::from_batch(&zero_cols)?)?;
+    let back = oob_roundtrip(ShmBatch::from_batch(&zero_cols)?)?;
     assert_eq!(back.batch()?, &zero_cols);
     assert_eq!(back.num_rows(), 5);
     Ok(())

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: arbitrary schemas and batches for
-//! proptest, the in-process serde round trip, and `/dev/shm` snapshots.
+//! proptest (leak checks and the serde round trip are npshmex-testkit's).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use arrow_array::{make_array, new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
@@ -11,32 +11,7 @@ use arrow_schema::{
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{de::DeserializeOwned, Serialize};
-use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// Sends `v` through serde and the fd collector within this process, as the
-/// pool does between processes (the value is dropped after encoding).
-pub fn send<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error> {
-    let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&v));
-    drop(v);
-    let bytes = bytes?;
-    npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
-}
-
-/// Entries of `/dev/shm` named `npshmex-<this pid>-*` (unique names).
-pub fn shm_names() -> BTreeSet<String> {
-    // only this process's names: tests of other crates may run alongside
-    let mine = format!("npshmex-{}-", std::process::id());
-    std::fs::read_dir("/dev/shm")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&mine))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn leaf() -> impl Strategy<Value = DataType> {
     prop_oneof![
