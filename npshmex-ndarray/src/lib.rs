@@ -84,16 +84,9 @@ pub use via_shm::{Shm, ShmArg};
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use serde::{de::DeserializeOwned, Serialize};
-
-    /// Sends `v` through serde and the fd collector within this process, as
-    /// the pool does between processes (the value is dropped after encoding).
-    pub fn roundtrip<T: Serialize + DeserializeOwned>(v: T) -> Result<T, postcard::Error> {
-        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&v));
-        drop(v);
-        let bytes = bytes?;
-        npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes))
-    }
+    /// Sends a value through serde and the fd collector within this process,
+    /// as the pool does between processes.
+    pub use npshmex_testkit::oob_roundtrip as roundtrip;
 }
 
 /// The README's example, compiled and run as a doctest so it cannot rot.

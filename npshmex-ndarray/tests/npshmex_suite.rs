@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{pool, serial, LeakCheck};
+use common::pool;
 use ndarray::{arr1, Array1, Array2, Ix1, Ix2};
 use npshmex_ndarray::Access;
 use npshmex_ndarray::{
@@ -27,8 +27,7 @@ fn square_shm(x: ShmArray1<i64>) -> Result<ShmArray1<i64>, String> {
 
 #[test]
 fn square_of_arange_sums_to_285() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let x = Array1::from_iter(0..10i64);
     let y = pool
@@ -77,8 +76,7 @@ fn worker_held_segments(_: ()) -> usize {
 
 #[test]
 fn temporary_segments_never_survive_a_task() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let worker_base = pool
         .submit(worker_held_segments, ())
@@ -154,8 +152,7 @@ fn delete_key(key: ShmKey) -> Result<(), String> {
 
 #[test]
 fn put_keys_survive_tasks_pop_keep_delete_clear() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let x = Array1::from_iter((0..1000).map(f64::from));
     let key = shm_put(&x).unwrap();
@@ -219,8 +216,7 @@ fn double_all(
 
 #[test]
 fn dict_inputs_and_outputs() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let mut m = HashMap::new();
     m.insert(
@@ -287,8 +283,7 @@ fn noop<T>(x: T) -> T {
 
 #[test]
 fn structured_arrays_pass_a_noop_task_unchanged() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let recs = Array1::from_shape_fn(50_000, |i| Rec {
         id: i as i64 - 7,
@@ -378,8 +373,7 @@ fn process(mut e: Experiment) -> Result<Experiment, String> {
 
 #[test]
 fn a_user_wrapper_of_arrays_round_trips() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let raw = Array2::from_shape_fn((200, 300), |(i, j)| (i + j) as f32);
     let e = Experiment {
@@ -419,8 +413,7 @@ fn cow_sum_after_write(mut x: ShmArray1<f64>) -> Result<f64, String> {
 
 #[test]
 fn read_only_refuses_writes_and_copy_on_write_never_reaches_the_sender() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let a = ShmArray1::from_shape_fn(200_000, |i| i as f64).unwrap();
     let expect = a.to_owned();
@@ -473,8 +466,7 @@ fn crash_lent(x: ShmArg<'_, f64, Ix2>) -> f64 {
 
 #[test]
 fn no_segment_survives_a_worker_crash_mid_task() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = pool();
     let key = shm_put(&arr1(&[1.0f64])).unwrap();
     let a = ShmArray1::from_elem(1 << 20, 1.0).unwrap();
@@ -513,8 +505,7 @@ fn alloc_in_worker(n: usize) -> u64 {
 
 #[test]
 fn a_forked_worker_never_reuses_the_parents_cached_segments() {
-    let _s = serial();
-    let leaks = LeakCheck::start();
+    let leaks = common::leak_check();
     let n = (9 << 20) + 77;
     let a = ShmArray1::from_elem(n, 1u8).unwrap();
     let parent_inode = inode_of(&a);

@@ -153,8 +153,7 @@ where
     T: Element + Debug + Send,
     S: Strategy<Value = T>,
 {
-    let _s = common::serial();
-    let leaks = common::LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = common::pool();
     let mut runner = TestRunner::new(Config {
         cases: 24,
@@ -210,8 +209,7 @@ fn records() {
 #[test]
 fn large_arrays_every_mode_and_lent() {
     // Past the inline threshold of the drop-in path and the cache's minimum.
-    let _s = common::serial();
-    let leaks = common::LeakCheck::start();
+    let leaks = common::leak_check();
     let pool = common::pool();
     let a = ArrayD::from_shape_fn(IxDyn(&[300, 500]).f(), |ix| (ix[0] * 1000 + ix[1]) as f64);
     check_modes(&pool, a.view()).unwrap();
