@@ -11,7 +11,7 @@ use crate::layout::{order_of, Layout, MemOrder};
 use crate::transfer::Transfer;
 use ndarray::{
     Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6,
-    IxDyn, Order, ShapeArg, Zip,
+    IxDyn, Order, ShapeArg, ShapeBuilder, Zip,
 };
 use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, DType, Element};
 use npshmex_shm::{Access, Segment};
@@ -261,8 +261,16 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     }
 
     /// Copies the data out into an ordinary owned ndarray array (same order).
+    /// A large array is copied into heap memory advised for huge pages (see
+    /// [`npshmex_shm::hugepage`]).
     pub fn to_owned(&self) -> Array<A, D> {
-        self.view().to_owned()
+        owned_copy(self.view())
+    }
+
+    /// [`ShmArray::to_owned`] that re-validates the values first (see
+    /// [`ShmArray::try_view`]): for segments received from another process.
+    pub(crate) fn try_to_owned(&self) -> Result<Array<A, D>> {
+        Ok(owned_copy(self.try_view()?))
     }
 
     /// Copies the data out into an ordinary owned ndarray array and releases
@@ -462,6 +470,29 @@ where
     Ok(out)
 }
 
+/// An owned copy of `view` in the same memory order. When the view is
+/// contiguous in C or Fortran order (a segment's data always is) it is one
+/// copy into a buffer advised for huge pages before its first touch: into
+/// fresh 4 KiB pages the copy costs several times a `memcpy` in page faults.
+pub(crate) fn owned_copy<A: Clone, D: Dimension>(view: ArrayView<'_, A, D>) -> Array<A, D> {
+    let fortran = !view.is_standard_layout() && view.t().is_standard_layout();
+    let Some(data) = view.as_slice_memory_order() else {
+        return view.to_owned();
+    };
+    if !fortran && !view.is_standard_layout() {
+        // Contiguous in some other axis order: ndarray keeps its strides.
+        return view.to_owned();
+    }
+    let mut buf = npshmex_shm::hugepage::vec_with_capacity(data.len());
+    buf.extend_from_slice(data);
+    match Array::from_shape_vec(view.raw_dim().set_f(fortran), buf) {
+        Ok(a) => a,
+        // Unreachable: the buffer holds exactly the view's elements in the
+        // memory order of that shape.
+        Err(_) => view.to_owned(),
+    }
+}
+
 /// Whether `A` has no padding bytes, so typed views can write it.
 pub(crate) fn dense<A: Element>() -> bool {
     A::dtype().is_dense()
@@ -557,6 +588,30 @@ mod tests {
         let out = s.to_owned();
         assert_eq!(out, f);
         assert_eq!(out.strides(), f.strides());
+    }
+
+    #[test]
+    fn large_copies_out_keep_order_values_and_strides() {
+        // Past the huge-page threshold (4 MiB), C and Fortran order.
+        let c: Array2<f64> = Array::from_shape_fn((700, 1000), |(i, j)| (i * 1000 + j) as f64);
+        let f: Array2<f64> = Array::from_shape_fn((700, 1000).f(), |(i, j)| (i * 1000 + j) as f64);
+        for src in [c, f] {
+            let s = ShmArray::from_array(&src).unwrap();
+            let out = s.to_owned();
+            assert_eq!(out, src);
+            assert_eq!(out.strides(), src.strides());
+            let checked = s.try_to_owned().unwrap();
+            assert_eq!(checked.strides(), src.strides());
+            assert_eq!(checked, src);
+        }
+        // Views that are not C or F contiguous still copy right.
+        let a = Array3::from_shape_fn((4, 5, 6), |(i, j, k)| (i * 100 + j * 10 + k) as u32);
+        let permuted = a.view().permuted_axes([1, 0, 2]);
+        assert_eq!(owned_copy(permuted), permuted);
+        let strided = a.slice_axis(Axis(2), Slice::new(0, None, 2));
+        assert_eq!(owned_copy(strided), strided);
+        let empty = Array2::<u8>::zeros((0, 3));
+        assert_eq!(owned_copy(empty.view()).shape(), &[0, 3]);
     }
 
     #[test]

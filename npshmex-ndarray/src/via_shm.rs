@@ -170,14 +170,14 @@ where
     }
 }
 
-/// Copies a received segment out and unmaps it at once (never cached: the
-/// sender wants it back).
+/// Copies a received segment out (into heap memory advised for huge pages)
+/// and unmaps it at once (never cached: the sender wants it back).
 fn from_fd<A: Element, D: Dimension>(fd: std::os::fd::OwnedFd) -> Result<Array<A, D>> {
     let seg = Segment::from_fd(fd, Access::ReadOnly)?;
     let slot = Slot::uncached(seg)?;
     let layout = Layout::<D>::read::<A>(slot.seg().as_slice())?;
     let a = ShmArray::<A, D>::from_parts(slot, layout);
-    Ok(a.try_view()?.to_owned())
+    a.try_to_owned()
 }
 
 /// A scratch buffer whose byte at `start` is 64-byte aligned, so typed views
@@ -323,7 +323,7 @@ impl<'a, A: Element, D: Dimension> ShmArg<'a, A, D> {
     /// The owned array (copied if this is a borrowed view).
     pub fn into_owned(self) -> Array<A, D> {
         match self {
-            ShmArg::Borrowed(v) => v.to_owned(),
+            ShmArg::Borrowed(v) => crate::array::owned_copy(v),
             ShmArg::Owned(a) => a,
         }
     }

@@ -13,6 +13,8 @@
 //! - [`FdSocket`]: framed messages with any number of fds over a unix socket.
 //! - [`oob`]: the thread-local fd collector that lets `Serialize` impls send
 //!   segments out of band.
+//! - [`hugepage`]: ask for transparent huge pages for a large `Vec` before
+//!   filling it (copying out of a segment into fresh heap memory).
 //!
 //! All OS calls live in one private module; everything is Linux-only.
 //!
@@ -35,6 +37,7 @@
 
 mod access;
 mod error;
+pub mod hugepage;
 mod named;
 pub mod oob;
 mod seals;

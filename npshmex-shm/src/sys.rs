@@ -260,6 +260,20 @@ impl Drop for Mapping {
     }
 }
 
+/// `madvise(addr, len, MADV_HUGEPAGE)` on any range of this process.
+///
+/// A safe function although it takes a raw address: `MADV_HUGEPAGE` only
+/// changes how the kernel backs the pages of the range (it may use 2 MiB
+/// pages from the next fault on, or collapse existing ones), never their
+/// contents, protection or whether they are mapped. A range that is not
+/// mapped, or not page aligned, is refused by the kernel with an error.
+pub(crate) fn madvise_hugepage(addr: *mut u8, len: usize) -> io::Result<()> {
+    // SAFETY: madvise reads no memory of ours and MADV_HUGEPAGE leaves the
+    // contents and validity of every page as they were (see above), so no Rust
+    // object can observe the call; invalid ranges only make it fail.
+    cvt(unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) }).map(drop)
+}
+
 /// Control-message buffer with room for `MAX_FDS_PER_MSG` fds, aligned for `cmsghdr`.
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 1040]);
