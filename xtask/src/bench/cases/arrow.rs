@@ -1,5 +1,5 @@
 //! Columnar data: a 10^6-row `RecordBatch` (int64, float64, utf8,
-//! list<int32>) through a worker and back, as a sealed `ShmBatch` (the
+//! `list<int32>`) through a worker and back, as a sealed `ShmBatch` (the
 //! segment travels as a file descriptor both ways, read in place and
 //! validated on each side) and as an Arrow IPC stream in serde bytes over the
 //! worker socket (encoded, sent, decoded, re-encoded, sent back, decoded).
