@@ -27,7 +27,7 @@ use arrow_array::RecordBatch;
 use npshmex_arrow::{sample, ArrowShmError, Keep, ReadPath, ShmBatch};
 use npshmex_shm::Segment;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Result of the step.
 pub enum Interop {
@@ -96,27 +96,12 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir("/dev/shm") {
-            for e in rd.filter_map(|e| e.ok()) {
-                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        crate::util::remove_shm_entries(&self.prefix);
     }
 }
 
-fn script() -> PathBuf {
-    crate::util::workspace_root()
-        .join("xtask")
-        .join("py")
-        .join("arrow_interop.py")
-}
-
 fn py(venv: &Venv, args: &[&str]) -> Result<()> {
-    let mut cmd = venv.cmd();
-    cmd.arg(script()).args(args);
-    crate::util::run_cmd(&mut cmd)
+    venv.run_script("arrow_interop.py", args)
 }
 
 /// Runs in a pool worker: a file pyarrow wrote, read in another process.
@@ -262,11 +247,7 @@ pub fn run() -> Result<Interop> {
 
     // Nothing of ours may remain.
     drop(c);
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = npshmex_testkit::shm_entries(&prefix);
     ensure!(left.is_empty(), "left in /dev/shm: {left:?}");
     Ok(Interop::Checked {
         put: manifest.len(),

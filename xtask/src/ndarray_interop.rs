@@ -20,7 +20,8 @@ use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use npshmex_ndarray::{shm_del, shm_pop, shm_put, Element, Keep, NdarrayError, ShmKey};
 use num_complex::Complex;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::Path;
 
 npshmex_ndarray::record! {
     /// The structured dtype `[('id', '<i8'), ('x', '<f8'), ('tag', 'u1', (8,))]`.
@@ -156,13 +157,7 @@ impl Drop for Cleanup {
         for k in &self.keys {
             let _ = shm_del(k);
         }
-        if let Ok(rd) = std::fs::read_dir("/dev/shm") {
-            for e in rd.filter_map(|e| e.ok()) {
-                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        crate::util::remove_shm_entries(&self.prefix);
     }
 }
 
@@ -236,17 +231,9 @@ fn pop_in_worker(key: ShmKey) -> Result<f64, String> {
     Ok(a.view().sum())
 }
 
-fn script() -> PathBuf {
-    crate::util::workspace_root()
-        .join("xtask")
-        .join("py")
-        .join("ndarray_interop.py")
-}
-
 fn py(venv: &Venv, args: &[&str], manifest: &Path) -> Result<()> {
-    let mut cmd = venv.cmd();
-    cmd.arg(script()).args(args).arg(manifest);
-    crate::util::run_cmd(&mut cmd)
+    let args = args.iter().map(OsStr::new).chain([manifest.as_os_str()]);
+    venv.run_script("ndarray_interop.py", args)
 }
 
 /// Runs the whole check.
@@ -338,11 +325,7 @@ pub fn run() -> Result<Interop> {
 
     // Nothing of ours may remain.
     drop(c);
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = npshmex_testkit::shm_entries(&prefix);
     ensure!(left.is_empty(), "left in /dev/shm: {left:?}");
     Ok(Interop::Checked {
         put: put_count,

@@ -17,7 +17,7 @@ use npshmex_codec::{
 };
 use num_complex::Complex;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Result of the step.
 pub enum Interop {
@@ -32,17 +32,8 @@ pub enum Interop {
     Skipped(String),
 }
 
-fn script() -> PathBuf {
-    crate::util::workspace_root()
-        .join("xtask")
-        .join("py")
-        .join("npy_corpus.py")
-}
-
 fn py(venv: &Venv, args: &[&Path]) -> Result<()> {
-    let mut cmd = venv.cmd();
-    cmd.arg(script()).args(args);
-    crate::util::run_cmd(&mut cmd)
+    venv.run_script("npy_corpus.py", args)
 }
 
 /// Runs the whole check.

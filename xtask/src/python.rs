@@ -5,6 +5,7 @@
 //! fail the run for it.
 
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,6 +32,22 @@ impl Venv {
         let mut c = Command::new(&self.python);
         c.env_remove("PYTHONPATH");
         c
+    }
+
+    /// Runs `xtask/py/<script>` with `args`, echoing it; errors when it does
+    /// not exit 0.
+    pub fn run_script<A: AsRef<OsStr>>(
+        &self,
+        script: &str,
+        args: impl IntoIterator<Item = A>,
+    ) -> Result<()> {
+        let path = crate::util::workspace_root()
+            .join("xtask")
+            .join("py")
+            .join(script);
+        let mut cmd = self.cmd();
+        cmd.arg(path).args(args);
+        crate::util::run_cmd(&mut cmd)
     }
 }
 

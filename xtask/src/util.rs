@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The workspace root (the parent of the xtask crate).
@@ -60,32 +60,19 @@ pub fn on_path(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Names of the entries of `/dev/shm`.
+/// Names of all the entries of `/dev/shm` (a whole run's leak check looks
+/// at every name, whichever process made it).
 pub fn shm_entries() -> BTreeSet<String> {
-    std::fs::read_dir("/dev/shm")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    npshmex_testkit::shm_entries("")
 }
 
-/// Pids of live processes whose command name marks them as npshmex workers.
-pub fn worker_pids() -> BTreeSet<u32> {
-    let mut out = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.filter_map(|e| e.ok()) {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            if comm.trim_end().starts_with("npshmex-w") {
-                out.insert(pid);
-            }
-        }
+/// Removes every `/dev/shm` entry whose name starts with `prefix` (cleanup of
+/// a step that put named segments; errors are ignored: it runs on drop).
+pub fn remove_shm_entries(prefix: &str) {
+    for name in npshmex_testkit::shm_entries(prefix) {
+        let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
     }
-    out
 }
+
+/// Pids of every pool worker process on the machine (comm `npshmex-w…`).
+pub use npshmex_testkit::worker_pids;
