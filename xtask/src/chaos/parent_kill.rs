@@ -20,10 +20,15 @@ const GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the scenario.
 pub fn run(scale: &Scale) -> Result<Verdict> {
-    let exe = std::env::current_exe().context("current exe")?;
+    // `/proc/self/exe`, not `current_exe()`: `cargo xtask test` rebuilds
+    // target/debug/xtask while this one runs (the test steps build the same
+    // bin), and the path of a replaced executable no longer opens.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     // A live key of this process and one of a live holder child.
     let mine = npshmex_shm::Segment::create_named_unique(4096).context("own named key")?;
     let mine_name = mine.name().context("named")?.to_owned();
+    // Removed however this function returns (an early `?` leaked it).
+    let _remove_mine = RemoveOnDrop(mine_name.clone());
     let mut holder = Command::new(&exe)
         .args(["chaos-child", "holder"])
         .stdin(Stdio::piped())
@@ -40,13 +45,22 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
     drop(holder.stdin.take()); // the holder removes its key and exits
     let _ = holder.wait();
     drop(mine);
-    let _ = npshmex_shm::remove(&mine_name);
     let (runs, max_ms) = out?;
     ensure!(kept, "clear_stale() removed a key of a live program");
     Ok(Verdict::Pass(format!(
         "{runs} children killed with -9: no worker survived (slowest to die: {max_ms} ms), \
          clear_stale() left nothing of them in /dev/shm, live keys kept"
     )))
+}
+
+/// Removes a named segment when dropped.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        // Already gone is fine; nothing else can be done about an error here.
+        let _ = npshmex_shm::remove(&self.0);
+    }
 }
 
 fn first_line(child: &mut Child) -> Result<String> {
