@@ -223,6 +223,13 @@ mod tests {
         let popped = shm_pop::<i32, Ix2>(&key, Keep::No).unwrap();
         assert!(!exists(&key), "pop without keep removes it");
         assert_eq!(popped.view(), a, "a popped array outlives its key");
+        // Named segments cannot be sealed, so a popped array is sent on as
+        // a sealed copy: the receiver gets the same values, and its writes
+        // do not reach the key.
+        let mut sent = crate::test_util::roundtrip(kept.try_clone().unwrap()).unwrap();
+        assert_eq!(sent.view(), a);
+        sent.view_mut().unwrap()[[0, 0]] = 100;
+        assert_eq!(kept.view()[[0, 0]], 1);
         assert!(matches!(
             shm_pop::<i32, Ix2>(&key, Keep::No),
             Err(NdarrayError::Shm(npshmex_shm::ShmError::NotFound { .. }))

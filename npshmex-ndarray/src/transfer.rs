@@ -77,9 +77,14 @@ pub(crate) fn de_error<E: de::Error>(err: NdarrayError) -> E {
 impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// The descriptor to send and the mode the receiver gets.
     fn lend(&self) -> Result<(OwnedFd, Transfer)> {
-        if self.slot.seg().access() == Access::CopyOnWrite {
-            // This handle's writes live only in its private mapping: send a
-            // copy that holds them.
+        let seg = self.slot.seg();
+        // A receiver maps only segments sealed against shrinking (anything
+        // else could be truncated under it: SIGBUS). Named segments (keys)
+        // cannot be sealed, so they travel as a sealed copy, like the
+        // private writes of a copy-on-write handle, which live only in this
+        // process's mapping.
+        let size_sealed = seg.seals().is_ok_and(|s| s.contains(Seals::SHRINK));
+        if seg.access() == Access::CopyOnWrite || !size_sealed {
             let copy = self.deep_copy()?;
             return Ok((copy.slot.lend()?, Transfer::Move));
         }
@@ -93,7 +98,14 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         let key = FileKey::of(fd.as_fd())?;
         let slot = match cache::take_mapping(key, access) {
             Some(slot) => slot,
-            None => Slot::new(Segment::from_fd(fd, access)?, key, Origin::Received),
+            // Sealed against shrinking, or refused: the sender is another
+            // process, and an unsealed file could be truncated under our
+            // reads (SIGBUS) by anyone holding it.
+            None => Slot::new(
+                Segment::from_fd_sealed(fd, access, 0, Seals::NONE)?,
+                key,
+                Origin::Received,
+            ),
         };
         if transfer == Transfer::ReadOnly && !slot.seg().seals()?.contains(Seals::WRITE) {
             return Err(NdarrayError::NotSealed);
@@ -184,6 +196,34 @@ mod tests {
         // Sent on, the receiver's private writes travel (as a copy).
         let c = roundtrip(b).unwrap();
         assert_eq!(c.view()[3], 5.0);
+    }
+
+    #[test]
+    fn receiver_refuses_segments_not_sealed_against_shrinking() {
+        // A peer that sends a memfd it can still truncate could turn our
+        // reads into SIGBUS: such a segment is refused with a typed error.
+        let a = big(16);
+        let mut raw = Segment::anonymous(a.segment().len()).unwrap();
+        raw.as_mut_slice()
+            .unwrap()
+            .copy_from_slice(a.segment().as_slice());
+        let wire = Wire {
+            fd: 0,
+            transfer: Transfer::Move,
+        };
+        let bytes = postcard::to_allocvec(&wire).unwrap();
+        let fds = vec![raw.try_clone_fd().unwrap()];
+        let r = oob::with_received(fds, || postcard::from_bytes::<ShmArray1<f64>>(&bytes));
+        assert!(r.is_err());
+        assert!(matches!(
+            take_last_error(),
+            Some(NdarrayError::Shm(npshmex_shm::ShmError::NotSealed { .. }))
+        ));
+        // Sealed, the same bytes are accepted.
+        raw.seal(Seals::SIZE).unwrap();
+        let fds = vec![raw.try_clone_fd().unwrap()];
+        let b = oob::with_received(fds, || postcard::from_bytes::<ShmArray1<f64>>(&bytes));
+        assert_eq!(b.unwrap().view(), a.view());
     }
 
     #[test]
