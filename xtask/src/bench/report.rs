@@ -105,7 +105,7 @@ const CONTEXT: &[(&str, &str, &str)] = &[
 /// How the cases are measured where BENCHMARKS.md leaves room, printed
 /// under the tables so a reader can weigh the figures.
 const NOTES: &[&str] = &[
-    "`seed.pool_copy`, `mem.copy_peak`: the pool takes arguments by value, so the input is cloned before the clock starts and moved into `submit`; freeing it is inside the figure.",
+    "`seed.pool_copy`, `sweep.*.pool_copy`, `mem.copy_peak`: the caller lends its plain `Array1` (`ShmArg::from(&x)`, no clone) and gets a plain `Array1` back; the worker takes the received array by value (`x.into_owned() + 1.0` reuses its buffer).",
     "`seed.pool_zero_copy`, `workers.*`, `arrow.zero_copy`: the input already lives in a sealed (read-only) segment; each call sends a free handle of it. `seed.pool_in_place`, `sweep.*.zero_copy`, `records.zero_copy`, `big.4gib`: a writable array is moved to the worker and back.",
     "`*.serde_pipe`, `arrow.ipc_pipe`: plain serde bytes; through the worker socket up to 16 MiB (the pool's cap on inline frames), above that the same bytes in a sealed memfd (no socket copies: this flatters the baselines).",
     "`sweep.*`: the worker returns the array unchanged, so the figure is the transfer alone; payloads under 16 MiB average up to 100 round trips per sample.",

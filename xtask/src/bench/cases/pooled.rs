@@ -1,17 +1,19 @@
 //! The pool paths of the seed workload (`seed.pool_*`, `seed.serde_pipe`)
 //! and the memory cases measured on them (`mem.*`).
 //!
-//! Inputs are prepared before the clock starts (a clone to move into the
-//! call, a frozen `ShmArray` whose handles are free to duplicate); what the
-//! clock sees is exactly what a caller waits for: submit, the worker's
-//! work, the result in hand. Drop of the result happens after the clock stops.
+//! Inputs are prepared before the clock starts (a frozen `ShmArray` whose
+//! handles are free to duplicate, a writable one moved back and forth); the
+//! drop-in path lends the caller's plain array (`ShmArg::from(&x)`, as a
+//! user writes it: no clone). What the clock sees is exactly what a caller
+//! waits for: submit, the worker's work, the result in hand. Drop of the
+//! result happens after the clock stops.
 
 use super::memory::peak_added;
 use super::seed::{check, input};
 use super::{ms_since, repeat, Scale};
 use anyhow::{anyhow, Context, Result};
-use ndarray::Array1;
-use npshmex_ndarray::{Shm, ShmArray1};
+use ndarray::{Array1, Ix1};
+use npshmex_ndarray::{Shm, ShmArg, ShmArray1};
 use npshmex_pool::ProcessPoolExecutor;
 use std::time::Instant;
 
@@ -43,8 +45,10 @@ pub fn socket_pool() -> Result<ProcessPoolExecutor> {
 
 // --- worker functions ---
 
-fn add_one_copy(x: Shm<Array1<f64>>) -> Shm<Array1<f64>> {
-    Shm(&x.0 + 1.0)
+/// The drop-in worker as a user writes it: the received array is owned, so
+/// `x + 1.0` reuses its buffer for the result.
+fn add_one_copy(x: ShmArg<'_, f64, Ix1>) -> Shm<Array1<f64>> {
+    Shm(x.into_owned() + 1.0)
 }
 
 fn add_one_zero_copy(x: ShmArray1<f64>) -> Result<ShmArray1<f64>, String> {
@@ -73,11 +77,14 @@ enum Figure {
     PeakMemory,
 }
 
-/// One `seed.pool_copy` call on a clone of `x`: ms, after checking the result.
+/// One `seed.pool_copy` call lending `x`: ms, after checking the result.
 fn copy_once(pool: &ProcessPoolExecutor, x: &Array1<f64>, figure: Figure) -> Result<f64> {
-    let arg = Shm(x.clone());
-    let call =
-        || -> Result<Array1<f64>> { Ok(pool.submit(add_one_copy, arg)?.result()?.into_inner()) };
+    let call = || -> Result<Array1<f64>> {
+        Ok(pool
+            .submit(add_one_copy, ShmArg::from(x))?
+            .result()?
+            .into_inner())
+    };
     let t = Instant::now();
     let (y, value) = match figure {
         Figure::PeakMemory => {
