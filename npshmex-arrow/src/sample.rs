@@ -51,122 +51,61 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
         ("null", Arc::new(NullArray::new(ROWS))),
         (
             "bool",
-            Arc::new(BooleanArray::from(vec![
-                Some(true),
-                Some(false),
-                None,
-                Some(true),
-                Some(false),
-            ])),
+            Arc::new(BooleanArray::from(null_row_2([true, false, true, false]))),
         ),
         (
             "int8",
-            Arc::new(Int8Array::from(vec![
-                Some(i8::MIN),
-                Some(1),
-                None,
-                Some(3),
-                Some(i8::MAX),
-            ])),
+            Arc::new(Int8Array::from(null_row_2([i8::MIN, 1, 3, i8::MAX]))),
         ),
         (
             "int16",
-            Arc::new(Int16Array::from(vec![
-                Some(i16::MIN),
-                Some(1),
-                None,
-                Some(3),
-                Some(i16::MAX),
-            ])),
+            Arc::new(Int16Array::from(null_row_2([i16::MIN, 1, 3, i16::MAX]))),
         ),
         (
             "int32",
-            Arc::new(Int32Array::from(vec![
-                Some(i32::MIN),
-                Some(1),
-                None,
-                Some(3),
-                Some(i32::MAX),
-            ])),
+            Arc::new(Int32Array::from(null_row_2([i32::MIN, 1, 3, i32::MAX]))),
         ),
         (
             "int64",
-            Arc::new(Int64Array::from(vec![
-                Some(i64::MIN),
-                Some(1),
-                None,
-                Some(3),
-                Some(i64::MAX),
-            ])),
+            Arc::new(Int64Array::from(null_row_2([i64::MIN, 1, 3, i64::MAX]))),
         ),
         (
             "uint8",
-            Arc::new(UInt8Array::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3),
-                Some(u8::MAX),
-            ])),
+            Arc::new(UInt8Array::from(null_row_2([0, 1, 3, u8::MAX]))),
         ),
         (
             "uint16",
-            Arc::new(UInt16Array::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3),
-                Some(u16::MAX),
-            ])),
+            Arc::new(UInt16Array::from(null_row_2([0, 1, 3, u16::MAX]))),
         ),
         (
             "uint32",
-            Arc::new(UInt32Array::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3),
-                Some(u32::MAX),
-            ])),
+            Arc::new(UInt32Array::from(null_row_2([0, 1, 3, u32::MAX]))),
         ),
         (
             "uint64",
-            Arc::new(UInt64Array::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3),
-                Some(u64::MAX),
-            ])),
+            Arc::new(UInt64Array::from(null_row_2([0, 1, 3, u64::MAX]))),
         ),
         (
             "float16",
             Arc::new(Float16Array::from(
-                [Some(0.5f32), Some(1.5), None, Some(-2.0), Some(4.0)]
-                    .iter()
+                null_row_2([0.5f32, 1.5, -2.0, 4.0])
+                    .into_iter()
                     .map(|v| v.map(half::f16::from_f32))
                     .collect::<Vec<_>>(),
             )),
         ),
         (
             "float32",
-            Arc::new(Float32Array::from(vec![
-                Some(0.5),
-                Some(1.5),
-                None,
-                Some(-2.0),
-                Some(f32::MAX),
-            ])),
+            Arc::new(Float32Array::from(null_row_2([0.5, 1.5, -2.0, f32::MAX]))),
         ),
         (
             "float64",
-            Arc::new(Float64Array::from(vec![
-                Some(0.5),
-                Some(1.5),
-                None,
-                Some(-2.0),
-                Some(f64::INFINITY),
-            ])),
+            Arc::new(Float64Array::from(null_row_2([
+                0.5,
+                1.5,
+                -2.0,
+                f64::INFINITY,
+            ]))),
         ),
         ("utf8", Arc::new(StringArray::from(strs.to_vec()))),
         (
@@ -200,167 +139,119 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
         (
             "decimal128",
             Arc::new(
-                Decimal128Array::from(vec![
-                    Some(12345),
-                    Some(-1),
-                    None,
-                    Some(0),
-                    Some(9_999_999_999),
-                ])
-                .with_precision_and_scale(10, 2)?,
+                Decimal128Array::from(null_row_2([12345, -1, 0, 9_999_999_999]))
+                    .with_precision_and_scale(10, 2)?,
             ),
         ),
         (
             "decimal256",
             Arc::new(
-                Decimal256Array::from(vec![
-                    Some(i256::from_i128(1)),
-                    Some(i256::from_i128(-100_000)),
-                    None,
-                    Some(i256::ZERO),
-                    Some(i256::from_i128(10i128.pow(35))),
-                ])
+                Decimal256Array::from(null_row_2([
+                    i256::from_i128(1),
+                    i256::from_i128(-100_000),
+                    i256::ZERO,
+                    i256::from_i128(10i128.pow(35)),
+                ]))
                 .with_precision_and_scale(40, 5)?,
             ),
         ),
         (
             "date32",
-            Arc::new(Date32Array::from(vec![
-                Some(0),
-                Some(19_000),
-                None,
-                Some(-1),
-                Some(1),
-            ])),
+            Arc::new(Date32Array::from(null_row_2([0, 19_000, -1, 1]))),
         ),
         (
             "date64",
-            Arc::new(Date64Array::from(vec![
-                Some(0),
-                Some(86_400_000),
-                None,
-                Some(-86_400_000),
-                Some(1_641_600_000_000),
-            ])),
+            Arc::new(Date64Array::from(null_row_2([
+                0,
+                86_400_000,
+                -86_400_000,
+                1_641_600_000_000,
+            ]))),
         ),
         (
             "time32_s",
-            Arc::new(Time32SecondArray::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3600),
-                Some(86_399),
-            ])),
+            Arc::new(Time32SecondArray::from(null_row_2([0, 1, 3600, 86_399]))),
         ),
         (
             "time32_ms",
-            Arc::new(Time32MillisecondArray::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3_600_000),
-                Some(86_399_999),
-            ])),
+            Arc::new(Time32MillisecondArray::from(null_row_2([
+                0, 1, 3_600_000, 86_399_999,
+            ]))),
         ),
         (
             "time64_us",
-            Arc::new(Time64MicrosecondArray::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3_600_000_000),
-                Some(86_399_999_999),
-            ])),
+            Arc::new(Time64MicrosecondArray::from(null_row_2([
+                0,
+                1,
+                3_600_000_000,
+                86_399_999_999,
+            ]))),
         ),
         (
             "time64_ns",
-            Arc::new(Time64NanosecondArray::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(3_600_000_000_000),
-                Some(86_399_999_999_999),
-            ])),
+            Arc::new(Time64NanosecondArray::from(null_row_2([
+                0,
+                1,
+                3_600_000_000_000,
+                86_399_999_999_999,
+            ]))),
         ),
         (
             "timestamp_s",
-            Arc::new(TimestampSecondArray::from(vec![
-                Some(0),
-                Some(1),
-                None,
-                Some(-1),
-                Some(1_700_000_000),
-            ])),
+            Arc::new(TimestampSecondArray::from(null_row_2([
+                0,
+                1,
+                -1,
+                1_700_000_000,
+            ]))),
         ),
         (
             "timestamp_ms_utc",
             Arc::new(
-                TimestampMillisecondArray::from(vec![
-                    Some(0),
-                    Some(1),
-                    None,
-                    Some(-1),
-                    Some(1_700_000_000_000),
-                ])
-                .with_timezone("UTC"),
+                TimestampMillisecondArray::from(null_row_2([0, 1, -1, 1_700_000_000_000]))
+                    .with_timezone("UTC"),
             ),
         ),
         (
             "timestamp_us_offset",
             Arc::new(
-                TimestampMicrosecondArray::from(vec![
-                    Some(0),
-                    Some(1),
-                    None,
-                    Some(-1),
-                    Some(1_700_000_000_000_000),
-                ])
-                .with_timezone("+05:30"),
+                TimestampMicrosecondArray::from(null_row_2([0, 1, -1, 1_700_000_000_000_000]))
+                    .with_timezone("+05:30"),
             ),
         ),
         (
             "timestamp_ns_zone",
             Arc::new(
-                TimestampNanosecondArray::from(vec![
-                    Some(0),
-                    Some(1),
-                    None,
-                    Some(-1),
-                    Some(1_700_000_000_000_000_000),
-                ])
-                .with_timezone("America/New_York"),
+                TimestampNanosecondArray::from(null_row_2([0, 1, -1, 1_700_000_000_000_000_000]))
+                    .with_timezone("America/New_York"),
             ),
         ),
         (
             "duration_ms",
-            Arc::new(DurationMillisecondArray::from(vec![
-                Some(0),
-                Some(-1),
-                None,
-                Some(1000),
-                Some(i64::MAX),
-            ])),
+            Arc::new(DurationMillisecondArray::from(null_row_2([
+                0,
+                -1,
+                1000,
+                i64::MAX,
+            ]))),
         ),
         (
             "duration_ns",
-            Arc::new(DurationNanosecondArray::from(vec![
-                Some(0),
-                Some(-1),
-                None,
-                Some(1000),
-                Some(i64::MIN),
-            ])),
+            Arc::new(DurationNanosecondArray::from(null_row_2([
+                0,
+                -1,
+                1000,
+                i64::MIN,
+            ]))),
         ),
         (
             "interval_mdn",
-            Arc::new(IntervalMonthDayNanoArray::from(vec![
-                Some(IntervalMonthDayNano::new(1, 2, 3)),
-                Some(IntervalMonthDayNano::new(-1, 0, 0)),
-                None,
-                Some(IntervalMonthDayNano::new(0, 0, 0)),
-                Some(IntervalMonthDayNano::new(12, 31, 1_000_000_000)),
-            ])),
+            Arc::new(IntervalMonthDayNanoArray::from(null_row_2([
+                IntervalMonthDayNano::new(1, 2, 3),
+                IntervalMonthDayNano::new(-1, 0, 0),
+                IntervalMonthDayNano::new(0, 0, 0),
+                IntervalMonthDayNano::new(12, 31, 1_000_000_000),
+            ]))),
         ),
     ];
 
@@ -438,13 +329,7 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
                 Field::new("b", DataType::Utf8, true),
             ]),
             vec![
-                Arc::new(Int32Array::from(vec![
-                    Some(1),
-                    Some(2),
-                    None,
-                    Some(4),
-                    Some(5),
-                ])),
+                Arc::new(Int32Array::from(null_row_2([1, 2, 4, 5]))),
                 Arc::new(StringArray::from(vec![
                     Some("x"),
                     None,
@@ -500,7 +385,7 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
     cols.push((
         "dictionary",
         Arc::new(DictionaryArray::<Int32Type>::try_new(
-            Int32Array::from(vec![Some(0), Some(1), None, Some(0), Some(2)]),
+            Int32Array::from(null_row_2([0, 1, 0, 2])),
             dict_values.clone(),
         )?),
     ));
@@ -520,7 +405,7 @@ pub fn every_type() -> Result<RecordBatch, ArrowError> {
     cols.push((
         "dictionary_int8_large_utf8",
         Arc::new(DictionaryArray::<Int8Type>::try_new(
-            Int8Array::from(vec![Some(1), Some(0), None, Some(1), Some(1)]),
+            Int8Array::from(null_row_2([1, 0, 1, 1])),
             Arc::new(LargeStringArray::from(vec!["x", "yy"])),
         )?),
     ));
@@ -594,4 +479,10 @@ fn same_array(a: &ArrayRef, b: &ArrayRef) -> bool {
         },
         _ => a == b,
     }
+}
+
+/// `[r0, r1, r3, r4]` as five rows with row 2 null (the null row of
+/// [`every_type`], in its columns and in the keys of its dictionaries).
+fn null_row_2<T>([r0, r1, r3, r4]: [T; 4]) -> Vec<Option<T>> {
+    vec![Some(r0), Some(r1), None, Some(r3), Some(r4)]
 }
