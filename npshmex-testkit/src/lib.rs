@@ -28,7 +28,7 @@ mod tmpfs;
 
 pub use fds::open_fds;
 pub use leak::LeakCheck;
-pub use oob::oob_roundtrip;
+pub use oob::{oob_roundtrip, FdSegment};
 pub use procs::{
     all_processes, children, is_live_worker, proc_stat, wait_no_worker_children, worker_children,
     worker_pids, Proc, WORKER_COMM_PREFIX,
