@@ -403,8 +403,23 @@ mod shm {
             .map_err(|_| npshmex_shm::ShmError::NoCollector)
         });
         let bytes = bytes?;
+        // Not even sealed against shrinking: refused before it is mapped.
         let r: Result<ShmBatch, _> =
             npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes));
+        assert!(r.is_err());
+        assert!(matches!(
+            take_last_error(),
+            Some(ArrowShmError::Shm {
+                source: npshmex_shm::ShmError::NotSealed { .. },
+                ..
+            })
+        ));
+        // Size-sealed but writable, sent as read-only: the write seal is missing.
+        seg.seal(Seals::SIZE)?;
+        let r: Result<ShmBatch, _> =
+            npshmex_shm::oob::with_received(vec![seg.try_clone_fd()?], || {
+                postcard::from_bytes(&bytes)
+            });
         assert!(r.is_err());
         assert!(matches!(
             take_last_error(),

@@ -73,12 +73,7 @@ impl Serialize for ShmBatch {
                 "npshmex segment types can only be serialized inside a pool task (no fd collector)",
             ));
         }
-        let fd = self.segment().try_clone_fd().map_err(|source| {
-            ser::Error::custom(remember(ArrowShmError::Shm {
-                op: "dup segment fd",
-                source,
-            }))
-        })?;
+        let fd = lendable_fd(self).map_err(|e| ser::Error::custom(remember(e)))?;
         let index = oob::push_fd(fd).map_err(|source| {
             ser::Error::custom(remember(ArrowShmError::Shm {
                 op: "hand the segment to the fd collector",
@@ -101,9 +96,48 @@ impl<'de> Deserialize<'de> for ShmBatch {
     }
 }
 
+/// The fd to send for `batch`: its own segment when that is sealed against
+/// shrinking (every segment this crate writes is), otherwise (a named segment,
+/// e.g. a file pyarrow wrote into /dev/shm, which cannot be sealed) a sealed
+/// copy of its file, since receivers refuse unsealed segments.
+fn lendable_fd(batch: &ShmBatch) -> Result<std::os::fd::OwnedFd, ArrowShmError> {
+    let seg = batch.segment();
+    if seg.seals().is_ok_and(|s| s.contains(Seals::SHRINK)) {
+        return seg
+            .try_clone_fd()
+            .map_err(ArrowShmError::shm("dup segment fd"));
+    }
+    let len = batch.file_len();
+    let mut copy = Segment::anonymous(len).map_err(ArrowShmError::shm("create segment"))?;
+    let src = seg.as_slice().get(..len).ok_or(ArrowShmError::Malformed {
+        reason: "file length past the end of its segment",
+    })?;
+    copy.as_mut_slice()
+        .map_err(ArrowShmError::shm("write segment"))?
+        .copy_from_slice(src);
+    let seals = match batch.transfer() {
+        Transfer::ReadOnly => Seals::SIZE | Seals::WRITE,
+        _ => Seals::SIZE,
+    };
+    if seals.contains(Seals::WRITE) {
+        // Sealing against writes needs no writable mapping: freeze unmaps it.
+        let frozen = copy.freeze().map_err(ArrowShmError::shm("seal segment"))?;
+        return frozen
+            .try_clone_fd()
+            .map_err(ArrowShmError::shm("dup segment fd"));
+    }
+    copy.seal(seals)
+        .map_err(ArrowShmError::shm("seal segment"))?;
+    copy.try_clone_fd()
+        .map_err(ArrowShmError::shm("dup segment fd"))
+}
+
 fn receive(wire: Wire) -> Result<ShmBatch, ArrowShmError> {
     let fd = oob::take_fd(wire.fd).map_err(ArrowShmError::shm("take received fd"))?;
-    let segment = Segment::from_fd_expect(fd, Access::ReadOnly, wire.file_len)
+    // Only a segment sealed against shrinking is mapped: the sender (or
+    // anyone else holding the file) could otherwise truncate it under our
+    // reads, a SIGBUS instead of an error.
+    let segment = Segment::from_fd_sealed(fd, Access::ReadOnly, wire.file_len, Seals::NONE)
         .map_err(ArrowShmError::shm("map received segment"))?;
     if wire.transfer == Transfer::ReadOnly {
         let seals = segment.seals().map_err(ArrowShmError::shm("read seals"))?;

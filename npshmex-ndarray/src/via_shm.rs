@@ -173,7 +173,9 @@ where
 /// Copies a received segment out (into heap memory advised for huge pages)
 /// and unmaps it at once (never cached: the sender wants it back).
 fn from_fd<A: Element, D: Dimension>(fd: std::os::fd::OwnedFd) -> Result<Array<A, D>> {
-    let seg = Segment::from_fd(fd, Access::ReadOnly)?;
+    // Sealed against shrinking or refused: an unsealed file could be
+    // truncated under the copy-out (SIGBUS). Every sender here seals.
+    let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0, npshmex_shm::Seals::NONE)?;
     let slot = Slot::uncached(seg)?;
     let layout = Layout::<D>::read::<A>(slot.seg().as_slice())?;
     let a = ShmArray::<A, D>::from_parts(slot, layout);
