@@ -5,16 +5,15 @@
 //! larger than `inline_max` are in flight. Each must fail at most the tasks
 //! involved, with a typed error, never hang, and leak nothing.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use npshmex_pool::{oob, ProcessPoolExecutor, TaskError, WorkerExit};
-use npshmex_shm::{Access, Segment};
+use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+use npshmex_shm::Segment;
+use npshmex_testkit::{FdSegment, LeakCheck};
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -52,7 +51,8 @@ fn busy_parent(role: &str) -> i32 {
         let futs: Vec<_> = (0..8)
             .filter_map(|i| {
                 let seg = Segment::anonymous(8192).ok()?;
-                p.submit(heavy, (Blob(seg), vec![i as u8; 4000])).ok()
+                p.submit(heavy, (FdSegment::read_only(seg), vec![i as u8; 4000]))
+                    .ok()
             })
             .collect();
         for f in futs {
@@ -208,7 +208,7 @@ fn died(r: Result<u64, TaskError>) -> WorkerExit {
 
 #[test]
 fn exit_zero_fails_as_worker_died() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let mut f = p.submit(exit_zero, 1).expect("submit");
@@ -218,12 +218,12 @@ fn exit_zero_fails_as_worker_died() {
             Some(2)
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn a_worker_that_forks_and_dies_is_noticed() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         assert_eq!(
@@ -237,12 +237,12 @@ fn a_worker_that_forks_and_dies_is_noticed() {
             Some(2)
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn a_task_that_breaks_the_socket_fails_alone() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         for f in [close_all_fds, dup_over_fds] {
@@ -257,12 +257,12 @@ fn a_task_that_breaks_the_socket_fails_alone() {
             );
         }
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn encode_and_decode_failures_are_typed() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let pid = p.worker_pids();
@@ -290,7 +290,7 @@ fn encode_and_decode_failures_are_typed() {
             Err(npshmex_pool::PoolError::Encode { .. })
         ));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn plus_one_of_unencodable(_: Unencodable) -> u64 {
@@ -299,7 +299,7 @@ fn plus_one_of_unencodable(_: Unencodable) -> u64 {
 
 #[test]
 fn futures_dropped_unwaited() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         for i in 0..2000 {
@@ -308,12 +308,12 @@ fn futures_dropped_unwaited() {
         let last = p.submit(plus_one, 1).expect("submit");
         assert_eq!(last.result().ok(), Some(2));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn pool_dropped_inside_a_done_callback() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let holder: Arc<Mutex<Option<ProcessPoolExecutor>>> = Arc::new(Mutex::new(Some(pool(2))));
     let dropped = Arc::new(AtomicBool::new(false));
     let futs: Vec<_> = {
@@ -335,43 +335,27 @@ fn pool_dropped_inside_a_done_callback() {
         assert!(f.result_timeout(PATIENCE).is_ok());
     }
     assert!(dropped.load(Ordering::SeqCst));
-    leaks.check();
-}
-
-/// A segment that travels by fd (as in tests/oob.rs).
-struct Blob(Segment);
-
-impl Serialize for Blob {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fd = self.0.try_clone_fd().map_err(S::Error::custom)?;
-        let index = oob::push_fd(fd).map_err(S::Error::custom)?;
-        (index, self.0.len() as u64).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (index, len) = <(u32, u64)>::deserialize(d)?;
-        let fd = oob::take_fd(index).map_err(D::Error::custom)?;
-        Segment::from_fd_expect(fd, Access::ReadOnly, len)
-            .map(Blob)
-            .map_err(D::Error::custom)
-    }
+    leaks.finish();
 }
 
 /// Sums a segment and a large inline payload; returns a new segment and a
 /// large payload.
-fn heavy((b, payload): (Blob, Vec<u8>)) -> (u64, Blob, Vec<u8>) {
-    let sum = b.0.as_slice().iter().map(|&x| u64::from(x)).sum::<u64>()
+fn heavy((b, payload): (FdSegment, Vec<u8>)) -> (u64, FdSegment, Vec<u8>) {
+    let sum = b
+        .segment
+        .as_slice()
+        .iter()
+        .map(|&x| u64::from(x))
+        .sum::<u64>()
         + payload.iter().map(|&x| u64::from(x)).sum::<u64>();
     let mut out = Segment::anonymous(4096).expect("memfd");
     out.as_mut_slice().expect("rw").fill(1);
-    (sum, Blob(out), payload)
+    (sum, FdSegment::read_only(out), payload)
 }
 
 #[test]
 fn random_kill_9_with_fds_and_large_payloads_in_flight() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     for method in [
         npshmex_pool::StartMethod::Spawn,
         npshmex_pool::StartMethod::Fork,
@@ -397,7 +381,7 @@ fn random_kill_9_with_fds_and_large_payloads_in_flight() {
                     std::thread::sleep(Duration::from_micros(200 + (n >> 33) % 5000));
                     let pids = p.worker_pids();
                     if let Some(&pid) = pids.get((n >> 40) as usize % pids.len().max(1)) {
-                        if common::is_live_worker(pid) {
+                        if npshmex_testkit::is_live_worker(pid) {
                             // SAFETY: SIGKILL to a worker child of ours.
                             #[allow(unsafe_code)]
                             unsafe {
@@ -420,12 +404,14 @@ fn random_kill_9_with_fds_and_large_payloads_in_flight() {
                         seg.as_mut_slice().expect("rw").fill(2);
                         let payload = vec![1u8; 3000 + (i as usize * 97 + t) % 5000];
                         let expect = 8192 * 2 + payload.len() as u64;
-                        let mut f = p.submit(heavy, (Blob(seg), payload)).expect("submit");
+                        let mut f = p
+                            .submit(heavy, (FdSegment::read_only(seg), payload))
+                            .expect("submit");
                         match f.result_timeout(PATIENCE) {
                             Ok((sum, blob, back)) => {
                                 assert_eq!(sum, expect);
-                                assert_eq!(blob.0.len(), 4096);
-                                assert!(blob.0.as_slice().iter().all(|&x| x == 1));
+                                assert_eq!(blob.segment.len(), 4096);
+                                assert!(blob.segment.as_slice().iter().all(|&x| x == 1));
                                 assert_eq!(back.len() as u64 + 8192 * 2, expect);
                                 ok += 1;
                             }
@@ -453,7 +439,7 @@ fn random_kill_9_with_fds_and_large_payloads_in_flight() {
         assert!(total.1 <= kills, "{total:?} with {kills} kills");
         assert!(total.0 > 0);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 /// An argument whose decoding panics in the worker.
@@ -498,7 +484,7 @@ fn make_panics_encoding(_: u64) -> PanicsEncoding {
 
 #[test]
 fn serde_panics_in_the_worker_fail_only_their_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let pid = p.worker_pids();
@@ -522,7 +508,7 @@ fn serde_panics_in_the_worker_fail_only_their_task() {
         }
         assert_eq!(p.worker_pids(), pid, "the worker survived");
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn slow_initializer() {
@@ -531,7 +517,7 @@ fn slow_initializer() {
 
 #[test]
 fn a_worker_killed_while_starting_is_replaced() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         // Kill the worker while its initializer runs, four times in a row
         // (more than the start deaths that break a pool): the pool must go
@@ -566,45 +552,24 @@ fn a_worker_killed_while_starting_is_replaced() {
             Some(2)
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 /// Live (non-zombie) processes in process group `pgid`, and /dev/shm
 /// entries named after `pid`.
 fn remains_of(pgid: u32) -> (Vec<u32>, Vec<String>) {
-    let mut procs = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        // state ppid pgrp ...
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if rest.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-            && rest.first() != Some(&"Z")
-        {
-            procs.push(pid);
-        }
-    }
-    let prefix = format!("npshmex-{pgid}-");
-    let shm = std::fs::read_dir("/dev/shm")
+    let procs = npshmex_testkit::all_processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
+        .filter(|p| p.pgrp == pgid && !p.is_zombie())
+        .map(|p| p.pid)
         .collect();
-    (procs, shm)
+    let shm = npshmex_testkit::shm_entries(&format!("npshmex-{pgid}-"));
+    (procs, shm.into_iter().collect())
 }
 
 #[test]
 fn killing_the_parent_at_random_moments_leaves_nothing() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let exe = std::env::current_exe().expect("current exe");
     let mut n = u64::from(std::process::id());
     for round in 0..8u64 {
@@ -637,7 +602,7 @@ fn killing_the_parent_at_random_moments_leaves_nothing() {
             "round {round}: orphans or segments left"
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn sleep_then_plus_one(x: u64) -> u64 {
@@ -652,7 +617,7 @@ fn abort_task(_: u64) -> u64 {
 #[test]
 fn shutdown_racing_crashes_and_kills() {
     use npshmex_pool::{CancelFutures, ShutdownOptions, Wait};
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let mut n = u64::from(std::process::id()) | 1;
     for round in 0..12u64 {
         n = n
@@ -697,13 +662,13 @@ fn shutdown_racing_crashes_and_kills() {
         }
         drop(p);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn durations_past_the_end_of_time_mean_no_limit() {
     use npshmex_pool::{as_completed_timeout, wait, MapOptions, ReturnWhen};
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         // Duration::MAX as "no limit" everywhere a duration is taken; each
         // used to overflow `Instant + Duration` and panic (in a pool thread
@@ -741,7 +706,7 @@ fn durations_past_the_end_of_time_mean_no_limit() {
         let w = wait(futs, Some(Duration::MAX), ReturnWhen::AllCompleted);
         assert_eq!(w.done.len(), 3);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 /// The first worker's initializer succeeds; any later one fails after a
@@ -775,7 +740,7 @@ fn sleep_then_mark(_: u64) -> u64 {
 
 #[test]
 fn a_broken_pool_kills_workers_still_running_tasks() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("marker dir");
     {
@@ -800,12 +765,12 @@ fn a_broken_pool_kills_workers_still_running_tasks() {
     let survived = dir.join("survived").exists();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!survived, "the broken pool let its worker finish a task");
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn pool_dropped_in_a_callback_run_by_a_waiting_caller() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         // A long spin makes the caller of `result` receive the worker's
         // answer itself, so the callback (which drops the pool) runs on
@@ -833,5 +798,5 @@ fn pool_dropped_in_a_callback_run_by_a_waiting_caller() {
         }
         assert!(holder.lock().expect("lock").is_none());
     }
-    leaks.check();
+    leaks.finish();
 }

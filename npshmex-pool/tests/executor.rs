@@ -3,8 +3,6 @@
 //! as_completed, wait modes, initializer, max_tasks_per_child, callbacks,
 //! `.await`, and the fork start method.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +11,7 @@ use npshmex_pool::{
     as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError,
     ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod, TaskError, Wait,
 };
+use npshmex_testkit::LeakCheck;
 
 npshmex_pool::test_support!();
 
@@ -53,7 +52,7 @@ fn pool(n: usize) -> ProcessPoolExecutor {
 
 #[test]
 fn submit_returns_the_value() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let f = p.submit(square, 12).expect("submit");
@@ -80,12 +79,12 @@ fn submit_returns_the_value() {
             );
         }
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn function_errors_come_back_as_values() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         assert_eq!(
@@ -103,12 +102,12 @@ fn function_errors_come_back_as_values() {
             Err("division by zero".to_string())
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn map_is_ordered_with_any_chunksize() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         for chunksize in [1, 3, 256] {
@@ -139,12 +138,12 @@ fn map_is_ordered_with_any_chunksize() {
         );
         assert!(matches!(zero, Err(PoolError::InvalidConfig { .. })));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn map_reports_a_panic_on_its_own_item() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let opts = MapOptions {
@@ -166,12 +165,12 @@ fn map_reports_a_panic_on_its_own_item() {
         }
         assert!(got[7].is_err());
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn map_timeout_ends_the_iteration() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let opts = MapOptions {
@@ -191,12 +190,12 @@ fn map_timeout_ends_the_iteration() {
         // The running task is not killed by a map timeout; shutting down
         // waits for it.
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn lazy_map_over_an_endless_iterator() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let first: Vec<u64> = p
@@ -207,12 +206,12 @@ fn lazy_map_over_an_endless_iterator() {
             .expect("ok");
         assert_eq!(first[49], 49 * 49);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn shutdown_waits_and_refuses_new_tasks() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let futs: Vec<_> = (0..6)
@@ -225,7 +224,7 @@ fn shutdown_waits_and_refuses_new_tasks() {
         );
         assert!(p.worker_pids().is_empty());
         assert!(
-            common::worker_children().is_empty(),
+            npshmex_testkit::worker_children().is_empty(),
             "workers reaped by shutdown"
         );
         assert!(matches!(p.submit(square, 1), Err(PoolError::ShutDown)));
@@ -233,12 +232,12 @@ fn shutdown_waits_and_refuses_new_tasks() {
             assert_eq!(f.result().expect("ran"), 50);
         }
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn shutdown_without_wait_still_finishes_the_work() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let futs: Vec<_> = (0..3)
@@ -253,12 +252,12 @@ fn shutdown_without_wait_still_finishes_the_work() {
             assert_eq!(f.result().expect("ran"), 100);
         }
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn shutdown_can_cancel_pending_futures() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -282,12 +281,12 @@ fn shutdown_can_cancel_pending_futures() {
             assert!(matches!(f.result(), Err(TaskError::Cancelled)));
         }
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn cancel_only_while_pending() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -308,12 +307,12 @@ fn cancel_only_while_pending() {
         assert_eq!(first.result().expect("ran"), 300);
         assert_eq!(third.result().expect("ran"), 9);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn result_timeout_leaves_the_future_usable() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let mut f = p.submit(sleep_ms, 300).expect("submit");
@@ -328,12 +327,12 @@ fn result_timeout_leaves_the_future_usable() {
             Err(TaskError::ResultTaken)
         ));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn as_completed_yields_in_completion_order() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let slow = p.submit(sleep_ms, 600).expect("submit");
@@ -351,12 +350,12 @@ fn as_completed_yields_in_completion_order() {
         assert!(matches!(&got[0], Ok(f) if f.done()));
         assert!(matches!(got[1], Err(TaskError::WaitTimedOut { .. })));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn wait_modes() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let futs = vec![
@@ -400,12 +399,12 @@ fn wait_modes() {
         );
         assert_eq!(r.not_done.len(), 1);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn done_callbacks_see_the_outcome() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -436,7 +435,7 @@ fn done_callbacks_see_the_outcome() {
         assert_eq!(seen[0], Ok(16));
         assert!(seen[1].as_ref().is_err_and(|m| m.contains("seven")));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 static INITIALIZED_IN_WORKER: AtomicU64 = AtomicU64::new(0);
@@ -455,7 +454,7 @@ fn failing_init() {
 
 #[test]
 fn initializer_runs_in_every_worker() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(2)
@@ -475,12 +474,12 @@ fn initializer_runs_in_every_worker() {
             "not run in the parent"
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn failing_initializer_breaks_the_pool() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -507,12 +506,12 @@ fn failing_initializer_breaks_the_pool() {
         let later = p.submit(square, 2);
         assert!(matches!(later, Err(PoolError::Broken { .. })) || saw_initializer_error);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn max_tasks_per_child_recycles_workers() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -531,12 +530,12 @@ fn max_tasks_per_child_recycles_workers() {
         assert_ne!(pids[0], pids[2]);
         assert_ne!(pids[2], pids[4]);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn futures_can_be_awaited() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let a = p.submit(square, 3).expect("submit");
@@ -549,12 +548,12 @@ fn futures_can_be_awaited() {
             Err(TaskError::Panicked(_))
         ));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn fork_start_method() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(2)
@@ -576,12 +575,12 @@ fn fork_start_method() {
             Err(TaskError::Panicked(_))
         ));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn invalid_settings_are_errors() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     assert!(matches!(
         ProcessPoolExecutor::builder().max_workers(0).build(),
         Err(PoolError::InvalidConfig { .. })
@@ -599,7 +598,7 @@ fn invalid_settings_are_errors() {
     ] {
         assert!(matches!(b.build(), Err(PoolError::InvalidConfig { .. })));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn exiting_init() {
@@ -608,7 +607,7 @@ fn exiting_init() {
 
 #[test]
 fn a_worker_dying_in_its_initializer_breaks_the_pool() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -625,7 +624,7 @@ fn a_worker_dying_in_its_initializer_breaks_the_pool() {
         }
         assert!(matches!(p.submit(square, 2), Err(PoolError::Broken { .. })));
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn slow_init() {
@@ -634,7 +633,7 @@ fn slow_init() {
 
 #[test]
 fn task_timeouts_start_after_the_initializer() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -650,7 +649,7 @@ fn task_timeouts_start_after_the_initializer() {
             100
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn nested(x: u64) -> u64 {
@@ -665,7 +664,7 @@ fn nested(x: u64) -> u64 {
 
 #[test]
 fn a_task_can_start_a_pool_of_its_own() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         assert_eq!(
@@ -673,12 +672,12 @@ fn a_task_can_start_a_pool_of_its_own() {
             26
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn many_threads_submit_to_one_pool() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = Arc::new(pool(2));
         let threads: Vec<_> = (0..4u64)
@@ -698,5 +697,5 @@ fn many_threads_submit_to_one_pool() {
             assert!(t.join().expect("thread"), "every result right");
         }
     }
-    leaks.check();
+    leaks.finish();
 }

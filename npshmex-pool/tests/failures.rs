@@ -3,12 +3,11 @@
 //! times out; dropping a busy pool leaves no process; fds do not grow; a
 //! 256 MiB argument and result travel through the memfd path.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+use npshmex_testkit::LeakCheck;
 
 npshmex_pool::test_support!();
 
@@ -88,51 +87,51 @@ fn one_bad_among_1000(bad: Act) -> Result<u64, TaskError> {
 
 #[test]
 fn a_panic_fails_only_its_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     match one_bad_among_1000(Act::Panic) {
         Err(TaskError::Panicked(m)) => assert!(m.contains("asked to panic"), "{m}"),
         other => panic!("expected Panicked, got {other:?}"),
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn an_abort_fails_only_its_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     match one_bad_among_1000(Act::Abort) {
         Err(TaskError::WorkerDied { exit, .. }) => {
             assert_eq!(exit, WorkerExit::Signal(libc::SIGABRT))
         }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn a_segfault_fails_only_its_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     match one_bad_among_1000(Act::Segfault) {
         Err(TaskError::WorkerDied { exit, .. }) => {
             assert_eq!(exit, WorkerExit::Signal(libc::SIGSEGV))
         }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn an_exit_fails_only_its_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     match one_bad_among_1000(Act::Exit3) {
         Err(TaskError::WorkerDied { exit, .. }) => assert_eq!(exit, WorkerExit::Code(3)),
         other => panic!("expected WorkerDied, got {other:?}"),
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn kill_9_of_a_worker_fails_only_its_task() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let dir = std::env::temp_dir().join(format!("npshmex-pool-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let marker = dir.join("pid");
@@ -172,12 +171,12 @@ fn kill_9_of_a_worker_fails_only_its_task() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn a_hung_task_times_out_and_the_pool_goes_on() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::builder()
             .max_workers(1)
@@ -206,34 +205,34 @@ fn a_hung_task_times_out_and_the_pool_goes_on() {
             10
         );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn dropping_a_busy_pool_leaves_no_process() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let futs = {
         let p = pool(2);
         let futs: Vec<_> = (0..6)
             .map(|_| p.submit(sleep_ms, 100).expect("submit"))
             .collect();
-        assert_eq!(common::worker_children().len(), 2);
+        assert_eq!(npshmex_testkit::worker_children().len(), 2);
         futs
         // dropped here, with tasks running
     };
     assert!(
-        common::all_children().is_empty(),
+        npshmex_testkit::children().is_empty(),
         "drop reaped every worker"
     );
     for f in futs {
         assert_eq!(f.result().expect("drop waits for submitted tasks"), 100);
     }
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn no_fd_growth_over_10000_tasks() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(2);
         let warm: Vec<_> = (0..200)
@@ -242,7 +241,7 @@ fn no_fd_growth_over_10000_tasks() {
         for f in warm {
             f.result().expect("ok");
         }
-        let before = common::open_fds();
+        let before = npshmex_testkit::open_fds();
         for round in 0..10u64 {
             let futs: Vec<_> = (0..1000)
                 .map(|i| p.submit(act, Act::Ok(round * 1000 + i)).expect("submit"))
@@ -259,9 +258,13 @@ fn no_fd_growth_over_10000_tasks() {
             .result()
             .expect("ok");
         assert_eq!(back, big);
-        assert_eq!(common::open_fds(), before, "fds grew over 10,000 tasks");
+        assert_eq!(
+            npshmex_testkit::open_fds(),
+            before,
+            "fds grew over 10,000 tasks"
+        );
     }
-    leaks.check();
+    leaks.finish();
 }
 
 fn bump_all(mut v: Vec<u8>) -> Vec<u8> {
@@ -273,7 +276,7 @@ fn bump_all(mut v: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn a_256_mib_argument_and_result_round_trip() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     {
         let p = pool(1);
         let len = 256 << 20;
@@ -285,5 +288,5 @@ fn a_256_mib_argument_and_result_round_trip() {
             .enumerate()
             .all(|(i, &b)| b == ((i % 251) as u8).wrapping_add(1)));
     }
-    leaks.check();
+    leaks.finish();
 }

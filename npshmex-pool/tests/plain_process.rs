@@ -8,13 +8,12 @@
 //! - `chaos`: panic, abort, SIGSEGV, exit(3) and kill -9 of a worker among
 //!   good tasks, each failing exactly one future, reported on stdout.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+use npshmex_testkit::LeakCheck;
 
 const ROLE: &str = "NPSHMEX_POOL_TEST_ROLE";
 
@@ -142,7 +141,7 @@ fn parent() -> i32 {
 
 #[test]
 fn kill_9_of_the_parent_leaves_no_worker() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let mut child = Command::new("/proc/self/exe")
         .env(ROLE, "parent")
         .stdout(Stdio::piped())
@@ -161,7 +160,7 @@ fn kill_9_of_the_parent_leaves_no_worker() {
         .map(|p| p.parse().expect("a pid"))
         .collect();
     assert_eq!(pids.len(), 2);
-    assert!(pids.iter().all(|&p| common::is_live_worker(p)));
+    assert!(pids.iter().all(|&p| npshmex_testkit::is_live_worker(p)));
 
     child.kill().expect("kill -9 the parent");
     child.wait().expect("reap the parent");
@@ -170,19 +169,19 @@ fn kill_9_of_the_parent_leaves_no_worker() {
     let alive: Vec<u32> = pids
         .iter()
         .copied()
-        .filter(|&p| common::is_live_worker(p))
+        .filter(|&p| npshmex_testkit::is_live_worker(p))
         .collect();
     assert!(
         alive.is_empty(),
         "workers {alive:?} outlived their parent by {:?}",
         killed.elapsed()
     );
-    leaks.check();
+    leaks.finish();
 }
 
 #[test]
 fn crashes_in_a_plain_program_fail_one_future_each() {
-    let leaks = common::start();
+    let leaks = LeakCheck::start();
     let out = Command::new("/proc/self/exe")
         .env(ROLE, "chaos")
         .stderr(Stdio::null())
@@ -196,5 +195,5 @@ fn crashes_in_a_plain_program_fail_one_future_each() {
             "{name} missing in: {text}"
         );
     }
-    leaks.check();
+    leaks.finish();
 }
