@@ -114,7 +114,7 @@ fn kill_loop(exe: &std::path::Path, scale: &Scale) -> Result<(usize, u128)> {
         }
         slowest = slowest.max(t.elapsed().as_millis());
         for p in procs::all() {
-            if p.ppid == me && p.state == 'Z' && p.comm.starts_with("npshmex-w") {
+            if p.ppid == me && p.is_zombie() && p.is_worker() {
                 procs::reap(p.pid);
             }
         }

@@ -5,59 +5,19 @@
 
 use anyhow::{Context, Result};
 
-/// A process seen in `/proc`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Proc {
-    /// Its pid.
-    pub pid: u32,
-    /// Its comm name.
-    pub comm: String,
-    /// Its state letter (`Z` for a zombie).
-    pub state: char,
-    /// Its parent pid.
-    pub ppid: u32,
-}
-
-/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
-pub fn stat(pid: u32) -> Option<Proc> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm is in parentheses and may hold spaces: split at the last ')'.
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s.get(open + 1..close)?.to_string();
-    let mut rest = s.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        comm,
-        state,
-        ppid,
-    })
-}
-
-/// Every process in `/proc`.
-pub fn all() -> Vec<Proc> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(stat)
-        .collect()
-}
+pub use npshmex_testkit::{all_processes as all, proc_stat as stat, Proc};
 
 /// Live (not zombie) pool workers whose parent is `ppid`.
 pub fn live_workers_of(ppid: u32) -> Vec<Proc> {
     all()
         .into_iter()
-        .filter(|p| p.ppid == ppid && p.comm.starts_with("npshmex-w") && p.state != 'Z')
+        .filter(|p| p.ppid == ppid && p.is_worker() && !p.is_zombie())
         .collect()
 }
 
 /// Whether `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|p| p.state != 'Z')
+    stat(pid).is_some_and(|p| !p.is_zombie())
 }
 
 /// Open file descriptors of this process.
