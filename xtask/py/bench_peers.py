@@ -93,11 +93,10 @@ def peak_added(call):
 
 # --- cases ---
 
-def seed_stdlib(a, np):
-    from concurrent.futures import ProcessPoolExecutor
-
+def seed_with(executor, a, np):
+    """The seed workload through `executor(1)`: a ProcessPoolExecutor class."""
     x = np.full(a.n, 1.5)
-    with ProcessPoolExecutor(1) as ex:
+    with executor(1) as ex:
         def one():
             t = time.perf_counter()
             y = ex.submit(add_one, x).result()
@@ -105,20 +104,18 @@ def seed_stdlib(a, np):
             check(y, 2.5, a.n)
             return dt
         return "ms", repeat(a.runs, a.warmup, one)
+
+
+def seed_stdlib(a, np):
+    from concurrent.futures import ProcessPoolExecutor
+
+    return seed_with(ProcessPoolExecutor, a, np)
 
 
 def seed_npshmex(a, np):
     import npshmex
 
-    x = np.full(a.n, 1.5)
-    with npshmex.ProcessPoolExecutor(1) as ex:
-        def one():
-            t = time.perf_counter()
-            y = ex.submit(add_one, x).result()
-            dt = (time.perf_counter() - t) * 1e3
-            check(y, 2.5, a.n)
-            return dt
-        return "ms", repeat(a.runs, a.warmup, one)
+    return seed_with(npshmex.ProcessPoolExecutor, a, np)
 
 
 def mem_npshmex(a, np):
