@@ -1,14 +1,21 @@
 //! [`ShmBatch`]: record batches stored as an Arrow IPC file in a shared-memory
 //! segment, and named segments other processes (pyarrow) can open.
+//!
+//! Arrow treats buffers as immutable, and a decoded batch trusts offsets it
+//! validated once; so every segment a `ShmBatch` reads in place is
+//! write-sealed (nobody, anywhere, can change it after the check), and
+//! every batch made here is frozen before anyone else can see it. Named
+//! files, which cannot be sealed, are read through a sealed copy, or in
+//! place under an `unsafe` promise ([`ShmBatch::open_named_mapped`]).
 
 use crate::decode::{decode, ReadPath};
 use crate::encode::FileLayout;
 use crate::error::{ArrowShmError, Result};
-use crate::transfer::Transfer;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
-use npshmex_shm::{Access, Seals, Segment};
+use npshmex_shm::cache::{self, Slot};
+use npshmex_shm::{Access, Keep, NamedSegment, Seals, Segment, Writable};
 use std::sync::Arc;
 
 /// Record batches with one schema, stored in a shared-memory segment as an
@@ -37,7 +44,7 @@ use std::sync::Arc;
 /// ])?;
 /// let shm = ShmBatch::from_batch(&batch)?;
 ///
-/// // What a receiver does with the segment: map and read it in place.
+/// // What a receiver does with the (sealed) segment: map and read it in place.
 /// let read = ShmBatch::open(shm.segment().remap(npshmex_shm::Access::ReadOnly)?)?;
 /// assert_eq!(read.batch()?, &batch);
 /// assert_eq!(read.read_path(), Some(ReadPath::ZeroCopy));
@@ -45,31 +52,24 @@ use std::sync::Arc;
 /// ```
 #[derive(Clone, Debug)]
 pub struct ShmBatch {
-    segment: Arc<Segment>,
+    /// A write-sealed segment (or one an `unsafe` constructor vouched for).
+    pub(crate) slot: Arc<Slot>,
     /// Length of the IPC file at the start of the segment.
     file_len: usize,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     read_path: Option<ReadPath>,
-    transfer: Transfer,
+    /// The named segment this batch was put under or read from.
+    name: Option<String>,
 }
 
 /// Owns the mapping for the arrow buffers that point into it.
-struct Mapping(Arc<Segment>);
+struct Mapping(Arc<Slot>);
 
 impl AsRef<[u8]> for Mapping {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_slice()
+        self.0.segment().as_slice()
     }
-}
-
-/// Whether [`ShmBatch::pop`] leaves the named segment in place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Keep {
-    /// Remove the name: the popped batch holds the last reference.
-    No,
-    /// Leave the segment for other readers.
-    Yes,
 }
 
 impl ShmBatch {
@@ -93,15 +93,15 @@ impl ShmBatch {
     /// (one dictionary per field in an IPC file).
     pub fn from_batches(schema: SchemaRef, batches: &[RecordBatch]) -> Result<ShmBatch> {
         let layout = FileLayout::new(&schema, batches)?;
-        let mut segment =
-            Segment::anonymous(layout.len()).map_err(ArrowShmError::shm("create segment"))?;
-        write(&layout, &mut segment)?;
-        // Before any other process can map it: nobody may shrink it under a
-        // mapping (SIGBUS).
-        segment
-            .seal(Seals::SIZE)
-            .map_err(ArrowShmError::shm("seal segment size"))?;
-        Ok(ShmBatch::made(segment, layout.len(), schema, batches))
+        let (mut slot, _) =
+            cache::alloc(layout.len()).map_err(ArrowShmError::shm("create segment"))?;
+        write(&layout, slot.segment_mut())?;
+        // Frozen before any other process can map it: nobody can change
+        // (or shrink) it once a reader has validated it.
+        let slot = slot
+            .freeze(layout.len())
+            .map_err(ArrowShmError::shm("freeze segment"))?;
+        Ok(ShmBatch::made(slot, layout.len(), schema, batches))
     }
 
     /// Writes `batch` into the new named segment `/dev/shm/<name>`; it stays
@@ -121,10 +121,10 @@ impl ShmBatch {
     /// # Errors
     /// As [`put`](Self::put) and [`from_batches`](Self::from_batches).
     pub fn put_batches(name: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<ShmBatch> {
-        let layout = FileLayout::new(&schema, batches)?;
-        let segment = Segment::create_named(name, layout.len())
+        let made = ShmBatch::from_batches(schema, batches)?;
+        let named = NamedSegment::create(name, made.file_len)
             .map_err(ArrowShmError::shm("create named segment"))?;
-        ShmBatch::finish_named(segment, layout, schema, batches)
+        made.finish_named(named)
     }
 
     /// [`put`](Self::put) under a fresh unique name
@@ -133,35 +133,35 @@ impl ShmBatch {
     /// # Errors
     /// As [`put`](Self::put).
     pub fn put_unique(batch: &RecordBatch) -> Result<ShmBatch> {
-        let schema = batch.schema();
-        let batches = std::slice::from_ref(batch);
-        let layout = FileLayout::new(&schema, batches)?;
-        let segment = Segment::create_named_unique(layout.len())
+        let made = ShmBatch::from_batch(batch)?;
+        let named = NamedSegment::create_unique(made.file_len)
             .map_err(ArrowShmError::shm("create named segment"))?;
-        ShmBatch::finish_named(segment, layout, schema, batches)
+        made.finish_named(named)
     }
 
-    fn finish_named(
-        mut segment: Segment,
-        layout: FileLayout,
-        schema: SchemaRef,
-        batches: &[RecordBatch],
-    ) -> Result<ShmBatch> {
-        if let Err(e) = write(&layout, &mut segment) {
-            let _ = segment.unlink();
-            return Err(e);
+    /// Copies the IPC file into the named segment (`pwrite`: a named file
+    /// is never mapped, see `npshmex_shm::NamedSegment`).
+    fn finish_named(mut self, named: NamedSegment) -> Result<ShmBatch> {
+        let file = &self.slot.segment().as_slice()[..self.file_len];
+        if let Err(e) = named.write_at(0, file) {
+            let _ = named.unlink();
+            return Err(ArrowShmError::Shm {
+                op: "write named segment",
+                source: e,
+            });
         }
-        Ok(ShmBatch::made(segment, layout.len(), schema, batches))
+        self.name = Some(named.name().to_owned());
+        Ok(self)
     }
 
-    fn made(segment: Segment, file_len: usize, schema: SchemaRef, batches: &[RecordBatch]) -> Self {
+    fn made(slot: Slot, file_len: usize, schema: SchemaRef, batches: &[RecordBatch]) -> Self {
         ShmBatch {
-            segment: Arc::new(segment),
+            slot: Arc::new(slot),
             file_len,
             schema,
             batches: batches.to_vec(),
             read_path: None,
-            transfer: Transfer::Move,
+            name: None,
         }
     }
 
@@ -171,22 +171,48 @@ impl ShmBatch {
     /// [`read_path`](Self::read_path)). The contents are untrusted and fully
     /// validated.
     ///
-    /// Validation cannot protect against another process *changing* the
-    /// bytes afterwards: open only segments nobody writes any more, or
-    /// sealed ones ([`Transfer::ReadOnly`]).
+    /// The segment must be write-sealed ([`Segment::freeze`],
+    /// [`Segment::from_fd_sealed`]): validation holds only if nobody can
+    /// change the bytes afterwards. [`ShmBatch::open_unchecked`] reads any
+    /// segment under that promise.
     ///
     /// # Errors
-    /// [`ArrowShmError::Malformed`], [`ArrowShmError::Flatbuffer`],
+    /// [`ArrowShmError::MissingSeals`] for a segment that is not
+    /// write-sealed; [`ArrowShmError::Malformed`], [`ArrowShmError::Flatbuffer`],
     /// [`ArrowShmError::Invalid`] or [`ArrowShmError::DecoderPanicked`] for
     /// anything that is not a valid IPC file.
     pub fn open(segment: Segment) -> Result<ShmBatch> {
+        let seals = segment.seals().map_err(ArrowShmError::shm("read seals"))?;
+        if !seals.contains(Seals::WRITE | Seals::SHRINK) {
+            return Err(ArrowShmError::MissingSeals {
+                missing: "write and shrink",
+            });
+        }
         let len = segment.len();
-        ShmBatch::read(segment, len, Transfer::Move)
+        let slot = Slot::uncached(segment).map_err(ArrowShmError::shm("identify segment"))?;
+        ShmBatch::read(slot, len)
     }
 
-    pub(crate) fn read(segment: Segment, file_len: usize, transfer: Transfer) -> Result<ShmBatch> {
-        let segment = Arc::new(segment);
-        let whole = Buffer::from(bytes::Bytes::from_owner(Mapping(segment.clone())));
+    /// [`ShmBatch::open`] for a segment that is not write-sealed.
+    ///
+    /// # Safety
+    /// While the batch or any array read from it lives, nobody may write
+    /// the segment's pages: the decoder validated offsets and lengths once,
+    /// and arrays trust them afterwards (a changed offset is an
+    /// out-of-bounds read).
+    ///
+    /// # Errors
+    /// As [`ShmBatch::open`], but for the seals.
+    #[allow(unsafe_code)]
+    pub unsafe fn open_unchecked(segment: Segment) -> Result<ShmBatch> {
+        let len = segment.len();
+        let slot = Slot::uncached(segment).map_err(ArrowShmError::shm("identify segment"))?;
+        ShmBatch::read(slot, len)
+    }
+
+    pub(crate) fn read(slot: Slot, file_len: usize) -> Result<ShmBatch> {
+        let slot = Arc::new(slot);
+        let whole = Buffer::from(bytes::Bytes::from_owner(Mapping(slot.clone())));
         if file_len > whole.len() {
             return Err(ArrowShmError::Malformed {
                 reason: "file length exceeds the segment",
@@ -194,28 +220,64 @@ impl ShmBatch {
         }
         let decoded = decode(&whole.slice_with_length(0, file_len))?;
         Ok(ShmBatch {
-            segment,
+            slot,
             file_len,
             schema: decoded.schema,
             batches: decoded.batches,
             read_path: Some(decoded.path),
-            transfer,
+            name: None,
         })
     }
 
-    /// Opens the named segment `/dev/shm/<name>` read-only and reads it (see
-    /// [`open`](Self::open)); the name stays.
+    /// Reads the named segment `/dev/shm/<name>` (a file pyarrow or any
+    /// process wrote there) through a copy into a sealed segment of this
+    /// process; the name stays. One copy: a named file can be written or
+    /// truncated by any process of the user, so it is not read in place
+    /// (see [`ShmBatch::open_named_mapped`]).
     ///
     /// # Errors
     /// `Shm(NotFound)`, `Shm(InvalidName)`, or as [`open`](Self::open).
     pub fn open_named(name: &str) -> Result<ShmBatch> {
-        let segment = Segment::open_named(name, Access::ReadOnly)
+        let named = NamedSegment::open(name, Writable::No)
             .map_err(ArrowShmError::shm("open named segment"))?;
-        ShmBatch::open(segment)
+        let copy = named
+            .to_segment()
+            .map_err(ArrowShmError::shm("copy named segment"))?
+            .freeze()
+            .map_err(ArrowShmError::shm("freeze segment"))?;
+        let mut batch = ShmBatch::open(copy)?;
+        batch.name = Some(name.to_owned());
+        Ok(batch)
     }
 
-    /// Opens the named segment like [`open_named`](Self::open_named) and, with
-    /// [`Keep::No`], removes its name (the data lives on in this mapping).
+    /// Reads the named segment `/dev/shm/<name>` in place, without copying;
+    /// the name stays.
+    ///
+    /// # Safety
+    /// While the batch or any array read from it lives, no process may
+    /// write or truncate the file (a named file cannot be sealed, so the
+    /// kernel does not enforce it): a changed offset is an out-of-bounds
+    /// read, a truncation a SIGBUS. Prefer [`ShmBatch::open_named`].
+    ///
+    /// # Errors
+    /// As [`ShmBatch::open_named`].
+    #[allow(unsafe_code)]
+    pub unsafe fn open_named_mapped(name: &str) -> Result<ShmBatch> {
+        let named = NamedSegment::open(name, Writable::No)
+            .map_err(ArrowShmError::shm("open named segment"))?;
+        let fd = named.try_clone_fd().map_err(ArrowShmError::shm("dup fd"))?;
+        // SAFETY: the caller promises nobody writes or truncates the file
+        // while the batch lives (this function's contract).
+        let segment = unsafe { Segment::from_fd_unchecked(fd, Access::ReadOnly, 0) }
+            .map_err(ArrowShmError::shm("map named segment"))?;
+        // SAFETY: as above.
+        let mut batch = unsafe { ShmBatch::open_unchecked(segment) }?;
+        batch.name = Some(name.to_owned());
+        Ok(batch)
+    }
+
+    /// Reads the named segment like [`open_named`](Self::open_named) and,
+    /// with [`Keep::No`], removes its name.
     ///
     /// # Errors
     /// As [`open_named`](Self::open_named); the name is not removed when the
@@ -223,55 +285,18 @@ impl ShmBatch {
     pub fn pop(name: &str, keep: Keep) -> Result<ShmBatch> {
         let batch = ShmBatch::open_named(name)?;
         if keep == Keep::No {
-            batch
-                .segment
-                .unlink()
-                .map_err(ArrowShmError::shm("remove named segment"))?;
+            ShmBatch::del(name)?;
         }
         Ok(batch)
     }
 
-    /// Chooses how a receiver gets this batch when it is serialized; see
-    /// [`Transfer`]. [`Transfer::ReadOnly`] seals the segment against writes
-    /// (for a batch made here: unmaps, seals and maps it read-only again).
-    ///
-    /// Choose it where the batch is written: a batch that was read here
-    /// (received, opened) cannot be sealed any more, since Linux refuses
-    /// `F_SEAL_WRITE` while any shared mapping of a writable fd exists, even
-    /// a read-only one.
+    /// Removes the named segment `/dev/shm/<name>` (batches already read
+    /// from it keep their data), like `npshmex_ndarray::shm_del`.
     ///
     /// # Errors
-    /// `Shm(NotSealable)` for named segments, `Shm(Io)` with `EBUSY` while
-    /// another mapping of the segment exists.
-    pub fn with_transfer(mut self, transfer: Transfer) -> Result<ShmBatch> {
-        if transfer == Transfer::ReadOnly {
-            self.segment = match Arc::try_unwrap(self.segment) {
-                Ok(segment) if segment.access() != Access::ReadOnly => Arc::new(
-                    segment
-                        .freeze()
-                        .map_err(ArrowShmError::shm("freeze segment"))?,
-                ),
-                Ok(segment) => {
-                    segment
-                        .seal(Seals::SIZE | Seals::WRITE)
-                        .map_err(ArrowShmError::shm("seal segment"))?;
-                    Arc::new(segment)
-                }
-                Err(shared) => {
-                    shared
-                        .seal(Seals::SIZE | Seals::WRITE)
-                        .map_err(ArrowShmError::shm("seal segment"))?;
-                    shared
-                }
-            };
-        }
-        self.transfer = transfer;
-        Ok(self)
-    }
-
-    /// How a receiver gets this batch (see [`with_transfer`](Self::with_transfer)).
-    pub fn transfer(&self) -> Transfer {
-        self.transfer
+    /// `Shm(NotFound)`, `Shm(InvalidName)`, `Shm(Io)`.
+    pub fn del(name: &str) -> Result<()> {
+        npshmex_shm::remove(name).map_err(ArrowShmError::shm("remove named segment"))
     }
 
     /// The schema of the batches.
@@ -327,9 +352,10 @@ impl ShmBatch {
         self.read_path
     }
 
-    /// The segment holding the IPC file.
+    /// The segment holding the IPC file: write-sealed, so sharing its fd
+    /// (with pyarrow, say) cannot change what this batch has validated.
     pub fn segment(&self) -> &Segment {
-        &self.segment
+        self.slot.segment()
     }
 
     /// Length in bytes of the IPC file at the start of the segment.
@@ -337,9 +363,10 @@ impl ShmBatch {
         self.file_len
     }
 
-    /// The name of a named segment (`/dev/shm/<name>`).
+    /// The name of the named segment (`/dev/shm/<name>`) this batch was put
+    /// under ([`put`](Self::put)) or read from.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.name.as_deref()
     }
 }
 

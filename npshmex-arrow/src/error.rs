@@ -105,6 +105,10 @@ pub enum ArrowShmError {
         /// Which seals are missing.
         missing: &'static str,
     },
+    /// A batch was serialized or deserialized outside a pool task, where no
+    /// file descriptor can travel.
+    #[error("npshmex segment types can only be serialized inside a pool task (no fd collector)")]
+    NoCollector,
 }
 
 impl ArrowShmError {

@@ -41,7 +41,7 @@
 //! assert_eq!(popped.batch()?, &batch);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod batch;
 mod check;
@@ -52,10 +52,12 @@ pub mod sample;
 mod transfer;
 pub mod via_shm;
 
-pub use batch::{Keep, ShmBatch};
+pub use batch::ShmBatch;
 pub use decode::ReadPath;
 pub use error::{ArrowShmError, Result};
-pub use transfer::{take_last_error, Transfer};
+/// Whether [`ShmBatch::pop`] leaves the named segment in place (shared by
+/// the adapters).
+pub use npshmex_shm::Keep;
 pub use via_shm::Shm;
 
 #[cfg(test)]

@@ -270,8 +270,9 @@ fn garbage_is_an_error() {
 
 mod shm {
     use super::*;
-    use crate::{take_last_error, via_shm, Keep, ShmBatch, Transfer};
+    use crate::{via_shm, Keep, ShmBatch};
     use npshmex_shm::Seals;
+    use npshmex_shm::Transfer;
     use npshmex_testkit::{oob_roundtrip as send, own_shm_entries as shm_names};
     use serde::{Deserialize, Serialize};
 
@@ -296,11 +297,10 @@ mod shm {
         let shm = ShmBatch::from_batch(&batch)?;
         assert_eq!(shm.read_path(), None);
         assert_eq!(shm.batch()?, &batch);
-        assert!(shm.segment().seals()?.contains(Seals::SIZE));
+        assert!(shm.segment().seals()?.contains(Seals::SIZE | Seals::WRITE));
         let received = send(shm)?;
         assert!(same(received.batches(), &[batch]));
         assert_eq!(received.read_path(), Some(ReadPath::ZeroCopy));
-        assert_eq!(received.transfer(), Transfer::Move);
         let ints = received
             .batch()?
             .column_by_name("int64")
@@ -315,22 +315,30 @@ mod shm {
     }
 
     #[test]
-    fn read_only_transfer_is_sealed_against_writes() -> TestResult {
+    fn batches_are_sealed_before_anyone_reads_them() -> TestResult {
+        // Issue 11, cases 4 and 5: the segment a batch reads in place is
+        // write-sealed from the moment it is made; no handle anywhere can
+        // change validated offsets, and the segment cannot be mapped
+        // writable again.
         let batch = sample::every_type()?;
-        let shm = ShmBatch::from_batch(&batch)?.with_transfer(Transfer::ReadOnly)?;
+        let shm = ShmBatch::from_batch(&batch)?;
         assert!(shm.segment().seals()?.contains(Seals::WRITE | Seals::SIZE));
+        assert!(matches!(
+            shm.segment().remap(npshmex_shm::Access::ReadWrite),
+            Err(npshmex_shm::ShmError::NotExclusive { .. })
+        ));
         let kept = shm.clone();
         let received = send(shm)?;
-        assert_eq!(received.transfer(), Transfer::ReadOnly);
         assert!(same(received.batches(), std::slice::from_ref(&batch)));
-        // sender and receiver share the sealed pages; forwarding keeps the mode
+        // sender and receiver share the sealed pages; forwarding works too
         assert!(same(kept.batches(), std::slice::from_ref(&batch)));
+        assert_eq!(
+            received.segment().file_key()?,
+            kept.segment().file_key()?,
+            "the same pages, no copy"
+        );
         let again = send(received)?;
-        assert_eq!(again.transfer(), Transfer::ReadOnly);
-        // A batch already read here cannot be sealed afterwards: Linux counts
-        // a read-only shared mapping of a writable fd as writable (EBUSY).
-        let moved = send(ShmBatch::from_batch(&batch)?)?.with_transfer(Transfer::ReadOnly);
-        assert!(matches!(moved, Err(ArrowShmError::Shm { .. })));
+        assert!(same(again.batches(), &[batch]));
         Ok(())
     }
 
@@ -380,50 +388,51 @@ mod shm {
 
     #[test]
     fn receiving_garbage_is_a_typed_error() -> TestResult {
-        // a segment that is not an IPC file, sent as a ShmBatch would be
+        // a segment that is not an IPC file, read as a ShmBatch would be
         let mut seg = npshmex_shm::Segment::anonymous(4096)?;
         seg.as_mut_slice()?[..6].copy_from_slice(b"ARROW1");
-        let fake = ShmBatch::open(seg);
+        let seg = seg.freeze()?;
+        let fake = ShmBatch::open(seg.remap(npshmex_shm::Access::ReadOnly)?);
         assert!(matches!(fake, Err(ArrowShmError::Malformed { .. })));
+        // A segment that is not write-sealed is refused before it is read.
+        let unsealed = npshmex_shm::Segment::anonymous(4096)?;
+        assert!(matches!(
+            ShmBatch::open(unsealed),
+            Err(ArrowShmError::MissingSeals { .. })
+        ));
         #[derive(Serialize)]
         struct Wire {
-            fd: u32,
+            segment: (u32, Transfer),
             file_len: u64,
-            transfer: Transfer,
         }
-        let seg = npshmex_shm::Segment::anonymous(4096)?;
-        let (bytes, fds) = npshmex_shm::oob::collect(|| {
-            let fd = seg.try_clone_fd()?;
-            let fd = npshmex_shm::oob::push_fd(fd)?;
-            postcard::to_allocvec(&Wire {
-                fd,
+        let receive = |fd: std::os::fd::OwnedFd, transfer: Transfer| {
+            let (index, collected) = npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(fd));
+            let bytes = postcard::to_allocvec(&Wire {
+                segment: (index?, transfer),
                 file_len: 4096,
-                transfer: Transfer::ReadOnly,
-            })
-            .map_err(|_| npshmex_shm::ShmError::NoCollector)
-        });
-        let bytes = bytes?;
-        // Not even sealed against shrinking: refused before it is mapped.
-        let r: Result<ShmBatch, _> =
-            npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes));
-        assert!(r.is_err());
+            })?;
+            let fds = collected.finish()?.into_fds();
+            let (r, cause) =
+                npshmex_shm::oob::with_received(fds, || postcard::from_bytes::<ShmBatch>(&bytes));
+            assert!(r.is_err());
+            Ok::<_, Box<dyn std::error::Error>>(cause.ok_or("a typed cause")?)
+        };
+        // Not even sealed against shrinking, claimed as a move: refused
+        // before it is mapped.
+        let writable = npshmex_shm::Segment::anonymous(4096)?;
+        let cause = receive(writable.into_fd(), Transfer::Move)?;
         assert!(matches!(
-            take_last_error(),
+            cause.downcast_ref::<ArrowShmError>(),
             Some(ArrowShmError::Shm {
                 source: npshmex_shm::ShmError::NotSealed { .. },
                 ..
             })
         ));
-        // Size-sealed but writable, sent as read-only: the write seal is missing.
-        seg.seal(Seals::SIZE)?;
-        let r: Result<ShmBatch, _> =
-            npshmex_shm::oob::with_received(vec![seg.try_clone_fd()?], || {
-                postcard::from_bytes(&bytes)
-            });
-        assert!(r.is_err());
+        // Sealed but garbage: the decoder's typed error.
+        let cause = receive(seg.try_clone_fd()?, Transfer::ReadOnly)?;
         assert!(matches!(
-            take_last_error(),
-            Some(ArrowShmError::MissingSeals { .. })
+            cause.downcast_ref::<ArrowShmError>(),
+            Some(ArrowShmError::Malformed { .. })
         ));
         Ok(())
     }
@@ -445,10 +454,23 @@ mod shm {
         let opened = ShmBatch::open_named(&name)?;
         assert_eq!(opened.read_path(), Some(ReadPath::ZeroCopy));
         assert!(same(opened.batches(), std::slice::from_ref(&batch)));
+        assert_eq!(opened.name(), Some(name.as_str()));
+        // In place, under the promise that nobody writes the file meanwhile.
+        #[allow(unsafe_code)]
+        // SAFETY: only this test knows the unique name; nothing writes it.
+        let mapped = unsafe { ShmBatch::open_named_mapped(&name) }?;
+        assert!(same(mapped.batches(), std::slice::from_ref(&batch)));
         let kept = ShmBatch::pop(&name, Keep::Yes)?;
         assert!(same(kept.batches(), std::slice::from_ref(&batch)));
         let popped = ShmBatch::pop(&name, Keep::No)?;
         assert!(same(popped.batches(), &[batch]));
+        assert!(matches!(
+            ShmBatch::del(&name),
+            Err(ArrowShmError::Shm {
+                source: npshmex_shm::ShmError::NotFound { .. },
+                ..
+            })
+        ));
         assert!(matches!(
             ShmBatch::open_named(&name),
             Err(ArrowShmError::Shm {

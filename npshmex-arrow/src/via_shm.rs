@@ -4,9 +4,8 @@
 //! an `ArrayRef` field.
 //!
 //! Serializing writes the value into a fresh anonymous segment
-//! ([`ShmBatch::from_batch`], one copy) and sends the segment's fd with
-//! [`Transfer::Move`](crate::Transfer::Move); deserializing reads it in place
-//! (validated, zero-copy). Like [`ShmBatch`], this only works inside a pool
+//! ([`ShmBatch::from_batch`], one copy, frozen) and sends the segment's fd;
+//! deserializing reads it in place (validated, zero-copy). Like [`ShmBatch`], this only works inside a pool
 //! task (an fd collector); elsewhere it is a serde error, checked before
 //! anything is written.
 //!
@@ -24,25 +23,20 @@
 
 use crate::batch::ShmBatch;
 use crate::error::ArrowShmError;
-use crate::transfer::set_last_error;
 use arrow_array::RecordBatch;
 use npshmex_shm::oob;
-use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{ser, Deserialize, Deserializer, Serialize, Serializer};
 
 fn no_collector<E: ser::Error>() -> E {
-    E::custom("npshmex segment types can only be serialized inside a pool task (no fd collector)")
+    oob::ser_error(ArrowShmError::NoCollector)
 }
 
 fn ser_err<E: ser::Error>(e: ArrowShmError) -> E {
-    let msg = format!("npshmex-arrow: {e}");
-    set_last_error(e);
-    E::custom(msg)
+    oob::ser_error(e)
 }
 
-fn de_err<E: de::Error>(e: ArrowShmError) -> E {
-    let msg = format!("npshmex-arrow: {e}");
-    set_last_error(e);
-    E::custom(msg)
+fn de_err<E: serde::de::Error>(e: ArrowShmError) -> E {
+    oob::de_error(e)
 }
 
 /// Serializes a `RecordBatch` field through a shared-memory segment.

@@ -6,7 +6,7 @@
 mod common;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
-use npshmex_arrow::{via_shm, ReadPath, ShmBatch, Transfer};
+use npshmex_arrow::{via_shm, ReadPath, ShmBatch};
 use npshmex_pool::ProcessPoolExecutor;
 use npshmex_testkit::LeakCheck;
 use proptest::prelude::*;
@@ -95,9 +95,7 @@ fn sum_columns(t: Task) -> Result<(u32, ShmBatch), String> {
         .collect();
     let out = RecordBatch::try_from_iter([("sum", Arc::new(sums) as ArrayRef)])
         .map_err(|e| e.to_string())?;
-    let out = ShmBatch::from_batch(&out)
-        .and_then(|b| b.with_transfer(Transfer::ReadOnly))
-        .map_err(|e| e.to_string())?;
+    let out = ShmBatch::from_batch(&out).map_err(|e| e.to_string())?;
     Ok((std::process::id(), out))
 }
 
@@ -110,7 +108,7 @@ fn workers_compute_on_batches_in_place() -> TestResult {
             .submit(sum_columns, Task { table, extra })?
             .result()??;
         assert_ne!(pid, std::process::id());
-        assert_eq!(out.transfer(), Transfer::ReadOnly);
+        assert!(out.segment().seals()?.contains(npshmex_shm::Seals::WRITE));
         assert_eq!(out.read_path(), Some(ReadPath::ZeroCopy));
         let sums = out
             .batch()?
@@ -139,9 +137,8 @@ fn every_type_family_through_a_worker_and_back() -> TestResult {
         let batch = npshmex_arrow::sample::every_type()?;
         for b in [batch.clone(), batch.slice(0, 3)] {
             // run-end encoded arrays only compare equal unsliced (arrow-rs)
-            let shm = ShmBatch::from_batch(&b)?.with_transfer(Transfer::ReadOnly)?;
+            let shm = ShmBatch::from_batch(&b)?;
             let back = pool.submit(echo, shm)?.result()??;
-            assert_eq!(back.transfer(), Transfer::ReadOnly);
             let keep: Vec<usize> = (0..b.num_columns())
                 .filter(|&i| {
                     b.schema().field(i).name() != "run_end_encoded"

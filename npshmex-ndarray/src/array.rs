@@ -3,9 +3,10 @@
 //!
 //! The segment is owned through a reference-counted handle so that frozen
 //! (read-only) arrays can be cloned for free; a writable array never shares
-//! its handle, which is what makes `view_mut` sound within this process.
+//! its handle (only while it is being sent, which `view_mut` refuses), and
+//! its segment never hands out a writable fd, which is what makes `view_mut`
+//! and `view` sound (see the safety model of `npshmex_shm`).
 
-use crate::cache::{self, Fresh, Origin, Slot};
 use crate::error::{NdarrayError, Result};
 use crate::layout::{order_of, Layout, MemOrder};
 use crate::transfer::Transfer;
@@ -14,7 +15,8 @@ use ndarray::{
     IxDyn, Order, ShapeArg, ShapeBuilder, Zip,
 };
 use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, DType, Element};
-use npshmex_shm::{Access, Segment};
+use npshmex_shm::cache::{self, Fresh, Origin, Slot};
+use npshmex_shm::{Access, Seals, Segment};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -86,7 +88,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     fn alloc(dim: D, order: MemOrder) -> Result<(Self, Fresh)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
         let (mut slot, fresh) = cache::alloc(layout.total_len())?;
-        let bytes = slot.seg_mut().as_mut_slice()?;
+        let bytes = slot.segment_mut().as_mut_slice()?;
         bytes[..header.len()].copy_from_slice(&header);
         let data = &mut bytes[layout.data_range()];
         if fresh == Fresh::Dirty && A::validate(data).is_err() {
@@ -98,7 +100,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     }
 
     pub(crate) fn from_parts(slot: Slot, layout: Layout<D>) -> Self {
-        let transfer = match slot.seg().access() {
+        let transfer = match slot.segment().access() {
             Access::ReadOnly => Transfer::ReadOnly,
             Access::ReadWrite | Access::CopyOnWrite => Transfer::Move,
         };
@@ -229,7 +231,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// # Errors
     /// [`NdarrayError::Codec`] (`InvalidBool`) if the data holds invalid values.
     pub fn try_view(&self) -> Result<ArrayView<'_, A, D>> {
-        let bytes = &self.slot.seg().as_slice()[self.layout.data_range()];
+        let bytes = &self.slot.segment().as_slice()[self.layout.data_range()];
         let slice = cast_slice::<A>(&self.layout.dtype, bytes)?;
         Ok(ArrayView::from_shape(self.layout.stride_shape(), slice)?)
     }
@@ -251,13 +253,14 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     }
 
     fn segment_mut(&mut self) -> Result<&mut Segment> {
-        if self.slot.seg().access() == Access::ReadOnly {
+        if self.slot.segment().access() == Access::ReadOnly {
             return Err(NdarrayError::ReadOnly);
         }
         // A writable handle is never shared (only read-only ones are cloned),
-        // so this is `Some` whenever the mapping is writable.
+        // so this is `Some` whenever the mapping is writable, except while a
+        // serialization of this very array is being sent.
         let slot = Arc::get_mut(&mut self.slot).ok_or(NdarrayError::ReadOnly)?;
-        Ok(slot.seg_mut())
+        Ok(slot.segment_mut())
     }
 
     /// Copies the data out into an ordinary owned ndarray array (same order).
@@ -291,18 +294,17 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// [`NdarrayError::NamedNotSealable`] for an array in a named segment
     /// (a popped key), [`NdarrayError::Shm`] if sealing fails.
     pub fn into_read_only(self) -> Result<Self> {
-        if self.transfer == Transfer::ReadOnly && self.slot.seg().access() == Access::ReadOnly {
-            return Ok(self);
+        let seg = self.slot.segment();
+        if seg.access() == Access::ReadOnly && seg.seals()?.contains(Seals::WRITE) {
+            let mut a = self;
+            a.transfer = Transfer::ReadOnly;
+            return Ok(a);
         }
-        if self.slot.seg().access() == Access::CopyOnWrite {
-            // The private writes live only in this mapping, and the file is
-            // the sender's: freeze a copy.
+        if seg.access() != Access::ReadWrite || !seg.is_exclusive() {
+            // A private (copy-on-write) mapping, whose writes live only
+            // here, a segment an `unsafe` constructor vouched for, or a
+            // read-only one that is not sealed: freeze a copy.
             return self.deep_copy()?.into_read_only();
-        }
-        if let Some(name) = self.slot.seg().name() {
-            return Err(NdarrayError::NamedNotSealable {
-                name: name.to_string(),
-            });
         }
         let ShmArray { slot, layout, .. } = self;
         let slot = match Arc::try_unwrap(slot) {
@@ -311,38 +313,35 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
             Err(_) => return Err(NdarrayError::ReadOnly),
         };
         // Sealing fails while another writable mapping exists (a peer, or a
-        // worker's cache keeping a segment that circulates); freezing drops
-        // our mapping first, so keep a read-only one to copy from then.
-        let backup = slot.seg().remap(Access::ReadOnly)?;
-        let slot = match slot.map_segment(Segment::freeze) {
-            Ok(slot) => slot,
-            Err(_) => {
-                let n = layout.total_len();
-                let (mut copy, _) = cache::alloc(n)?;
-                copy.seg_mut().as_mut_slice()?[..n].copy_from_slice(&backup.as_slice()[..n]);
-                copy.map_segment(Segment::freeze)?
-            }
-        };
-        drop(backup);
+        // worker's cache keeping a segment that circulates): then the data
+        // is frozen in a copy.
+        let slot = slot.freeze(layout.total_len())?;
         let mut a = ShmArray::from_parts(slot, layout);
         a.transfer = Transfer::ReadOnly;
         Ok(a)
     }
 
-    /// A handle to the same data that is sent in copy-on-write mode: its
-    /// receiver maps the segment privately, may write, and this array never
-    /// sees those writes. The handle itself is read-only here.
+    /// A handle sent in copy-on-write mode: a snapshot of the data now,
+    /// which its receiver maps privately (`MAP_PRIVATE`): it may write, and
+    /// nobody else ever sees those writes. The handle itself is read-only.
     ///
-    /// While such a handle or its receiver is alive, writes to this array
-    /// may or may not be seen by the receiver in the pages it has not
-    /// written yet (`MAP_PRIVATE` semantics): do not write meanwhile.
+    /// The snapshot is a write-sealed segment, so later writes to this
+    /// array never reach it. A frozen array ([`ShmArray::into_read_only`])
+    /// is its own snapshot and is shared for free; a writable one is copied
+    /// once here (freeze it first to avoid the copy).
     ///
     /// # Errors
-    /// [`NdarrayError::Shm`] if the segment cannot be mapped again.
+    /// [`NdarrayError::Shm`] when the snapshot cannot be made (no space).
     pub fn share_copy_on_write(&self) -> Result<Self> {
-        let slot = Slot::shadow(&self.slot)?;
+        let seg = self.slot.segment();
+        let slot = if seg.access() == Access::ReadOnly && seg.seals()?.contains(Seals::WRITE) {
+            Arc::clone(&self.slot)
+        } else {
+            let n = self.layout.total_len();
+            Arc::new(self.slot.copy_to_new(n)?.freeze(n)?)
+        };
         Ok(ShmArray {
-            slot: Arc::new(slot),
+            slot,
             layout: self.layout.clone(),
             transfer: Transfer::CopyOnWrite,
             _elem: PhantomData,
@@ -355,7 +354,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// # Errors
     /// As [`ShmArray::zeros`] when a copy is made.
     pub fn try_clone(&self) -> Result<Self> {
-        if self.slot.seg().access() == Access::ReadOnly {
+        if self.slot.segment().access() == Access::ReadOnly {
             return Ok(ShmArray {
                 slot: Arc::clone(&self.slot),
                 layout: self.layout.clone(),
@@ -368,9 +367,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
 
     /// A copy of the whole `.npy` content in a new writable segment.
     pub(crate) fn deep_copy(&self) -> Result<Self> {
-        let n = self.layout.total_len();
-        let (mut slot, _) = cache::alloc(n)?;
-        slot.seg_mut().as_mut_slice()?[..n].copy_from_slice(&self.slot.seg().as_slice()[..n]);
+        let slot = self.slot.copy_to_new(self.layout.total_len())?;
         Ok(ShmArray::from_parts(slot, self.layout.clone()))
     }
 
@@ -383,12 +380,12 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// read-only (frozen or received shared read-only) or copy-on-write
     /// (received in that mode: writes are private to this process).
     pub fn access(&self) -> Access {
-        self.slot.seg().access()
+        self.slot.segment().access()
     }
 
     /// Whether this handle can be written through.
     pub fn is_writable(&self) -> bool {
-        self.slot.seg().access() != Access::ReadOnly
+        self.slot.segment().access() != Access::ReadOnly
     }
 
     /// The shape.
@@ -426,20 +423,16 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         self.layout.order == MemOrder::F
     }
 
-    /// The segment: its bytes are the `.npy` file.
+    /// The segment: its bytes are the `.npy` file. Its safe operations
+    /// cannot alias this array's views: it hands out no fd while the array
+    /// owns it exclusively, and maps itself again only once frozen.
     pub fn segment(&self) -> &Segment {
-        self.slot.seg()
+        self.slot.segment()
     }
 
     /// The `.npy` bytes (header and data) of the array.
     pub fn as_npy_bytes(&self) -> &[u8] {
-        &self.slot.seg().as_slice()[..self.layout.total_len()]
-    }
-
-    /// The name of the segment in `/dev/shm`, for an array in a named
-    /// segment (see [`crate::shm_put`]).
-    pub fn name(&self) -> Option<&str> {
-        self.slot.seg().name()
+        &self.slot.segment().as_slice()[..self.layout.total_len()]
     }
 
     /// Whether the segment was allocated by this process (for tests of the
@@ -627,24 +620,6 @@ mod tests {
         assert!(Arc::ptr_eq(&clone.slot, &ro.slot));
         let seals = ro.segment().seals().unwrap();
         assert!(seals.contains(npshmex_shm::Seals::WRITE));
-    }
-
-    #[test]
-    fn freezing_a_segment_mapped_writable_elsewhere_copies_it() {
-        let a = ShmArray::<u32, _>::from_elem(10, 4).unwrap();
-        let mut other = a.segment().remap(Access::ReadWrite).unwrap();
-        let ro = a.into_read_only().unwrap();
-        assert!(ro
-            .segment()
-            .seals()
-            .unwrap()
-            .contains(npshmex_shm::Seals::WRITE));
-        other.as_mut_slice().unwrap().fill(0xff);
-        assert_eq!(
-            ro.view(),
-            ndarray::arr1(&[4u32; 10]),
-            "the frozen copy is immutable"
-        );
     }
 
     #[test]

@@ -88,15 +88,6 @@ pub enum NdarrayError {
          use npshmex_ndarray::via_shm for plain arrays, which falls back to inline bytes"
     )]
     NoCollector,
-    /// An operating-system call of this crate failed (file locks, `fstat`).
-    #[error("{op}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl NdarrayError {
@@ -105,9 +96,5 @@ impl NdarrayError {
             expected: Box::new(expected.clone()),
             found: Box::new(found.clone()),
         }
-    }
-
-    pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> NdarrayError {
-        move |source| NdarrayError::Io { op, source }
     }
 }

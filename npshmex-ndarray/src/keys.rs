@@ -4,8 +4,20 @@
 //!
 //! Each key is a `.npy` file: numpy reads it with
 //! `np.load('/dev/shm/<name>', mmap_mode='r')`, and a `.npy` file numpy
-//! writes into `/dev/shm` is popped here without a copy, after its header is
-//! validated against the element type and dimensionality asked for.
+//! writes into `/dev/shm` is popped here after its header is validated
+//! against the element type and dimensionality asked for.
+//!
+//! A named file is writable by every process of the user, so it is never
+//! viewed in place by safe code: [`shm_put`] writes the array into it and
+//! [`shm_pop`] copies it into a segment this process owns (one copy, then
+//! zero-copy through pools as any [`ShmArray`]). [`shm_pop_mapped`] maps it
+//! without copying, under an `unsafe` promise that nobody writes or
+//! truncates the file meanwhile.
+//!
+//! A key made inside a pool task belongs to the program the pool serves,
+//! not to the worker that made it (workers are replaced at any moment):
+//! its name carries the owning program's pid, so `clear_stale` keeps it
+//! while that program lives.
 //!
 //! Unlike the segments of transfers (memfds, freed by the kernel with their
 //! last user), named segments stay until removed: [`shm_pop`] without
@@ -13,16 +25,19 @@
 //! `npshmex_shm::clear_stale` (keys of dead processes).
 
 use crate::array::ShmArray;
-use crate::cache::Slot;
 use crate::error::Result;
-use crate::layout::{order_of, Layout};
+use crate::layout::{order_of, Layout, MemOrder};
 use ndarray::{ArrayBase, Data, Dimension};
-use npshmex_codec::Element;
-use npshmex_shm::{Access, Segment, ShmError};
+use npshmex_codec::{as_bytes, to_bytes, Element};
+use npshmex_shm::cache::{self, Slot};
+use npshmex_shm::{Access, NamedSegment, Segment, ShmError, Writable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
+
+/// Whether [`shm_pop`] leaves the key in place (shared by the adapters).
+pub use npshmex_shm::Keep;
 
 /// The name of an array stored in `/dev/shm` (a small value: pass it to
 /// tasks instead of the array).
@@ -61,15 +76,6 @@ impl std::fmt::Display for ShmKey {
     }
 }
 
-/// Whether [`shm_pop`] leaves the key in place.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Keep {
-    /// Remove the key: the popped array is the last user of the data.
-    No,
-    /// Leave the key for other readers (the original's `keep=True`).
-    Yes,
-}
-
 /// Names put by this process and not yet removed, for [`shm_clear`].
 static PUT_HERE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
@@ -97,7 +103,7 @@ where
     S: Data<Elem = A>,
     D: Dimension,
 {
-    put_with(array, Segment::create_named_unique)
+    put_with(array, NamedSegment::create_unique)
 }
 
 /// Stores a copy of `array` under the key `name` (which must not exist).
@@ -110,12 +116,12 @@ where
     S: Data<Elem = A>,
     D: Dimension,
 {
-    put_with(array, |len| Segment::create_named(name, len))
+    put_with(array, |len| NamedSegment::create(name, len))
 }
 
 fn put_with<A, S, D>(
     array: &ArrayBase<S, D>,
-    create: impl FnOnce(usize) -> npshmex_shm::Result<Segment>,
+    create: impl FnOnce(usize) -> npshmex_shm::Result<NamedSegment>,
 ) -> Result<ShmKey>
 where
     A: Element,
@@ -124,36 +130,103 @@ where
 {
     let (layout, header) = Layout::<D>::new::<A>(array.raw_dim(), order_of(array))?;
     let seg = create(layout.total_len())?;
-    let name = seg.name().unwrap_or_default().to_string();
-    let written = (|| -> Result<()> {
-        let mut seg = seg;
-        seg.as_mut_slice()?[..header.len()].copy_from_slice(&header);
-        let mut a = ShmArray::<A, D>::from_parts(Slot::uncached(seg)?, layout);
-        a.write_from(array)?;
-        Ok(())
-    })();
+    let written = write_npy(&seg, array, &layout, &header);
     if let Err(e) = written {
-        let _ = npshmex_shm::remove(&name);
+        let _ = seg.unlink();
         return Err(e);
     }
+    let name = seg.name().to_owned();
     put_here().insert(name.clone());
     Ok(ShmKey { name })
 }
 
-/// Maps the array stored under `key` (no copy), validated as `A` with
-/// dimension `D`, read-write; removes the key unless `keep` is [`Keep::Yes`].
-/// The data stays valid for the returned array either way.
+/// Writes the header and the data of `array` (in the layout's memory order)
+/// into the named file, with `pwrite`.
+fn write_npy<A, S, D>(
+    seg: &NamedSegment,
+    array: &ArrayBase<S, D>,
+    layout: &Layout<D>,
+    header: &[u8],
+) -> Result<()>
+where
+    A: Element,
+    S: Data<Elem = A>,
+    D: Dimension,
+{
+    seg.write_at(0, header)?;
+    let start = layout.data_range().start as u64;
+    // Contiguous in the layout's order and without padding: the bytes as
+    // they are; otherwise the elements in memory order, encoded.
+    let view = match layout.order {
+        MemOrder::C => array.view(),
+        MemOrder::F => array.view().reversed_axes(),
+    };
+    if let Some(bytes) = view.as_slice().and_then(|s| as_bytes(s).ok()) {
+        seg.write_at(start, bytes)?;
+    } else {
+        let ordered: Vec<A> = view.iter().copied().collect();
+        seg.write_at(start, &to_bytes(&ordered))?;
+    }
+    Ok(())
+}
+
+/// Copies the array stored under `key` into a segment this process owns,
+/// validated as `A` with dimension `D` (read-write); removes the key unless
+/// `keep` is [`Keep::Yes`]. One copy: the file is writable by any process
+/// of the user, so a safe view of it in place could change under its
+/// borrow; see [`shm_pop_mapped`] for the zero-copy form.
+///
+/// ```
+/// use npshmex_ndarray::{shm_pop, shm_put, Keep};
+/// let key = shm_put(&ndarray::arr1(&[1u32, 2, 3]))?;
+/// let a = shm_pop::<u32, ndarray::Ix1>(&key, Keep::No)?;
+/// assert_eq!(a.view(), ndarray::aview1(&[1u32, 2, 3]));
+/// # Ok::<(), npshmex_ndarray::NdarrayError>(())
+/// ```
 ///
 /// # Errors
-/// [`crate::NdarrayError::Shm`] (`NotFound`, ...), and on a segment that is not
-/// a `.npy` of `A` and `D`: [`crate::NdarrayError::Codec`],
-/// [`crate::NdarrayError::DTypeMismatch`], [`crate::NdarrayError::DimMismatch`],
-/// [`crate::NdarrayError::TooSmall`]. The key is left in place on error.
+/// [`crate::NdarrayError::Shm`] (`NotFound`, `TooSmall` if the file shrank
+/// while read, ...), and on a file that is not a `.npy` of `A` and `D`:
+/// [`crate::NdarrayError::Codec`], [`crate::NdarrayError::DTypeMismatch`],
+/// [`crate::NdarrayError::DimMismatch`], [`crate::NdarrayError::TooSmall`].
+/// The key is left in place on error.
 pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<ShmArray<A, D>> {
-    let seg = Segment::open_named(&key.name, Access::ReadWrite)?;
-    let layout = Layout::<D>::read::<A>(seg.as_slice())?;
-    let array = ShmArray::from_parts(Slot::uncached(seg)?, layout);
-    array.try_view()?;
+    let named = NamedSegment::open(&key.name, Writable::No)?;
+    let size = named.current_len()?;
+    let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
+    let (mut slot, _) = cache::alloc(len)?;
+    named.read_at(0, &mut slot.segment_mut().as_mut_slice()?[..len])?;
+    let array = ShmArray::from_received(slot)?;
+    if keep == Keep::No {
+        shm_del(key)?;
+    }
+    Ok(array)
+}
+
+/// Maps the array stored under `key` in place, without copying, validated
+/// as `A` with dimension `D`, read-only; removes the key unless `keep` is
+/// [`Keep::Yes`] (the data stays valid for the returned array either way).
+/// Sent through a pool, it travels as a copy.
+///
+/// # Safety
+/// While the returned array (or anything viewing it) lives, no process may
+/// write the file or shrink it: a named segment cannot be sealed, so the
+/// kernel does not enforce this. A write would change data under a view
+/// (undefined behaviour, and invalid values for types such as `bool`); a
+/// truncation would turn a read into SIGBUS. Prefer [`shm_pop`].
+///
+/// # Errors
+/// As [`shm_pop`].
+#[allow(unsafe_code)]
+pub unsafe fn shm_pop_mapped<A: Element, D: Dimension>(
+    key: &ShmKey,
+    keep: Keep,
+) -> Result<ShmArray<A, D>> {
+    let named = NamedSegment::open(&key.name, Writable::No)?;
+    // SAFETY: the caller promises that nobody writes or truncates the file
+    // while the array lives (this function's contract).
+    let seg = unsafe { Segment::from_fd_unchecked(named.try_clone_fd()?, Access::ReadOnly, 0)? };
+    let array = ShmArray::from_received(Slot::uncached(seg)?)?;
     if keep == Keep::No {
         shm_del(key)?;
     }
@@ -223,9 +296,7 @@ mod tests {
         let popped = shm_pop::<i32, Ix2>(&key, Keep::No).unwrap();
         assert!(!exists(&key), "pop without keep removes it");
         assert_eq!(popped.view(), a, "a popped array outlives its key");
-        // Named segments cannot be sealed, so a popped array is sent on as
-        // a sealed copy: the receiver gets the same values, and its writes
-        // do not reach the key.
+        // A popped array is a copy this process owns: sent on, it moves.
         let mut sent = crate::test_util::roundtrip(kept.try_clone().unwrap()).unwrap();
         assert_eq!(sent.view(), a);
         sent.view_mut().unwrap()[[0, 0]] = 100;
@@ -240,6 +311,11 @@ mod tests {
             shm_pop::<f32, Ix1>(&k2, Keep::No),
             Err(NdarrayError::DTypeMismatch { .. })
         ));
+        // SAFETY: nobody else knows this key's name; nothing writes it.
+        #[allow(unsafe_code)]
+        let mapped = unsafe { shm_pop_mapped::<f64, Ix1>(&k2, Keep::Yes) }.unwrap();
+        assert_eq!(mapped.view(), ndarray::aview1(&[0.0, 0.0, 0.0]));
+        assert!(!mapped.is_writable());
         assert!(exists(&k2), "a refused pop leaves the key");
         shm_del(&k2).unwrap();
         assert!(!exists(&k2));

@@ -60,10 +60,14 @@
 //!     Ok(())
 //! }
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod array;
-pub mod cache;
+/// The per-process cache of already-faulted segments (`npshmex_shm`'s,
+/// shared with every adapter): its limits and statistics.
+pub mod cache {
+    pub use npshmex_shm::cache::{clear, limits, set_limits, stats, CacheLimits, CacheStats};
+}
 mod error;
 mod keys;
 mod layout;
@@ -75,11 +79,11 @@ pub use array::{
     ShmArrayD,
 };
 pub use error::{NdarrayError, Result};
-pub use keys::{shm_clear, shm_del, shm_pop, shm_put, shm_put_as, Keep, ShmKey};
+pub use keys::{shm_clear, shm_del, shm_pop, shm_pop_mapped, shm_put, shm_put_as, Keep, ShmKey};
 pub use npshmex_codec::record;
-pub use npshmex_codec::{DType, Element};
+pub use npshmex_codec::{DType, Element, FixedBytes, FixedUnicode};
 pub use npshmex_shm::Access;
-pub use transfer::{take_last_error, Transfer};
+pub use transfer::Transfer;
 pub use via_shm::{Shm, ShmArg};
 
 #[cfg(test)]

@@ -13,113 +13,25 @@
 //! bytes of a `.npy` file, so the same types also serialize anywhere.
 
 use crate::array::ShmArray;
-use crate::cache::Slot;
 use crate::error::{NdarrayError, Result};
 use crate::layout::{order_of, Layout, MemOrder};
-use crate::transfer::{de_error, ser_error};
 use ndarray::{Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension};
 use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, Element};
-use npshmex_shm::{oob, Access, Segment};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use npshmex_shm::oob::{self, SegmentRef};
+use npshmex_shm::{Carried, CarriedBuf, Transfer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Arrays whose `.npy` form (header and data) is smaller than this go inline
 /// in the serialized bytes even inside a pool: below it, passing a segment
 /// costs more than copying.
 pub const INLINE_MAX: usize = 64 * 1024;
 
-/// What travels in the serialized bytes.
-enum Wire<'a> {
-    /// A whole `.npy` file.
-    Inline(&'a [u8]),
-    /// Index of the segment's descriptor.
-    Fd(u32),
-}
-
-const VARIANTS: &[&str] = &["Inline", "Fd"];
-
-impl Serialize for Wire<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Wire::Inline(bytes) => s.serialize_newtype_variant("Wire", 0, "Inline", &Bytes(bytes)),
-            Wire::Fd(i) => s.serialize_newtype_variant("Wire", 1, "Fd", i),
-        }
-    }
-}
-
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// Received form of [`Wire`].
-enum WireOwned {
-    Inline(Vec<u8>),
-    Fd(u32),
-}
-
-struct ByteBuf(Vec<u8>);
-
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = ByteBuf;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("the bytes of a .npy file")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
-            }
-            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<ByteBuf, S::Error> {
-                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(INLINE_MAX));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    v.push(b);
-                }
-                Ok(ByteBuf(v))
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for WireOwned {
-    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
-        struct V;
-        impl<'de> de::Visitor<'de> for V {
-            type Value = WireOwned;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array inline or as a segment index")
-            }
-            fn visit_enum<E: de::EnumAccess<'de>>(self, e: E) -> Result<WireOwned, E::Error> {
-                use de::VariantAccess;
-                let (tag, v) = e.variant::<u32>()?;
-                match tag {
-                    0 => Ok(WireOwned::Inline(v.newtype_variant::<ByteBuf>()?.0)),
-                    1 => Ok(WireOwned::Fd(v.newtype_variant::<u32>()?)),
-                    n => Err(de::Error::invalid_value(
-                        de::Unexpected::Unsigned(n.into()),
-                        &"variant 0 or 1",
-                    )),
-                }
-            }
-        }
-        d.deserialize_enum("Wire", VARIANTS, V)
-    }
-}
-
 /// Serializes any ndarray array or view via shared memory (in a pool) or
 /// inline (elsewhere or when small). For `#[serde(with = "...")]`.
 ///
 /// # Errors
 /// A serde error when the segment cannot be created or passed; the typed
-/// cause is in [`crate::take_last_error`].
+/// cause is recorded in the encoding scope (`npshmex_shm::oob::ser_error`).
 pub fn serialize<A, S, D, Ser>(
     array: &ArrayBase<S, D>,
     serializer: Ser,
@@ -131,53 +43,52 @@ where
     Ser: Serializer,
 {
     let (layout, header) =
-        Layout::<D>::new::<A>(array.raw_dim(), order_of(array)).map_err(ser_error)?;
+        Layout::<D>::new::<A>(array.raw_dim(), order_of(array)).map_err(oob::ser_error)?;
     let total = layout.total_len();
     if total < INLINE_MAX || !oob::is_collecting() {
-        let npy = inline_npy(array, &layout, &header).map_err(ser_error)?;
-        return Wire::Inline(npy.bytes()).serialize(serializer);
+        let npy = inline_npy(array, &layout, &header).map_err(oob::ser_error)?;
+        return Carried::Inline(npy.bytes()).serialize(serializer);
     }
-    let copy = ShmArray::<A, D>::from_array(array).map_err(ser_error)?;
-    let fd = copy.slot.lend().map_err(ser_error)?;
-    let index = oob::push_fd(fd).map_err(|e| ser_error(e.into()))?;
-    // `copy` goes back to the cache on drop; the descriptor just lent keeps
-    // its lock until the receiver has unmapped it.
+    let copy = ShmArray::<A, D>::from_array(array).map_err(oob::ser_error)?;
+    let r =
+        oob::send(&copy.slot, Transfer::Move).map_err(|e| oob::ser_error(NdarrayError::from(e)))?;
+    // The collector holds the copy's last reference once it is dropped:
+    // it moves to the receiver, and comes back to the cache when the
+    // receiver has unmapped it (see `npshmex_shm::cache`).
     drop(copy);
-    Wire::Fd(index).serialize(serializer)
+    Carried::Segment(r).serialize(serializer)
 }
 
 /// Deserializes an owned ndarray array written by [`serialize`], validating
 /// everything (dtype, dimensionality, size). For `#[serde(with = "...")]`.
 ///
 /// # Errors
-/// A serde error on any mismatch; the typed cause is in
-/// [`crate::take_last_error`].
+/// A serde error on any mismatch; the typed cause is recorded in the
+/// decoding scope (`npshmex_shm::oob::de_error`).
 pub fn deserialize<'de, A, D, De>(deserializer: De) -> Result<Array<A, D>, De::Error>
 where
     A: Element,
     D: Dimension,
     De: Deserializer<'de>,
 {
-    match WireOwned::deserialize(deserializer)? {
-        WireOwned::Inline(bytes) => from_inline(&bytes).map_err(de_error),
-        WireOwned::Fd(index) => {
+    match CarriedBuf::deserialize(deserializer)? {
+        CarriedBuf::Inline(bytes) => from_inline(&bytes).map_err(oob::de_error),
+        CarriedBuf::Segment(r) => {
             if !oob::is_receiving() {
-                return Err(de_error(NdarrayError::NoCollector));
+                return Err(oob::de_error(NdarrayError::NoCollector));
             }
-            let fd = oob::take_fd(index).map_err(|e| de_error(e.into()))?;
-            from_fd(fd).map_err(de_error)
+            from_segment(r).map_err(oob::de_error)
         }
     }
 }
 
 /// Copies a received segment out (into heap memory advised for huge pages)
 /// and unmaps it at once (never cached: the sender wants it back).
-fn from_fd<A: Element, D: Dimension>(fd: std::os::fd::OwnedFd) -> Result<Array<A, D>> {
-    // Sealed against shrinking or refused: an unsealed file could be
-    // truncated under the copy-out (SIGBUS). Every sender here seals.
-    let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0, npshmex_shm::Seals::NONE)?;
-    let slot = Slot::uncached(seg)?;
-    let layout = Layout::<D>::read::<A>(slot.seg().as_slice())?;
+fn from_segment<A: Element, D: Dimension>(r: SegmentRef) -> Result<Array<A, D>> {
+    // Read-only is all a copy-out needs; the segment's seals are checked by
+    // `oob::receive` for the mode asked.
+    let slot = oob::receive(r)?;
+    let layout = Layout::<D>::read::<A>(slot.segment().as_slice())?;
     let a = ShmArray::<A, D>::from_parts(slot, layout);
     a.try_to_owned()
 }
@@ -407,9 +318,12 @@ mod tests {
         assert_eq!(fds.len(), 2);
         let bytes = bytes.unwrap();
         assert!(bytes.len() < 100);
-        let back: Job =
-            npshmex_shm::oob::with_received(fds, || postcard::from_bytes(&bytes)).unwrap();
-        assert_eq!(back, job);
+        let (back, cause) =
+            npshmex_shm::oob::with_received(fds.finish().unwrap().into_fds(), || {
+                postcard::from_bytes::<Job>(&bytes)
+            });
+        assert!(cause.is_none());
+        assert_eq!(back.unwrap(), job);
     }
 
     #[test]
@@ -427,12 +341,14 @@ mod tests {
         let back = roundtrip(a.clone()).unwrap();
         assert_eq!(back, a);
         let bytes = postcard::to_allocvec(&a).unwrap();
-        let wrong = postcard::from_bytes::<Shm<Array1<i64>>>(&bytes);
+        let (wrong, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<Shm<Array1<i64>>>(&bytes)
+        });
         assert!(wrong.is_err());
-        assert!(matches!(
-            crate::take_last_error(),
+        assert!(cause.is_some_and(|c| matches!(
+            c.downcast_ref::<NdarrayError>(),
             Some(NdarrayError::DTypeMismatch { .. })
-        ));
+        )));
         let mut corrupt = bytes.clone();
         let n = corrupt.len();
         corrupt[n / 2] ^= 0xff; // inside the data: still a valid array

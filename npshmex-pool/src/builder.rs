@@ -143,6 +143,9 @@ impl PoolBuilder {
                 reason: "inline_max must be at most 16 MiB (larger payloads belong in a memfd)",
             });
         }
+        if let Some(f) = c.initializer {
+            crate::remote_fn::initializer_offset(f)?;
+        }
         if c.task_timeout.is_some_and(|d| d.is_zero()) {
             return Err(PoolError::InvalidConfig {
                 reason: "task_timeout must be positive",

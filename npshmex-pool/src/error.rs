@@ -3,10 +3,25 @@
 //! `TaskError` is `Clone` (sources are kept behind `Arc`) because one failure
 //! can concern several results: a chunk of `map` that dies with its worker
 //! fails every element of the chunk with the same error.
+//!
+//! Causes are kept as `source()`s, not repeated in the messages, so `{}`
+//! says what failed and `{:#}` (anyhow) or an error reporter the whole
+//! chain: a decode failure's typed cause (an fd that could not be
+//! duplicated, a dtype mismatch) comes from the out-of-band scope it was
+//! recorded in (`npshmex_shm::oob`), whatever thread decoded; one that
+//! happened in a worker arrives as a [`RemoteCause`] chain.
 
+use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::remote_error::RemoteCause;
+
+/// A cause shared by clones of an error.
+pub type SharedCause = Arc<dyn Error + Send + Sync + 'static>;
 
 /// An error of the pool itself: building it, submitting to it, its transport.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +76,22 @@ pub enum PoolError {
     /// The task argument could not be serialized.
     #[error("could not encode the task argument")]
     Encode {
-        /// The serializer's error.
+        /// Why: the typed cause (an fd that could not be duplicated, a
+        /// segment that could not be sealed, the message of a `Serialize`
+        /// impl), or the serializer's own error.
         #[source]
-        source: postcard::Error,
+        source: SharedCause,
+    },
+    /// The function does not lie in this executable's own code (a shared
+    /// library, a `dlopen`ed plugin): a worker could not find it at the
+    /// same offset, so it is refused instead of jumped to.
+    #[error(
+        "the function at {address:#x} is not in the main executable's code \
+         (shared libraries and plugins cannot be named across processes)"
+    )]
+    ForeignFunction {
+        /// The function's address in this process.
+        address: usize,
     },
     /// [`shutdown`](crate::ProcessPoolExecutor::shutdown) was called already.
     #[error("the pool has been shut down")]
@@ -93,12 +121,99 @@ impl fmt::Display for WorkerExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             WorkerExit::Code(c) => write!(f, "exited with status {c}"),
-            WorkerExit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
-                Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
-                Err(_) => write!(f, "killed by signal {s}"),
+            WorkerExit::Signal(s) => match signal_name(s) {
+                Some(name) => write!(f, "killed by signal {s} ({name})"),
+                None => write!(f, "killed by signal {s}"),
             },
             WorkerExit::Unknown => f.write_str("ended with an unknown status"),
         }
+    }
+}
+
+/// The conventional name of a signal number (Linux numbering).
+fn signal_name(sig: i32) -> Option<&'static str> {
+    const NAMES: [&str; 32] = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(sig)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .filter(|n| !n.is_empty())
+}
+
+/// What a worker knows of a panic in a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicInfo {
+    message: String,
+    location: Option<String>,
+    pid: u32,
+}
+
+impl PanicInfo {
+    pub(crate) fn new(message: String, location: Option<String>, pid: u32) -> PanicInfo {
+        PanicInfo {
+            message,
+            location,
+            pid,
+        }
+    }
+
+    /// The panic message; for a payload that is not a string
+    /// (`std::panic::panic_any`), a note naming that.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where it panicked, `file:line:column`, when known.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// The pid of the worker that ran the task.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl fmt::Display for PanicInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task panicked in worker {}", self.pid)?;
+        if let Some(l) = &self.location {
+            write!(f, " at {l}")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -106,10 +221,14 @@ impl fmt::Display for WorkerExit {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
-    /// The function panicked; the message of the panic. The worker survives
-    /// (unless the program is built with `panic = "abort"`).
-    #[error("task panicked: {0}")]
-    Panicked(String),
+    /// The function panicked. The worker survives (unless the program is
+    /// built with `panic = "abort"`).
+    #[error("{0}")]
+    Panicked(PanicInfo),
+    /// The function returned an error ([`RemoteError`](crate::RemoteError),
+    /// flattened into this future's error with `?`).
+    #[error(transparent)]
+    Failed(RemoteCause),
     /// The worker process ended while running the task (abort, signal,
     /// `exit`, `kill -9`); it has been replaced.
     #[error("worker {pid} died while running the task: {exit}")]
@@ -130,18 +249,18 @@ pub enum TaskError {
     #[error("task was cancelled")]
     Cancelled,
     /// The worker could not decode the argument.
-    #[error("the worker could not decode the task argument: {0}")]
-    ArgumentDecode(String),
+    #[error("the worker could not decode the task argument")]
+    ArgumentDecode(#[source] RemoteCause),
     /// The worker could not encode the result (e.g. a segment type outside a
     /// collector, or a serializer error).
-    #[error("the worker could not encode the result: {0}")]
-    ResultEncode(String),
+    #[error("the worker could not encode the result")]
+    ResultEncode(#[source] RemoteCause),
     /// The result bytes could not be decoded here.
     #[error("could not decode the task result")]
     ResultDecode {
-        /// The deserializer's error.
+        /// Why: the typed cause, or the deserializer's own error.
         #[source]
-        source: Arc<postcard::Error>,
+        source: SharedCause,
     },
     /// The worker's initializer panicked; the pool is broken.
     #[error("the worker initializer failed: {0}")]
@@ -153,14 +272,15 @@ pub enum TaskError {
         #[source]
         source: Arc<PoolError>,
     },
-    /// The transport failed while moving the task or its result.
+    /// The transport failed while moving the task or its result (in a
+    /// worker that ran out of file descriptors, for example).
     #[error("transport failed while {op}")]
     Transport {
         /// What was being done.
         op: &'static str,
         /// The transport error.
         #[source]
-        source: Arc<npshmex_shm::ShmError>,
+        source: SharedCause,
     },
     /// No result within the time given to `result_timeout` (or `map`'s
     /// timeout). The task goes on; the future is still usable.
@@ -178,6 +298,16 @@ impl TaskError {
     pub(crate) fn pool(e: PoolError) -> TaskError {
         TaskError::Pool {
             source: Arc::new(e),
+        }
+    }
+
+    pub(crate) fn transport(
+        op: &'static str,
+        source: impl Error + Send + Sync + 'static,
+    ) -> TaskError {
+        TaskError::Transport {
+            op,
+            source: Arc::new(source),
         }
     }
 }

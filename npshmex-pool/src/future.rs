@@ -7,18 +7,17 @@
 //! condition variable: a result that arrives within microseconds is seen
 //! without a thread wake-up.
 
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use npshmex_shm::oob;
 use serde::de::DeserializeOwned;
 
 use crate::error::TaskError;
 use crate::state::Assigned;
+use crate::wire::{self, Incoming};
 
 /// What the pool does with a task's future, without knowing `R`.
 pub(crate) trait Completion: Send + Sync {
@@ -27,7 +26,7 @@ pub(crate) trait Completion: Send + Sync {
     fn start(&self, at: &Assigned) -> bool;
     /// Decodes the result and keeps it aside (the future is not done yet,
     /// so the caller can release the received memory first).
-    fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>);
+    fn stage(&self, bytes: &[u8], fds: Incoming);
     /// Completes the future with the staged result.
     fn publish(&self);
     /// Stores an error.
@@ -255,21 +254,13 @@ impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
         }
     }
 
-    fn stage(&self, bytes: &[u8], fds: Vec<OwnedFd>) {
+    fn stage(&self, bytes: &[u8], fds: Incoming) {
         // `R::deserialize` is user code running on a pool thread (or a
         // helping caller): a panic in it must fail this future, not kill
         // the thread that serves the worker (which would hang every other
-        // future of that worker). The panic hook has printed the message.
-        let decoded = oob::with_received(fds, || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                postcard::from_bytes::<R>(bytes)
-            }))
-        });
-        let value = decoded
-            .unwrap_or(Err(postcard::Error::SerdeDeCustom))
-            .map_err(|e| TaskError::ResultDecode {
-                source: Arc::new(e),
-            });
+        // future of that worker); `wire::decode` catches it.
+        let value =
+            wire::decode::<R>(bytes, fds).map_err(|source| TaskError::ResultDecode { source });
         self.lock().staged = Some(value);
     }
 

@@ -84,6 +84,7 @@ mod future;
 mod init;
 mod map;
 mod pool;
+mod remote_error;
 mod remote_fn;
 mod slot;
 mod spawn;
@@ -94,11 +95,12 @@ mod wire;
 mod worker;
 
 pub use builder::{PoolBuilder, StartMethod};
-pub use error::{PoolError, TaskError, WorkerExit};
+pub use error::{PanicInfo, PoolError, SharedCause, TaskError, WorkerExit};
 pub use future::Future;
 pub use init::init;
 pub use map::{MapIter, MapOptions};
 pub use pool::{CancelFutures, ProcessPoolExecutor, ShutdownOptions, Wait};
+pub use remote_error::{RemoteCause, RemoteError};
 pub use wait::{as_completed, as_completed_timeout, wait, AsCompleted, ReturnWhen, WaitResult};
 
 /// The out-of-band fd hook the pool installs around every encode

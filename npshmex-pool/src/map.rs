@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::{PoolError, TaskError};
+use crate::error::{PanicInfo, PoolError, TaskError};
 use crate::future::Future;
 use crate::remote_fn::{call_chunk_offset, fn_offset};
 use crate::ProcessPoolExecutor;
@@ -38,7 +38,7 @@ impl Default for MapOptions {
     }
 }
 
-type Chunk<R> = Vec<Result<R, String>>;
+type Chunk<R> = Vec<Result<R, PanicInfo>>;
 
 /// The iterator [`ProcessPoolExecutor::map`] returns: one
 /// `Result<R, TaskError>` per argument, in order.
@@ -143,13 +143,12 @@ where
                 return;
             }
             let n = chunk.len();
-            let submitted = self.pool.pack(&chunk).and_then(|p| {
-                self.pool.submit_packet::<Chunk<R>>(
-                    call_chunk_offset::<A, R>(),
-                    fn_offset(self.f),
-                    p,
-                )
-            });
+            let submitted = call_chunk_offset::<A, R>()
+                .and_then(|tramp| Ok((tramp, fn_offset(self.f)?)))
+                .and_then(|(tramp, func)| {
+                    let p = self.pool.pack(chunk)?;
+                    self.pool.submit_packet::<Chunk<R>>(tramp, func, p)
+                });
             match submitted {
                 Ok(fut) => self.in_flight.push_back((fut, n)),
                 Err(e) => {

@@ -144,8 +144,9 @@ impl ProcessPoolExecutor {
     /// the pool's `inline_max` the encoding travels in a sealed memfd.
     ///
     /// # Errors
-    /// [`PoolError::Encode`] if `arg` cannot be serialized,
-    /// [`PoolError::Transport`] if its memfd cannot be made,
+    /// [`PoolError::ForeignFunction`] if `f` is not code of this executable
+    /// (a shared library's, a plugin's), [`PoolError::Encode`] if `arg`
+    /// cannot be serialized, [`PoolError::Transport`] if its memfd cannot be made,
     /// [`PoolError::ShutDown`] / [`PoolError::Broken`] if the pool no longer
     /// takes tasks.
     pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, PoolError>
@@ -153,11 +154,14 @@ impl ProcessPoolExecutor {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let packet = self.pack(&arg)?;
-        self.submit_packet(call_offset::<A, R>(), fn_offset(f), packet)
+        let (tramp, func) = (call_offset::<A, R>()?, fn_offset(f)?);
+        let packet = self.pack(arg)?;
+        self.submit_packet(tramp, func, packet)
     }
 
-    pub(crate) fn pack<T: Serialize>(&self, value: &T) -> Result<Packet, PoolError> {
+    /// Encodes `value` (consumed: segments it holds move, see
+    /// `npshmex_shm::oob`).
+    pub(crate) fn pack<T: Serialize>(&self, value: T) -> Result<Packet, PoolError> {
         wire::pack(value, self.inner.cfg.inline_max).map_err(|e| match e {
             PackError::Encode(source) => PoolError::Encode { source },
             PackError::Shm(op, source) => PoolError::Transport { op, source },

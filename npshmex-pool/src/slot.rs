@@ -20,13 +20,14 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use npshmex_shm::{FdSocket, Message, ShmError};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::error::{PoolError, TaskError, WorkerExit};
+use crate::remote_error::RemoteCause;
 use crate::spawn::{self, WorkerProc};
 use crate::state::{close, Assigned, Inner, Job, Rx};
-use crate::wire::{self, Failure, ResultHead, ToParent};
+use crate::wire::{self, ResultHead, ToParent};
 
 /// How often a blocked receive re-checks the running task's deadline.
 const TIMEOUT_POLL: Duration = Duration::from_millis(50);
@@ -55,6 +56,8 @@ pub(crate) enum End {
     Retired,
     /// The initializer failed; the pool is broken.
     InitFailed,
+    /// The worker reported why it cannot go on, and ends.
+    Fatal(RemoteCause),
     /// The worker ended before its initializer finished: it is replaced,
     /// unless the slot's workers keep doing so (`MAX_START_DEATHS`), when
     /// replacing them would most likely loop and the pool is broken.
@@ -187,10 +190,8 @@ fn teardown(
                 // TimedOut is only produced when a timeout is configured.
                 limit: inner.cfg.task_timeout.unwrap_or_default(),
             },
-            End::Transport(e) => TaskError::Transport {
-                op: "receiving a result",
-                source: Arc::new(e),
-            },
+            End::Transport(e) => TaskError::transport("receiving a result", e),
+            End::Fatal(why) => TaskError::transport("sending the task to the worker", why),
             End::Closed | End::Retired | End::InitFailed | End::DiedStarting => {
                 TaskError::WorkerDied {
                     pid: proc.pid(),
@@ -285,9 +286,9 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, r
             rx.park(wait.min(HELPED_PARK));
             continue;
         }
-        let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
-        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+        let mut fds = [PollFd::from_borrowed_fd(conn.as_fd(), PollFlags::IN)];
+        let timeout = Timespec::try_from(wait.max(Duration::from_millis(1))).ok();
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => {
                 if proc.has_exited() {
                     // Whatever it sent before dying is read first.
@@ -298,7 +299,7 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, r
                     return closed(inner, index, ShmError::PeerClosed);
                 }
             }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
                 return End::Transport(ShmError::Io {
                     op: "poll",
@@ -425,6 +426,7 @@ fn process(inner: &Inner, index: usize, conn: &Arc<FdSocket>, msg: Message) -> O
         ToParent::Hello(_) => {
             return Some(End::Transport(frame_error("a second hello from a worker")))
         }
+        ToParent::Fatal(why) => return Some(End::Fatal(why)),
     };
     let now = Instant::now();
     let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
@@ -464,21 +466,18 @@ fn process(inner: &Inner, index: usize, conn: &Arc<FdSocket>, msg: Message) -> O
     for (job, h) in done {
         let c = job.into_completion();
         match h.outcome {
-            Ok((body, nfds)) => {
-                match wire::with_payload(body, nfds, &mut inline, &mut fds, |b, f| c.stage(b, f)) {
+            Ok(p) => {
+                let staged =
+                    wire::with_payload(p.body, p.fds, &p.moved, &mut inline, &mut fds, |b, f| {
+                        c.stage(b, f)
+                    });
+                match staged {
                     // Published after the result's memfd is unmapped.
                     Ok(()) => c.publish(),
-                    Err(e) => c.fail(TaskError::Transport {
-                        op: "receiving a result",
-                        source: Arc::new(e),
-                    }),
+                    Err(e) => c.fail(TaskError::transport("receiving a result", e)),
                 }
             }
-            Err(f) => c.fail(match f {
-                Failure::Panicked(m) => TaskError::Panicked(m),
-                Failure::ArgumentDecode(m) => TaskError::ArgumentDecode(m),
-                Failure::ResultEncode(m) => TaskError::ResultEncode(m),
-            }),
+            Err(f) => c.fail(f.into()),
         }
     }
     if mismatch {

@@ -14,10 +14,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use npshmex_shm::{FdSocket, ShmError};
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
 use crate::error::{PoolError, WorkerExit};
 use crate::remote_fn::{initializer_offset, probe_offset};
@@ -41,10 +40,14 @@ impl WorkerProc {
         self.pid as u32
     }
 
+    fn rustix_pid(&self) -> Option<Pid> {
+        Pid::from_raw(self.pid)
+    }
+
     /// SIGKILL (no-op if it is gone).
     pub(crate) fn kill(&self) {
-        if !self.reaped {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        if let (false, Some(pid)) = (self.reaped, self.rustix_pid()) {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
     }
 
@@ -54,11 +57,14 @@ impl WorkerProc {
         if self.reaped {
             return true;
         }
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(Pid::from_raw(self.pid)), flags) {
-            Ok(WaitStatus::StillAlive) => false,
-            Ok(_) => true,
-            Err(nix::errno::Errno::EINTR) => false,
+        let Some(pid) = self.rustix_pid() else {
+            return true;
+        };
+        let flags = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match rustix::process::waitid(WaitId::Pid(pid), flags) {
+            Ok(None) => false,
+            Ok(Some(_)) => true,
+            Err(Errno::INTR) => false,
             // ECHILD: not our child any more (reaped elsewhere).
             Err(_) => true,
         }
@@ -69,17 +75,24 @@ impl WorkerProc {
         if self.reaped {
             return WorkerExit::Unknown;
         }
+        let Some(pid) = self.rustix_pid() else {
+            self.reaped = true;
+            return WorkerExit::Unknown;
+        };
         loop {
-            match waitpid(Pid::from_raw(self.pid), None) {
-                Ok(WaitStatus::Exited(_, code)) => {
-                    self.reaped = true;
-                    return WorkerExit::Code(code);
+            match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+                Ok(Some((_, status))) => {
+                    if let Some(code) = status.exit_status() {
+                        self.reaped = true;
+                        return WorkerExit::Code(code);
+                    }
+                    if let Some(sig) = status.terminating_signal() {
+                        self.reaped = true;
+                        return WorkerExit::Signal(sig);
+                    }
+                    // Stopped or continued: not an end; wait on.
                 }
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    self.reaped = true;
-                    return WorkerExit::Signal(sig as i32);
-                }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(None) | Err(Errno::INTR) => continue,
                 Err(_) => {
                     // ECHILD: someone else reaped it (a SIGCHLD=SIG_IGN
                     // parent); nothing is left to wait for.
@@ -121,16 +134,19 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
     let (parent, child) = FdSocket::pair().map_err(transport("creating a worker socket"))?;
     let token = random_token();
     let ppid = std::process::id() as i32;
+    // Named segments tasks create belong to this program (or whoever it
+    // works for), never to a worker.
+    let owner = npshmex_shm::owner();
     let mut proc = match cfg.start_method {
         StartMethod::Spawn => {
             let fd = child.as_fd().as_raw_fd();
             let mut cmd = Command::new("/proc/self/exe");
-            cmd.env(WORKER_ENV, format!("{fd}:{token}:{ppid}"))
+            cmd.env(WORKER_ENV, format!("{fd}:{token}:{ppid}:{owner}"))
                 .stdin(Stdio::null());
             if let Some(arg0) = std::env::args_os().next() {
                 cmd.arg0(arg0);
             }
-            crate::sys::keep_fd_across_exec(&mut cmd, fd);
+            crate::sys::prepare_child(&mut cmd, fd);
             let c = cmd.spawn().map_err(|source| PoolError::Spawn {
                 op: "executing /proc/self/exe",
                 source,
@@ -144,7 +160,7 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
         StartMethod::Fork => {
             let keep = child.as_fd().as_raw_fd();
             let forked = crate::sys::fork_worker(keep, move || {
-                worker::main_forked(child.into_fd(), token, ppid)
+                worker::main_forked(child.into_fd(), token, ppid, owner)
             })
             .map_err(|source| PoolError::Spawn { op: "fork", source })?;
             WorkerProc {
@@ -159,7 +175,7 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
         return Err(e);
     }
     let setup = ToWorker::Setup(Setup {
-        initializer: cfg.initializer.map(initializer_offset),
+        initializer: cfg.initializer.map(initializer_offset).transpose()?,
         max_tasks: cfg.max_tasks_per_child,
         spin_ns: u64::try_from(cfg.spin.as_nanos()).unwrap_or(u64::MAX),
         inline_max: cfg.inline_max as u64,

@@ -261,6 +261,7 @@ impl State {
                 func: j.func,
                 body: j.packet.body(),
                 fds: j.packet.fd_count(),
+                moved: j.packet.moved().to_vec(),
             })
             .collect();
         let payload_len: usize = batch.iter().map(|j| j.packet.inline().len()).sum();
@@ -378,6 +379,5 @@ impl SlotState {
 /// Shuts a worker socket down both ways: the worker reads EOF and exits,
 /// and our own blocked receive on it returns at once.
 pub(crate) fn close(conn: &FdSocket) {
-    use std::os::fd::AsRawFd;
-    let _ = nix::sys::socket::shutdown(conn.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    let _ = rustix::net::shutdown(conn.as_fd(), rustix::net::Shutdown::Both);
 }

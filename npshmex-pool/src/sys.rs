@@ -1,23 +1,38 @@
-//! The few OS operations of the pool that need `unsafe`: adopting the
-//! inherited socket fd, keeping it open across `exec`, `fork`, closing
-//! inherited fds in a forked child, and `_exit`.
+//! The pool's process-level OS operations: adopting the inherited socket,
+//! keeping it (and nothing else) open across `exec`, `fork`, and `_exit`.
 //!
-//! Everything else goes through safe wrappers (`nix`, `std::process`).
-//! Function addresses (the other unsafe part) live in `remote_fn`.
+//! System calls go through rustix. Three stay raw `libc`, where rustix has
+//! no wrapper in its stable API: `close_range` (no wrapper at all), `fork`
+//! (only in rustix's experimental `runtime` module, for libc replacements)
+//! and `_exit` (likewise). Function addresses (the other unsafe part) live
+//! in `remote_fn`.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+
+use rustix::fs::FileType;
+use rustix::io::FdFlags;
+use rustix::process::Signal;
 
 /// Takes ownership of the socket fd a parent left open for this worker.
 ///
 /// The number comes from the environment, so it is checked: it must be an
 /// open socket. The caller (worker start-up) calls this once per fd number.
 pub(crate) fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
-    let st = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("inherited fd {fd} is negative"),
+        ));
+    }
+    // SAFETY: a borrow only for the fstat below; the kernel reports EBADF
+    // for a number that is not open, and nothing is closed through it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let st = rustix::fs::fstat(borrowed)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("inherited fd {fd} is not a socket"),
@@ -29,34 +44,31 @@ pub(crate) fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Processes this worker's tasks start must not inherit the channel, or
     // the parent would not see EOF when the worker dies.
-    nix::fcntl::fcntl(
-        owned.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(io::Error::from)?;
+    rustix::io::fcntl_setfd(owned.as_fd(), FdFlags::CLOEXEC)?;
     Ok(owned)
 }
 
-/// Makes `fd` (CLOEXEC in the parent) survive the `exec` of `cmd`'s child
-/// only, and asks the kernel to kill that child when the spawning thread
-/// dies (set before `exec`, so there is no window where it is unset).
-pub(crate) fn keep_fd_across_exec(cmd: &mut Command, fd: RawFd) {
+/// Prepares `cmd`'s child, between fork and exec: `keep` (close-on-exec in
+/// the parent) survives the `exec`, every other fd above stderr is closed
+/// by it (Python's spawn does the same: a worker inherits nothing the
+/// program left open by accident), and the kernel kills the child when the
+/// spawning thread dies (set before `exec`, so there is no window without).
+pub(crate) fn prepare_child(cmd: &mut Command, keep: RawFd) {
     let hook = move || -> io::Result<()> {
-        // SAFETY: fcntl and prctl are async-signal-safe and touch only this
-        // (forked, not yet exec'd) child's own fd table and process state.
-        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        if rc == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above; PR_SET_PDEATHSIG takes a signal number.
-        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-        if rc == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: `keep` is open in the child (inherited from the parent,
+        // which keeps it open until the spawn returned); a borrow for the
+        // fcntl below only.
+        let fd = unsafe { BorrowedFd::borrow_raw(keep) };
+        rustix::io::fcntl_setfd(fd, FdFlags::empty())?;
+        // Close-on-exec rather than closed: std's own exec-error pipe must
+        // stay open until exec (it is close-on-exec already).
+        cloexec_fds_except(keep);
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
         Ok(())
     };
-    // SAFETY: the hook only calls async-signal-safe functions (fcntl, prctl)
-    // and allocates nothing, as required between fork and exec.
+    // SAFETY: the hook only makes raw system calls (fcntl, close_range,
+    // prctl), which are async-signal-safe, and allocates nothing, as
+    // required between fork and exec.
     unsafe {
         cmd.pre_exec(hook);
     }
@@ -77,51 +89,60 @@ pub(crate) struct Forked {
 /// worker loop touches none of the pool's locks; this start method is opt-in
 /// for that reason.
 pub(crate) fn fork_worker(keep: RawFd, child: impl FnOnce() -> i32) -> io::Result<Forked> {
+    // libc: rustix wraps fork only in its experimental `runtime` module.
+    // No writable shared mapping is half made while we fork: the child
+    // inherits none (they are MADV_DONTFORK), so it can neither write pages
+    // this process views nor keep them from being sealed.
     // SAFETY: see the function doc: the child only runs the worker loop,
     // which uses its own socket and no lock of the parent's pool.
-    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
-        nix::unistd::ForkResult::Parent { child } => Ok(Forked {
-            pid: child.as_raw(),
-        }),
-        nix::unistd::ForkResult::Child => {
+    let pid = npshmex_shm::without_mappings_in_flight(|| unsafe { libc::fork() });
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
             close_fds_except(keep);
             let code = child();
             exit_now(code)
         }
+        pid => Ok(Forked { pid }),
     }
 }
 
-/// Closes every fd >= 3 except `keep` (so this child holds no other
+/// `close_range(first, last, flags)`; errors (an old kernel) are ignored:
+/// an fd left open only delays the death detection of another worker.
+fn close_range(first: u32, last: u32, flags: u32) {
+    // libc: rustix has no close_range wrapper.
+    // SAFETY: close_range only closes (or marks close-on-exec) fds of this
+    // process in the given range, which the callers keep clear of stdio and
+    // of the fd they need.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, last, flags);
+    }
+}
+
+/// Marks every fd >= 3 except `keep` close-on-exec.
+fn cloexec_fds_except(keep: RawFd) {
+    let keep = keep as u32;
+    let cloexec = libc::CLOSE_RANGE_CLOEXEC;
+    if keep > 3 {
+        close_range(3, keep - 1, cloexec);
+    }
+    close_range(keep.saturating_add(1).max(3), u32::MAX, cloexec);
+}
+
+/// Closes every fd >= 3 except `keep` (so a forked child holds no other
 /// worker's channel and cannot delay the EOF its parent waits for).
 fn close_fds_except(keep: RawFd) {
-    let keep = keep as libc::c_uint;
+    let keep = keep as u32;
     if keep > 3 {
-        // SAFETY: close_range only closes fds of this process; the range
-        // excludes `keep` and stdio. Failure (old kernel) leaves fds open,
-        // which only delays death detection of other workers.
-        unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                keep - 1,
-                0 as libc::c_uint,
-            )
-        };
+        close_range(3, keep - 1, 0);
     }
-    // SAFETY: as above, for the range after `keep`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            keep + 1,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        )
-    };
+    close_range(keep.saturating_add(1).max(3), u32::MAX, 0);
 }
 
 /// Ends the process at once, without running `atexit` handlers or flushing
 /// stdio buffers inherited from a forked parent.
 pub(crate) fn exit_now(code: i32) -> ! {
+    // libc: rustix wraps _exit only in its experimental `runtime` module.
     // SAFETY: _exit never returns and has no preconditions.
     unsafe { libc::_exit(code) }
 }

@@ -12,9 +12,14 @@
 //! the socket's copy loop.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
-use npshmex_shm::{oob, Access, Seals, Segment, ShmError};
+use npshmex_shm::{oob, Access, Segment, ShmError};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{PanicInfo, SharedCause, TaskError};
+use crate::remote_error::RemoteCause;
 
 /// Identity of an executable file: equal identities mean the same code at
 /// the same offsets, so function addresses relative to an anchor agree.
@@ -95,6 +100,8 @@ pub(crate) struct TaskHead {
     pub(crate) body: Body,
     /// Fds of this task (memfd first if `body` is `Memfd`, then oob fds).
     pub(crate) fds: u32,
+    /// Which oob fds (indices among them) are moves the sender proved.
+    pub(crate) moved: Vec<u32>,
 }
 
 /// Worker to parent.
@@ -106,6 +113,9 @@ pub(crate) enum ToParent {
     Ready(Option<String>),
     /// Results in task order; their inline payloads follow the header.
     Results(Vec<ResultHead>),
+    /// The worker cannot go on (it could not receive a frame): why, for the
+    /// task it was about to run; it exits after sending this.
+    Fatal(RemoteCause),
 }
 
 /// The worker's handshake.
@@ -122,15 +132,33 @@ pub(crate) struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResultHead {
     pub(crate) id: u64,
-    pub(crate) outcome: Result<(Body, u32), Failure>,
+    pub(crate) outcome: Result<Payload, Failure>,
+}
+
+/// Where a result's bytes and fds are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    pub(crate) body: Body,
+    pub(crate) fds: u32,
+    pub(crate) moved: Vec<u32>,
 }
 
 /// A task that produced no value, as the worker reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Failure {
-    Panicked(String),
-    ArgumentDecode(String),
-    ResultEncode(String),
+    Panicked(PanicInfo),
+    ArgumentDecode(RemoteCause),
+    ResultEncode(RemoteCause),
+}
+
+impl From<Failure> for TaskError {
+    fn from(f: Failure) -> TaskError {
+        match f {
+            Failure::Panicked(p) => TaskError::Panicked(p),
+            Failure::ArgumentDecode(c) => TaskError::ArgumentDecode(c),
+            Failure::ResultEncode(c) => TaskError::ResultEncode(c),
+        }
+    }
 }
 
 /// Encodes a frame: the header, then the payloads.
@@ -155,34 +183,64 @@ pub(crate) struct Packet {
     body: PacketBody,
     /// Fds the value's `Serialize` impls handed out of band.
     fds: Vec<OwnedFd>,
+    /// Which of them are proven moves.
+    moved: Vec<u32>,
 }
 
 enum PacketBody {
     Inline(Vec<u8>),
-    Memfd { seg: Segment, len: usize },
+    Memfd { fd: OwnedFd, len: usize },
 }
 
 /// Why a value could not be packed.
 #[derive(Debug)]
 pub(crate) enum PackError {
-    Encode(postcard::Error),
+    /// The value's serialization failed: the typed cause, or the
+    /// serializer's own message.
+    Encode(SharedCause),
+    /// The shared-memory layer failed (a payload memfd, a segment copy).
     Shm(&'static str, ShmError),
 }
 
-impl std::fmt::Display for PackError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl PackError {
+    /// The same failure as a chain of messages, for a worker's report.
+    pub(crate) fn to_cause(&self) -> RemoteCause {
         match self {
-            PackError::Encode(e) => write!(f, "{e}"),
-            PackError::Shm(op, e) => write!(f, "{op}: {e}"),
+            PackError::Encode(e) => RemoteCause::from_error(e.as_ref()),
+            PackError::Shm(op, e) => {
+                let inner = RemoteCause::from_error(e);
+                RemoteCause::with_source(format!("{op} failed"), inner)
+            }
         }
     }
 }
 
-/// Serializes `value` inside an fd collector; past `inline_max` bytes the
-/// encoding moves to a sealed memfd.
-pub(crate) fn pack<T: Serialize>(value: &T, inline_max: usize) -> Result<Packet, PackError> {
-    let (bytes, fds) = oob::collect(|| postcard::to_allocvec(value));
-    let bytes = bytes.map_err(PackError::Encode)?;
+/// Serializes `value` inside an fd collector, drops it (so that segments it
+/// held can move), and resolves its out-of-band fds; past `inline_max`
+/// bytes the encoding moves to a sealed memfd.
+pub(crate) fn pack<T: Serialize>(value: T, inline_max: usize) -> Result<Packet, PackError> {
+    let (bytes, mut collected) = oob::collect(|| postcard::to_allocvec(&value));
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            let cause = match collected.take_cause() {
+                Some(c) => SharedCause::from(c),
+                None => explain_encode(&value, e),
+            };
+            return Err(PackError::Encode(cause));
+        }
+    };
+    drop(value);
+    let out = collected
+        .finish()
+        .map_err(|e| PackError::Shm("handing out the value's segments", e))?;
+    let (fds, moved) = out.into_parts();
+    let moved: Vec<u32> = moved
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m)
+        .map(|(i, _)| i as u32)
+        .collect();
     // One spare for the payload memfd.
     if fds.len() >= npshmex_shm::MAX_FRAME_FDS as usize {
         return Err(PackError::Shm(
@@ -200,34 +258,37 @@ pub(crate) fn pack<T: Serialize>(value: &T, inline_max: usize) -> Result<Packet,
         return Ok(Packet {
             body: PacketBody::Inline(bytes),
             fds,
+            moved,
         });
     }
     let len = bytes.len();
     let mut seg =
         Segment::anonymous(len).map_err(|e| PackError::Shm("creating a payload memfd", e))?;
-    let actual = seg.len();
-    let dst = seg
-        .as_mut_slice()
-        .map_err(|e| PackError::Shm("writing a payload memfd", e))?;
-    let Some(dst) = dst.get_mut(..len) else {
-        return Err(PackError::Shm(
-            "writing a payload memfd",
-            ShmError::TooSmall {
-                expected: len as u64,
-                actual: actual as u64,
-            },
-        ));
-    };
-    dst.copy_from_slice(&bytes);
+    seg.as_mut_slice()
+        .map_err(|e| PackError::Shm("writing a payload memfd", e))?[..len]
+        .copy_from_slice(&bytes);
     drop(bytes);
-    // The receiver maps it read-only; sealing the size means no one can
-    // shrink it under that mapping (SIGBUS).
-    seg.seal(Seals::SIZE)
+    // Sealed against resizing and writes: the receiver maps it read-only
+    // and decodes from the mapping, so its bytes must not change (or vanish).
+    let fd = seg
+        .into_sealed_fd()
         .map_err(|e| PackError::Shm("sealing a payload memfd", e))?;
     Ok(Packet {
-        body: PacketBody::Memfd { seg, len },
+        body: PacketBody::Memfd { fd, len },
         fds,
+        moved,
     })
+}
+
+/// Why `value` could not be encoded, when no adapter recorded a typed
+/// cause: postcard drops the messages of `Serialize` impls, so the value is
+/// serialized once more into a `serde_value::Value`, whose errors keep
+/// them. Only on this (failing) path, never on a hot one.
+fn explain_encode<T: Serialize>(value: &T, err: postcard::Error) -> SharedCause {
+    match serde_value::to_value(value) {
+        Err(serde_value::SerializerError::Custom(message)) => Arc::new(RemoteCause::new(message)),
+        _ => Arc::new(err),
+    }
 }
 
 impl Packet {
@@ -254,12 +315,89 @@ impl Packet {
         memfd + self.fds.len() as u32
     }
 
+    /// Indices of the oob fds that are proven moves.
+    pub(crate) fn moved(&self) -> &[u32] {
+        &self.moved
+    }
+
+    /// Where a result's bytes and fds are.
+    pub(crate) fn payload(&self) -> Payload {
+        Payload {
+            body: self.body(),
+            fds: self.fd_count(),
+            moved: self.moved.clone(),
+        }
+    }
+
     /// Appends this packet's fds, in wire order.
     pub(crate) fn push_fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) {
-        if let PacketBody::Memfd { seg, .. } = &self.body {
-            out.push(seg.fd());
+        if let PacketBody::Memfd { fd, .. } = &self.body {
+            out.push(fd.as_fd());
         }
         out.extend(self.fds.iter().map(|f| f.as_fd()));
+    }
+}
+
+/// The out-of-band fds of one received value, with the moves its sender
+/// proved.
+pub(crate) struct Incoming {
+    fds: Vec<OwnedFd>,
+    moved: Vec<bool>,
+}
+
+impl Incoming {
+    /// `fds` with the move flags `moved` (indices) of a frame header.
+    pub(crate) fn new(fds: Vec<OwnedFd>, moved: &[u32]) -> Incoming {
+        let mut flags = vec![false; fds.len()];
+        for &i in moved {
+            if let Some(f) = flags.get_mut(i as usize) {
+                *f = true;
+            }
+        }
+        Incoming { fds, moved: flags }
+    }
+
+    /// Number of fds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.fds.len()
+    }
+}
+
+/// Decodes a value of type `T` from `bytes` with the fds of `incoming`.
+/// A panic in a user `Deserialize` impl is caught and reported.
+///
+/// # Errors
+/// The typed cause recorded by the value's `Deserialize` impls
+/// (`oob::de_error`), or the deserializer's own error.
+#[allow(unsafe_code)]
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    incoming: Incoming,
+) -> Result<T, SharedCause> {
+    let Incoming { fds, moved } = incoming;
+    // SAFETY: the move flags come from the frame header our peer wrote:
+    // the other end of this pool's private socket, a process running this
+    // very executable (checked at handshake) whose pool code sets a flag
+    // only for fds `Collected::finish` proved to be moves (the sender's
+    // last handle was dropped; no writable fd or mapping of the file is
+    // left to it outside its segment cache, which never writes a lent
+    // segment). User code in the peer cannot write frame headers.
+    let (decoded, cause) = unsafe {
+        oob::with_received_moves(fds, &moved, || {
+            catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes)))
+        })
+    };
+    match decoded {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(match cause {
+            Some(c) => SharedCause::from(c),
+            None => Arc::new(e),
+        }),
+        Err(panic) => Err(Arc::new(RemoteCause::new(format!(
+            "decoding panicked: {}",
+            crate::remote_fn::panic_message(&*panic)
+        )))),
     }
 }
 
@@ -269,9 +407,10 @@ impl Packet {
 pub(crate) fn with_payload<T>(
     body: Body,
     nfds: u32,
+    moved: &[u32],
     inline: &mut &[u8],
     fds: &mut std::vec::IntoIter<OwnedFd>,
-    f: impl FnOnce(&[u8], Vec<OwnedFd>) -> T,
+    f: impl FnOnce(&[u8], Incoming) -> T,
 ) -> Result<T, ShmError> {
     let mut mine: Vec<OwnedFd> = fds.take(nfds as usize).collect();
     if mine.len() != nfds as usize {
@@ -295,7 +434,7 @@ pub(crate) fn with_payload<T>(
             }
             let (now, rest) = inline.split_at(n);
             *inline = rest;
-            Ok(f(now, mine))
+            Ok(f(now, Incoming::new(mine, moved)))
         }
         Body::Memfd(len) => {
             if mine.is_empty() {
@@ -304,12 +443,13 @@ pub(crate) fn with_payload<T>(
                 });
             }
             let fd = mine.remove(0);
-            // Only a shrink-sealed memfd cannot be truncated under the
-            // mapping by whoever else holds it (SIGBUS on the read below).
-            let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, len, Seals::NONE)?;
-            // from_fd_expect checked the segment holds at least `len` bytes.
+            // Only a memfd sealed against shrinking and writes is mapped:
+            // whoever else holds it can neither truncate it under the
+            // mapping (SIGBUS) nor change the bytes being decoded.
+            let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, len)?;
+            // from_fd_sealed checked the segment holds at least `len` bytes.
             let bytes = seg.as_slice().get(..len as usize).unwrap_or(&[]);
-            Ok(f(bytes, mine))
+            Ok(f(bytes, Incoming::new(mine, moved)))
         }
     }
 }
@@ -330,10 +470,17 @@ mod tests {
     fn unpack(p: &Packet, frame_tail: &[u8]) -> Result<Vec<u8>, ShmError> {
         let mut inline = frame_tail;
         let mut fds = owned(p).into_iter();
-        let out = with_payload(p.body(), p.fd_count(), &mut inline, &mut fds, |b, f| {
-            assert!(f.is_empty(), "no oob fds in a plain value");
-            postcard::from_bytes::<Vec<u8>>(b).expect("decodes")
-        })?;
+        let out = with_payload(
+            p.body(),
+            p.fd_count(),
+            p.moved(),
+            &mut inline,
+            &mut fds,
+            |b, f| {
+                assert_eq!(f.len(), 0, "no oob fds in a plain value");
+                decode::<Vec<u8>>(b, f).expect("decodes")
+            },
+        )?;
         assert!(inline.is_empty(), "exactly the payload was consumed");
         Ok(out)
     }
@@ -347,7 +494,7 @@ mod tests {
             func in any::<i64>(),
         ) {
             let heads: Vec<TaskHead> = ids.iter().zip(&lens).map(|(&id, &len)| TaskHead {
-                id, tramp, func, body: Body::Inline(len), fds: len % 3,
+                id, tramp, func, body: Body::Inline(len), fds: len % 3, moved: vec![len % 2],
             }).collect();
             let payload: Vec<u8> = (0..lens.iter().take(ids.len()).sum::<u32>()).map(|i| i as u8).collect();
             let mut frame = encode_frame(&ToWorker::Tasks(heads.clone()), payload.len()).expect("encodes");
@@ -363,8 +510,8 @@ mod tests {
         #[test]
         fn packets_round_trip_inline_or_memfd(len in 0usize..4096, inline_max in 0usize..2048) {
             let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let p = pack(&v, inline_max).expect("packs");
             let encoded = postcard::to_allocvec(&v).expect("encodes").len();
+            let p = pack(v.clone(), inline_max).expect("packs");
             prop_assert_eq!(matches!(p.body(), Body::Memfd(_)), encoded > inline_max);
             prop_assert_eq!(unpack(&p, p.inline()).expect("unpacks"), v);
         }
@@ -372,7 +519,7 @@ mod tests {
         #[test]
         fn truncated_frames_are_errors(len in 1usize..200, cut in 1usize..200) {
             let v = vec![1u8; len];
-            let p = pack(&v, usize::MAX).expect("packs");
+            let p = pack(v, usize::MAX).expect("packs");
             let cut = cut.min(p.inline().len());
             let short = &p.inline()[..p.inline().len() - cut];
             let refused = matches!(unpack(&p, short), Err(ShmError::Frame { .. }));
@@ -382,33 +529,57 @@ mod tests {
 
     #[test]
     fn a_memfd_payload_without_its_fd_is_an_error() {
-        let p = pack(&vec![3u8; 100], 10).expect("packs");
+        let p = pack(vec![3u8; 100], 10).expect("packs");
         let mut inline: &[u8] = &[];
         let mut fds = Vec::new().into_iter();
-        let r = with_payload(p.body(), 0, &mut inline, &mut fds, |_, _| ());
+        let r = with_payload(p.body(), 0, &[], &mut inline, &mut fds, |_, _| ());
         assert!(matches!(r, Err(ShmError::Frame { .. })));
-        let r = with_payload(p.body(), 1, &mut inline, &mut fds, |_, _| ());
+        let r = with_payload(p.body(), 1, &[], &mut inline, &mut fds, |_, _| ());
         assert!(matches!(r, Err(ShmError::Frame { .. })));
     }
 
     #[test]
     fn a_memfd_shorter_than_claimed_is_an_error() {
-        let p = pack(&vec![3u8; 100], 10).expect("packs");
+        let p = pack(vec![3u8; 100], 10).expect("packs");
         let mut inline: &[u8] = &[];
         let mut fds = owned(&p).into_iter();
-        let r = with_payload(Body::Memfd(1 << 20), 1, &mut inline, &mut fds, |_, _| ());
+        let r = with_payload(
+            Body::Memfd(1 << 20),
+            1,
+            &[],
+            &mut inline,
+            &mut fds,
+            |_, _| (),
+        );
         assert!(matches!(r, Err(ShmError::TooSmall { .. })));
     }
 
     #[test]
     fn an_unsealed_memfd_payload_is_refused() {
-        // A peer that keeps a writable, unsealed memfd could truncate it
-        // while we read it (SIGBUS): such a payload is refused unmapped.
+        // A peer that keeps a writable, unsealed memfd could truncate it or
+        // change it while we decode it: such a payload is refused unmapped.
         let seg = Segment::anonymous(4096).expect("memfd");
         let mut inline: &[u8] = &[];
-        let mut fds = vec![seg.try_clone_fd().expect("dup")].into_iter();
-        let r = with_payload(Body::Memfd(10), 1, &mut inline, &mut fds, |_, _| ());
+        let mut fds = vec![seg.into_fd()].into_iter();
+        let r = with_payload(Body::Memfd(10), 1, &[], &mut inline, &mut fds, |_, _| ());
         assert!(matches!(r, Err(ShmError::NotSealed { .. })));
+    }
+
+    #[test]
+    fn serialize_messages_reach_the_error() {
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("the widget is not ready"))
+            }
+        }
+        match pack(Refuses, 1024) {
+            Err(PackError::Encode(cause)) => {
+                assert_eq!(cause.to_string(), "the widget is not ready")
+            }
+            Err(other) => panic!("wrong error {other:?}"),
+            Ok(_) => panic!("packed"),
+        }
     }
 
     #[test]

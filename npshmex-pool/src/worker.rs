@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use npshmex_shm::{FdSocket, Message, ShmError};
 
+use crate::remote_error::RemoteCause;
 use crate::remote_fn::{invoke, probe_offset, run_initializer};
 use crate::wire::{self, ExeId, Failure, Hello, Packet, ResultHead, ToParent, ToWorker};
 
-/// Environment variable that makes a process a worker: `fd:token:ppid`.
+/// Environment variable that makes a process a worker:
+/// `fd:token:ppid:owner` (owner: the process whose life named segments
+/// made by tasks are tied to, see `npshmex_shm::set_owner`).
 pub(crate) const WORKER_ENV: &str = "NPSHMEX_WORKER";
 
 /// The comm name of workers (at most 15 bytes; leak checks look for the
@@ -31,13 +34,14 @@ pub(crate) fn main_spawned(value: OsString) -> ! {
         let fd = it.next()?.parse::<RawFd>().ok()?;
         let token = it.next()?.parse::<u64>().ok()?;
         let ppid = it.next()?.parse::<i32>().ok()?;
-        Some((fd, token, ppid))
+        let owner = it.next()?.parse::<u32>().ok()?;
+        Some((fd, token, ppid, owner))
     });
-    let Some((fd, token, ppid)) = parsed else {
+    let Some((fd, token, ppid, owner)) = parsed else {
         eprintln!("npshmex worker: malformed {WORKER_ENV} value {value:?}");
         std::process::exit(101);
     };
-    become_worker(ppid);
+    become_worker(ppid, owner);
     let sock = match crate::sys::adopt_inherited_socket(fd) {
         Ok(fd) => FdSocket::from_fd(fd),
         Err(e) => {
@@ -49,22 +53,30 @@ pub(crate) fn main_spawned(value: OsString) -> ! {
 }
 
 /// Entry of a forked worker (in the child); returns the exit code.
-pub(crate) fn main_forked(sock: OwnedFd, token: u64, ppid: i32) -> i32 {
-    become_worker(ppid);
+pub(crate) fn main_forked(sock: OwnedFd, token: u64, ppid: i32, owner: u32) -> i32 {
+    become_worker(ppid, owner);
     serve(&FdSocket::from_fd(sock), token)
 }
 
-/// Process-level set-up: comm name, die with the parent.
-fn become_worker(ppid: i32) {
+/// Process-level set-up: comm name, die with the parent, panic reports,
+/// and the owner of the named segments tasks create.
+fn become_worker(ppid: i32, owner: u32) {
     // Best effort: a worker without its name still works.
-    let _ = nix::sys::prctl::set_name(WORKER_NAME);
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+    let _ = rustix::thread::set_name(WORKER_NAME);
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .is_err()
+    {
         std::process::exit(102);
     }
     // The parent may have died before PR_SET_PDEATHSIG took effect.
-    if nix::unistd::getppid().as_raw() != ppid {
+    if rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()) != ppid {
         std::process::exit(103);
     }
+    crate::remote_fn::panic_hook::install();
+    // Keys a task puts belong to the program the pool serves, not to this
+    // worker, which may be recycled at any moment. If the owner is already
+    // gone, so is our parent, and PR_SET_PDEATHSIG ends us.
+    let _ = npshmex_shm::set_owner(owner);
 }
 
 /// Handshake, initializer, task loop. Returns the exit code.
@@ -140,7 +152,18 @@ impl Worker<'_> {
             let msg = match self.next_frame() {
                 Ok(m) => m,
                 // EOF: the parent is done with us (or gone).
-                Err(_) => return 0,
+                Err(ShmError::PeerClosed) => return 0,
+                // Anything else (fds lost because this process ran out of
+                // them, a malformed stream): tell the parent why, for the
+                // task it sent, then end.
+                Err(e) => {
+                    let why = RemoteCause::with_source(
+                        "the worker could not receive its next task",
+                        RemoteCause::from_error(&e),
+                    );
+                    let _ = send_head(self.sock, &ToParent::Fatal(why), &[], &[]);
+                    return 107;
+                }
             };
             match self.run_frame(msg) {
                 Ok(true) => {}
@@ -180,13 +203,17 @@ impl Worker<'_> {
         let mut fds = msg.fds.into_iter();
         let inline_max = self.inline_max;
         for task in tasks {
-            let outcome =
-                wire::with_payload(task.body, task.fds, &mut inline, &mut fds, |bytes, fds| {
-                    invoke(task.tramp, task.func, bytes, fds, inline_max)
-                });
+            let outcome = wire::with_payload(
+                task.body,
+                task.fds,
+                &task.moved,
+                &mut inline,
+                &mut fds,
+                |bytes, fds| invoke(task.tramp, task.func, bytes, fds, inline_max),
+            );
             let outcome = match outcome {
                 Ok(o) => o,
-                Err(e) => Err(Failure::ArgumentDecode(e.to_string())),
+                Err(e) => Err(Failure::ArgumentDecode(RemoteCause::from_error(&e))),
             };
             // Every result goes out before the next task starts: if that
             // task kills the worker, the parent must be able to tell which
@@ -209,7 +236,7 @@ impl Worker<'_> {
             Ok(p) => {
                 let head = ToParent::Results(vec![ResultHead {
                     id,
-                    outcome: Ok((p.body(), p.fd_count())),
+                    outcome: Ok(p.payload()),
                 }]);
                 let mut fds = Vec::new();
                 p.push_fds(&mut fds);

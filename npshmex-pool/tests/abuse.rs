@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
-use npshmex_shm::Segment;
-use npshmex_testkit::{FdSegment, LeakCheck};
+use npshmex_testkit::{FdSegment, LeakCheck, ProcExt};
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -50,9 +49,8 @@ fn busy_parent(role: &str) -> i32 {
     loop {
         let futs: Vec<_> = (0..8)
             .filter_map(|i| {
-                let seg = Segment::anonymous(8192).ok()?;
-                p.submit(heavy, (FdSegment::read_only(seg), vec![i as u8; 4000]))
-                    .ok()
+                let seg = FdSegment::new(8192, |_| ()).ok()?.into_read_only().ok()?;
+                p.submit(heavy, (seg, vec![i as u8; 4000])).ok()
             })
             .collect();
         for f in futs {
@@ -341,16 +339,12 @@ fn pool_dropped_inside_a_done_callback() {
 /// Sums a segment and a large inline payload; returns a new segment and a
 /// large payload.
 fn heavy((b, payload): (FdSegment, Vec<u8>)) -> (u64, FdSegment, Vec<u8>) {
-    let sum = b
-        .segment
-        .as_slice()
-        .iter()
-        .map(|&x| u64::from(x))
-        .sum::<u64>()
+    let sum = b.bytes().iter().map(|&x| u64::from(x)).sum::<u64>()
         + payload.iter().map(|&x| u64::from(x)).sum::<u64>();
-    let mut out = Segment::anonymous(4096).expect("memfd");
-    out.as_mut_slice().expect("rw").fill(1);
-    (sum, FdSegment::read_only(out), payload)
+    let out = FdSegment::new(4096, |b| b.fill(1))
+        .and_then(FdSegment::into_read_only)
+        .expect("segment");
+    (sum, out, payload)
 }
 
 #[test]
@@ -382,11 +376,7 @@ fn random_kill_9_with_fds_and_large_payloads_in_flight() {
                     let pids = p.worker_pids();
                     if let Some(&pid) = pids.get((n >> 40) as usize % pids.len().max(1)) {
                         if npshmex_testkit::is_live_worker(pid) {
-                            // SAFETY: SIGKILL to a worker child of ours.
-                            #[allow(unsafe_code)]
-                            unsafe {
-                                libc::kill(pid as i32, libc::SIGKILL);
-                            }
+                            npshmex_testkit::kill9(pid);
                             kills += 1;
                         }
                     }
@@ -400,18 +390,17 @@ fn random_kill_9_with_fds_and_large_payloads_in_flight() {
                 std::thread::spawn(move || {
                     let (mut ok, mut died) = (0, 0);
                     for i in 0..150u64 {
-                        let mut seg = Segment::anonymous(8192).expect("memfd");
-                        seg.as_mut_slice().expect("rw").fill(2);
+                        let seg = FdSegment::new(8192, |b| b.fill(2))
+                            .and_then(FdSegment::into_read_only)
+                            .expect("segment");
                         let payload = vec![1u8; 3000 + (i as usize * 97 + t) % 5000];
                         let expect = 8192 * 2 + payload.len() as u64;
-                        let mut f = p
-                            .submit(heavy, (FdSegment::read_only(seg), payload))
-                            .expect("submit");
+                        let mut f = p.submit(heavy, (seg, payload)).expect("submit");
                         match f.result_timeout(PATIENCE) {
                             Ok((sum, blob, back)) => {
                                 assert_eq!(sum, expect);
-                                assert_eq!(blob.segment.len(), 4096);
-                                assert!(blob.segment.as_slice().iter().all(|&x| x == 1));
+                                assert_eq!(blob.bytes().len(), 4096);
+                                assert!(blob.bytes().iter().all(|&x| x == 1));
                                 assert_eq!(back.len() as u64 + 8192 * 2, expect);
                                 ok += 1;
                             }
@@ -496,11 +485,15 @@ fn serde_panics_in_the_worker_fail_only_their_task() {
             .expect("submit")
             .result()
         {
-            Err(TaskError::ArgumentDecode(m)) => assert!(m.contains("PanicsDecoding"), "{m}"),
+            Err(TaskError::ArgumentDecode(m)) => {
+                assert!(m.message().contains("PanicsDecoding"), "{m}")
+            }
             other => panic!("expected ArgumentDecode, got {other:?}"),
         }
         match p.submit(make_panics_encoding, 1).expect("submit").result() {
-            Err(TaskError::ResultEncode(m)) => assert!(m.contains("PanicsEncoding"), "{m}"),
+            Err(TaskError::ResultEncode(m)) => {
+                assert!(m.message().contains("PanicsEncoding"), "{m}")
+            }
             other => panic!("expected ResultEncode, got {other:?}"),
         }
         for (i, f) in behind.into_iter().enumerate() {
@@ -538,11 +531,7 @@ fn a_worker_killed_while_starting_is_replaced() {
             }
             let f = p.submit(plus_one, round).expect("submit");
             for pid in pids {
-                // SAFETY: SIGKILL to a worker child of ours.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+                npshmex_testkit::kill9(pid);
             }
             let r = f.result();
             assert_eq!(r.as_ref().ok(), Some(&(round + 1)), "{r:?}");
@@ -630,11 +619,7 @@ fn shutdown_racing_crashes_and_kills() {
         futs.insert(5, p.submit(abort_task, 0).expect("submit"));
         if n & 1 == 0 {
             if let Some(&pid) = p.worker_pids().first() {
-                // SAFETY: SIGKILL to a worker child of ours.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+                npshmex_testkit::kill9(pid);
             }
         }
         std::thread::sleep(Duration::from_micros((n >> 33) % 3000));

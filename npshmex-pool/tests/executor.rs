@@ -158,7 +158,7 @@ fn map_reports_a_panic_on_its_own_item() {
                 Ok(v) => assert_eq!(*v, i as u64),
                 Err(TaskError::Panicked(m)) => {
                     assert_eq!(i, 7);
-                    assert!(m.contains("seven"), "message: {m}");
+                    assert!(m.message().contains("seven"), "message: {m}");
                 }
                 Err(e) => panic!("unexpected error {e}"),
             }

@@ -89,7 +89,7 @@ fn one_bad_among_1000(bad: Act) -> Result<u64, TaskError> {
 fn a_panic_fails_only_its_task() {
     let leaks = LeakCheck::start();
     match one_bad_among_1000(Act::Panic) {
-        Err(TaskError::Panicked(m)) => assert!(m.contains("asked to panic"), "{m}"),
+        Err(TaskError::Panicked(m)) => assert!(m.message().contains("asked to panic"), "{m}"),
         other => panic!("expected Panicked, got {other:?}"),
     }
     leaks.finish();
@@ -154,11 +154,7 @@ fn kill_9_of_a_worker_fails_only_its_task() {
             assert!(Instant::now() < deadline, "the task never started");
             std::thread::sleep(Duration::from_millis(5));
         };
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill -9");
+        assert!(npshmex_testkit::kill9(pid as u32), "kill -9");
         match victim.result() {
             Err(TaskError::WorkerDied { pid: died, exit }) => {
                 assert_eq!(died, pid as u32);

@@ -4,14 +4,13 @@
 //! goes through a memfd.
 
 use npshmex_pool::ProcessPoolExecutor;
-use npshmex_shm::{Access, Segment};
 use npshmex_testkit::{FdSegment, LeakCheck};
 
 npshmex_pool::test_support!();
 
-/// Sums the bytes and doubles them in place (the mapping is shared).
+/// Sums the bytes and doubles them in place (the segment was moved here).
 fn sum_and_double(mut b: FdSegment) -> (u64, FdSegment) {
-    let bytes = b.segment.as_mut_slice().expect("read-write");
+    let bytes = b.bytes_mut().expect("moved: writable");
     let sum = bytes.iter().map(|&x| u64::from(x)).sum();
     for x in bytes.iter_mut() {
         *x = x.wrapping_mul(2);
@@ -20,13 +19,11 @@ fn sum_and_double(mut b: FdSegment) -> (u64, FdSegment) {
 }
 
 fn lens(blobs: Vec<FdSegment>) -> Vec<usize> {
-    blobs.iter().map(|b| b.segment.len()).collect()
+    blobs.iter().map(|b| b.bytes().len()).collect()
 }
 
-fn make(len: usize, fill: u8) -> Segment {
-    let mut s = Segment::anonymous(len).expect("memfd");
-    s.as_mut_slice().expect("rw").fill(fill);
-    s
+fn make(len: usize, fill: u8) -> FdSegment {
+    FdSegment::new(len, |b| b.fill(fill)).expect("segment")
 }
 
 #[test]
@@ -34,22 +31,21 @@ fn segments_travel_by_fd_both_ways() {
     let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::new(1).expect("pool");
-        let seg = make(8192, 3);
-        let view = seg.remap(Access::ReadOnly).expect("second mapping");
+        // Large enough to be kept by the segment cache: it comes home to
+        // this process's own mapping.
+        let seg = make(3 << 20, 3);
+        let key = seg.slot.file_key();
         let (sum, back) = p
-            .submit(sum_and_double, FdSegment::read_write(seg))
+            .submit(sum_and_double, seg)
             .expect("submit")
             .result()
             .expect("ok");
-        assert_eq!(sum, 3 * 8192);
+        assert_eq!(sum, 3 * (3 << 20));
         assert!(
-            view.as_slice().iter().all(|&x| x == 6),
-            "the worker wrote to the same memory"
+            back.bytes().iter().all(|&x| x == 6),
+            "the worker wrote to the moved memory"
         );
-        assert!(
-            back.segment.as_slice().iter().all(|&x| x == 6),
-            "the returned segment is the same memory"
-        );
+        assert_eq!(back.slot.file_key(), key, "the same memory came back");
     }
     leaks.finish();
 }
@@ -59,10 +55,8 @@ fn hundreds_of_segments_in_one_value() {
     let leaks = LeakCheck::start();
     {
         let p = ProcessPoolExecutor::new(1).expect("pool");
-        let blobs: Vec<FdSegment> = (0..600)
-            .map(|i| FdSegment::read_write(make(4096 * (1 + i % 3), 1)))
-            .collect();
-        let want: Vec<usize> = blobs.iter().map(|b| b.segment.len()).collect();
+        let blobs: Vec<FdSegment> = (0..600).map(|i| make(4096 * (1 + i % 3), 1)).collect();
+        let want: Vec<usize> = blobs.iter().map(|b| b.bytes().len()).collect();
         let got = p.submit(lens, blobs).expect("submit").result().expect("ok");
         assert_eq!(got, want);
     }
@@ -72,7 +66,7 @@ fn hundreds_of_segments_in_one_value() {
 #[test]
 fn segment_types_refuse_to_serialize_outside_a_pool() {
     let leaks = LeakCheck::start();
-    let err = postcard::to_allocvec(&FdSegment::read_write(make(64, 0))).expect_err("no collector");
+    let err = postcard::to_allocvec(&make(64, 0)).expect_err("no collector");
     assert!(!err.to_string().is_empty());
     leaks.finish();
 }

@@ -58,8 +58,7 @@ fn act(a: Act) -> u64 {
         }
         Act::Exit3 => std::process::exit(3),
         Act::Kill9 => {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+            npshmex_testkit::kill9(std::process::id());
             0
         }
     }

@@ -85,6 +85,21 @@ pub enum ShmError {
         /// The required seals that are not set.
         missing: crate::Seals,
     },
+    /// The file descriptor of a segment this handle owns exclusively was
+    /// asked for: with it, `write(2)` or a second mapping could change the
+    /// pages under this handle's views.
+    #[error(
+        "the segment is owned exclusively by its handle and does not hand out its fd \
+         (send it with into_fd, or freeze it to share it)"
+    )]
+    Exclusive,
+    /// A safe view was asked of pages that someone else may write while it
+    /// lives (see the crate's safety model).
+    #[error("refused: {reason} could be written by others while viewed here")]
+    NotExclusive {
+        /// What was asked.
+        reason: &'static str,
+    },
     /// The peer closed the socket (end of file between frames).
     #[error("peer closed the socket")]
     PeerClosed,

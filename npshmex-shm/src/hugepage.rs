@@ -21,7 +21,7 @@
 //! assert_eq!(v, src);
 //! ```
 
-use crate::sys;
+use crate::mapping;
 
 /// Size of a huge page on x86-64 and most aarch64 kernels (the only size
 /// transparent huge pages use there).
@@ -61,7 +61,7 @@ pub fn advise_vec<T>(v: &mut Vec<T>) -> bool {
     }
     // `first - addr` is within the allocation, so the pointer stays in bounds
     // of it (`wrapping_add` keeps this free of `unsafe`).
-    sys::madvise_hugepage(start.wrapping_add(first - addr), last - first).is_ok()
+    mapping::madvise_hugepage(start.wrapping_add(first - addr), last - first).is_ok()
 }
 
 /// An empty `Vec` with room for `capacity` elements whose allocation is

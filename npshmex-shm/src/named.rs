@@ -1,6 +1,15 @@
 //! Named segments: files in `/dev/shm` (or another [`ShmDir`]), their names, and
 //! their management (`list`, `remove`, `clear`, `clear_stale`).
 //!
+//! A named segment is a plain tmpfs file that any process of the user can
+//! open, write or truncate at any time, and that cannot be sealed. So a
+//! [`NamedSegment`] is not mapped: its bytes are copied in and out with
+//! `pwrite`/`pread` ([`NamedSegment::write_at`], [`NamedSegment::read_at`],
+//! [`NamedSegment::to_segment`]), which a concurrent writer can only make
+//! return torn data or a typed error, never undefined behaviour or SIGBUS.
+//! Zero-copy access goes through [`Segment::from_fd_unchecked`], whose
+//! caller promises that nobody writes or truncates the file meanwhile.
+//!
 //! Unique names are `npshmex-<pid>-<starttime>-<random hex>`, where `starttime`
 //! is field 22 of `/proc/<pid>/stat` (clock ticks since boot). A pid alone is not
 //! enough to tell whether the owner is alive: after a `kill -9` the pid may be
@@ -9,17 +18,18 @@
 //! Names without a start time (`npshmex-<pid>-<anything>`) are still understood,
 //! checked by pid only.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::access::Access;
+use rustix::fs::OFlags;
+
 use crate::error::{Result, ShmError};
-use crate::segment::{self, NamedPath, Reservation, Segment, MEMORY_CHECK_THRESHOLD};
-use crate::sys;
+use crate::procfs::{self, ProcStat};
+use crate::segment::{self, Reservation, Segment, MEMORY_CHECK_THRESHOLD};
 
 /// Prefix of every name this crate manages.
 pub const NAME_PREFIX: &str = "npshmex-";
@@ -100,34 +110,27 @@ impl ShmDir {
         &self.path
     }
 
-    fn named(&self, name: &str) -> NamedPath {
-        NamedPath {
-            name: name.to_owned(),
-            path: self.path.join(name),
-        }
-    }
-
     /// Creates the segment `name` of `len` bytes (`O_CREAT | O_EXCL | O_NOFOLLOW`,
-    /// mode 0600), reserves its space and maps it read-write. The contents are zero.
+    /// mode 0600) and reserves its space. The contents are zero.
     ///
     /// # Errors
     /// [`ShmError::InvalidName`], [`ShmError::Exists`], [`ShmError::NoSpace`] when
     /// the filesystem has less than `len` bytes free, [`ShmError::Io`] otherwise.
     /// Nothing is left behind on error.
-    pub fn create(&self, name: &str, len: usize) -> Result<Segment> {
+    pub fn create(&self, name: &str, len: usize) -> Result<NamedSegment> {
         validate_name(name)?;
         let requested = len as u64;
         if i64::try_from(requested).is_err() {
             return Err(ShmError::SizeOverflow { len: requested });
         }
-        let named = self.named(name);
+        let path = self.path.join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&named.path)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => ShmError::Exists {
                     name: name.to_owned(),
@@ -138,12 +141,14 @@ impl ShmDir {
             .and_then(|()| segment::reserve(file.as_fd(), requested, Reservation::Filesystem));
         if let Err(e) = reserved {
             // We created the file, so removing it again cannot hit someone else's.
-            let _ = fs::remove_file(&named.path);
+            let _ = fs::remove_file(&path);
             return Err(e);
         }
-        let fd = file.into();
-        Segment::map(fd, len, Access::ReadWrite, Some(named.clone())).inspect_err(|_| {
-            let _ = fs::remove_file(&named.path);
+        Ok(NamedSegment {
+            file,
+            len: requested,
+            name: name.to_owned(),
+            path,
         })
     }
 
@@ -152,7 +157,7 @@ impl ShmDir {
     ///
     /// # Errors
     /// As [`ShmDir::create`].
-    pub fn create_unique(&self, len: usize) -> Result<Segment> {
+    pub fn create_unique(&self, len: usize) -> Result<NamedSegment> {
         loop {
             match self.create(&unique_name()?, len) {
                 Err(ShmError::Exists { .. }) => continue,
@@ -162,36 +167,41 @@ impl ShmDir {
     }
 
     /// Opens the existing segment `name` (any valid name, for example a
-    /// `data.npy` written by numpy) with `access`; its size comes from `fstat`.
-    /// `O_NOFOLLOW`: a symlink is refused.
-    ///
-    /// # Trust
-    /// A named segment is a plain tmpfs file: it cannot be sealed, so any
-    /// process of the same user may `ftruncate` it while it is mapped here,
-    /// and a later access past the new end raises SIGBUS (as it would for
-    /// numpy's `SharedMemory` or any POSIX shm mapping). Open only names
-    /// whose writers you trust; segments that cross a trust boundary should
-    /// travel as sealed memfds ([`Segment::from_fd_sealed`]).
+    /// `data.npy` written by numpy), for reading, or for reading and
+    /// writing with [`Writable::Yes`]. `O_NOFOLLOW`: a symlink is refused.
     ///
     /// # Errors
     /// [`ShmError::InvalidName`], [`ShmError::NotFound`], [`ShmError::NotRegular`],
     /// [`ShmError::Io`] otherwise.
-    pub fn open(&self, name: &str, access: Access) -> Result<Segment> {
+    pub fn open(&self, name: &str, writable: Writable) -> Result<NamedSegment> {
         validate_name(name)?;
-        let named = self.named(name);
+        let path = self.path.join(name);
         // O_NONBLOCK so a fifo planted under the name cannot block the open.
         let file = OpenOptions::new()
             .read(true)
-            .write(access == Access::ReadWrite)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(&named.path)
+            .write(writable == Writable::Yes)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK).bits() as i32)
+            .open(&path)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => ShmError::NotFound {
                     name: name.to_owned(),
                 },
                 _ => ShmError::io("open named segment", e),
             })?;
-        segment::from_file(file, access, named)
+        let meta = file
+            .metadata()
+            .map_err(|e| ShmError::io("fstat named segment", e))?;
+        if !meta.file_type().is_file() {
+            return Err(ShmError::NotRegular {
+                name: name.to_owned(),
+            });
+        }
+        Ok(NamedSegment {
+            file,
+            len: meta.len(),
+            name: name.to_owned(),
+            path,
+        })
     }
 
     /// Every managed segment (name starting with [`NAME_PREFIX`], regular file)
@@ -200,7 +210,7 @@ impl ShmDir {
     /// # Errors
     /// [`ShmError::Io`] if the directory cannot be read.
     pub fn list(&self) -> Result<Vec<SegmentInfo>> {
-        let uid = sys::getuid();
+        let uid = rustix::process::getuid().as_raw();
         let mut out = Vec::new();
         for entry in
             fs::read_dir(&self.path).map_err(|e| ShmError::io("read segment directory", e))?
@@ -262,7 +272,7 @@ impl ShmDir {
     /// [`ShmError::Io`] if listing or a removal fails.
     pub fn clear_stale(&self) -> Result<usize> {
         self.remove_where(|info| match info.owner_pid {
-            Some(pid) => owner_is_dead(pid, info.owner_start_time),
+            Some(pid) => procfs::is_gone(pid, info.owner_start_time),
             None => false,
         })
     }
@@ -291,7 +301,7 @@ fn check_space(file: &fs::File, requested: u64) -> Result<()> {
         return Ok(());
     }
     let (free, total) =
-        sys::fstatvfs_space(file.as_fd()).map_err(|e| ShmError::io("fstatvfs", e))?;
+        segment::free_space(file.as_fd()).map_err(|e| ShmError::io("fstatvfs", e))?;
     // total == 0: a filesystem without a size limit (reports no blocks).
     if total != 0 && requested > free {
         return Err(ShmError::NoSpace {
@@ -301,7 +311,7 @@ fn check_space(file: &fs::File, requested: u64) -> Result<()> {
     }
     // tmpfs pages are memory: a tmpfs may be larger than what memory can back (or
     // unlimited), and filling it would wake the OOM killer instead of failing.
-    if requested >= MEMORY_CHECK_THRESHOLD && sys::is_tmpfs(file.as_fd()).unwrap_or(false) {
+    if requested >= MEMORY_CHECK_THRESHOLD && is_tmpfs(file.as_fd()) {
         if let Some(available) = segment::memory_available() {
             if requested > available {
                 return Err(ShmError::NoSpace {
@@ -314,12 +324,58 @@ fn check_space(file: &fs::File, requested: u64) -> Result<()> {
     Ok(())
 }
 
-impl Segment {
-    /// Creates the named segment `/dev/shm/<name>`; see [`ShmDir::create`].
+/// Whether `fd` lives on a tmpfs (`fstatfs` magic `TMPFS_MAGIC`).
+fn is_tmpfs(fd: BorrowedFd<'_>) -> bool {
+    /// `TMPFS_MAGIC` of `<linux/magic.h>` (rustix exports no filesystem magics).
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    rustix::fs::fstatfs(fd).is_ok_and(|st| u64::try_from(st.f_type) == Ok(TMPFS_MAGIC))
+}
+
+/// Whether [`ShmDir::open`] opens a segment for writing too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Writable {
+    /// Read only.
+    No,
+    /// Read and write.
+    Yes,
+}
+
+/// A named segment: a file in `/dev/shm` (or another [`ShmDir`]) that
+/// outlives the process until removed, read and written by copying.
+///
+/// Not mapped on purpose (see the module docs): any process of the user can
+/// write or truncate the file at any time, so a `&[u8]` of its pages could
+/// change under its borrow. [`NamedSegment::to_segment`] copies the data
+/// into an anonymous segment this process owns; zero-copy access is
+/// [`Segment::from_fd_unchecked`] with the file's fd.
+///
+/// ```
+/// use npshmex_shm::{NamedSegment, Writable};
+/// let key = NamedSegment::create_unique(4096)?;
+/// key.write_at(0, b"numpy reads me")?;
+/// let again = NamedSegment::open(key.name(), Writable::No)?;
+/// let mut buf = [0u8; 5];
+/// again.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"numpy");
+/// assert_eq!(&again.to_segment()?.as_slice()[6..10], b"read");
+/// key.unlink()?;
+/// # Ok::<(), npshmex_shm::ShmError>(())
+/// ```
+#[derive(Debug)]
+pub struct NamedSegment {
+    file: File,
+    /// Size when created or opened (the file may change since).
+    len: u64,
+    name: String,
+    path: PathBuf,
+}
+
+impl NamedSegment {
+    /// Creates `/dev/shm/<name>`; see [`ShmDir::create`].
     ///
     /// # Errors
     /// As [`ShmDir::create`].
-    pub fn create_named(name: &str, len: usize) -> Result<Segment> {
+    pub fn create(name: &str, len: usize) -> Result<NamedSegment> {
         ShmDir::dev_shm().create(name, len)
     }
 
@@ -328,18 +384,129 @@ impl Segment {
     ///
     /// # Errors
     /// As [`ShmDir::create`].
-    pub fn create_named_unique(len: usize) -> Result<Segment> {
+    pub fn create_unique(len: usize) -> Result<NamedSegment> {
         ShmDir::dev_shm().create_unique(len)
     }
 
-    /// Opens the existing `/dev/shm/<name>`; see [`ShmDir::open`] (and its
-    /// caveat on truncation by other processes: named segments cannot be
-    /// sealed).
+    /// Opens the existing `/dev/shm/<name>`; see [`ShmDir::open`].
     ///
     /// # Errors
     /// As [`ShmDir::open`].
-    pub fn open_named(name: &str, access: Access) -> Result<Segment> {
-        ShmDir::dev_shm().open(name, access)
+    pub fn open(name: &str, writable: Writable) -> Result<NamedSegment> {
+        ShmDir::dev_shm().open(name, writable)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its size when it was created or opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it was empty when created or opened.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its size now (another process may have changed it).
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if `fstat` fails.
+    pub fn current_len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| ShmError::io("fstat named segment", e))
+    }
+
+    /// The file's fd (for [`Segment::from_fd_unchecked`], or to pass on).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// A duplicate of the file's fd (close-on-exec).
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if `dup` fails.
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        self.file
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| ShmError::io("dup", e))
+    }
+
+    /// Writes `bytes` at `offset` (`pwrite`), within the size the segment
+    /// was created or opened with.
+    ///
+    /// # Errors
+    /// [`ShmError::TooSmall`] past that size, [`ShmError::Io`] (for example a
+    /// segment opened read-only).
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.check_range(offset, bytes.len())?;
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| ShmError::io("pwrite named segment", e))
+    }
+
+    /// Fills `buf` from `offset` (`pread`).
+    ///
+    /// # Errors
+    /// [`ShmError::TooSmall`] when the file (as opened, or as truncated by
+    /// someone since) ends before `offset + buf.len()`; [`ShmError::Io`].
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => ShmError::TooSmall {
+                    expected: offset.saturating_add(buf.len() as u64),
+                    actual: self.current_len().unwrap_or(0),
+                },
+                _ => ShmError::io("pread named segment", e),
+            })
+    }
+
+    /// Copies the whole file (its size now) into a new anonymous segment
+    /// that this process owns exclusively (freeze it to share it read-only).
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`] and [`NamedSegment::read_at`].
+    pub fn to_segment(&self) -> Result<Segment> {
+        let len = segment::to_len(self.current_len()?)?;
+        let mut seg = Segment::anonymous(len)?;
+        self.read_at(0, seg.as_mut_slice()?)?;
+        Ok(seg)
+    }
+
+    /// Removes the name (the file lives on while open or mapped anywhere).
+    ///
+    /// # Errors
+    /// [`ShmError::NotFound`] when the name no longer exists, [`ShmError::Io`].
+    pub fn unlink(&self) -> Result<()> {
+        fs::remove_file(&self.path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ShmError::NotFound {
+                name: self.name.clone(),
+            },
+            _ => ShmError::io("unlink named segment", e),
+        })
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(ShmError::TooSmall {
+                expected: offset.saturating_add(len as u64),
+                actual: self.len,
+            }),
+        }
     }
 }
 
@@ -376,13 +543,53 @@ pub fn clear_stale() -> Result<usize> {
     ShmDir::dev_shm().clear_stale()
 }
 
-/// A fresh unique name for this process.
+/// The process whose life the unique names made here are tied to, when it
+/// is not this one ([`set_owner`]).
+static OWNER: std::sync::Mutex<Option<(u32, Option<u64>)>> = std::sync::Mutex::new(None);
+
+/// Makes the unique names of segments this process creates from now on
+/// carry `pid` (and its start time) as their owner instead of this
+/// process's own: for a process that works for another, such as a pool
+/// worker, whose keys must live as long as the program it serves, not as
+/// long as the worker (which may be recycled at any time), before
+/// [`clear_stale`] reclaims them.
+///
+/// # Errors
+/// [`ShmError::Io`] when `pid` is not a live process (its start time cannot
+/// be read).
+pub fn set_owner(pid: u32) -> Result<()> {
+    let start = ProcStat::read(pid)
+        .map_err(|e| ShmError::io("reading the owner's /proc/<pid>/stat", e))?
+        .start_time;
+    *OWNER.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, Some(start)));
+    Ok(())
+}
+
+/// The process unique names made here are tied to: [`set_owner`]'s, or
+/// this process.
+pub fn owner() -> u32 {
+    match *OWNER.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some((pid, _)) => pid,
+        None => std::process::id(),
+    }
+}
+
+/// A fresh unique name for this process (or its owner, see [`set_owner`]).
 fn unique_name() -> Result<String> {
     let mut random = [0u8; 8];
-    sys::getrandom(&mut random).map_err(|e| ShmError::io("getrandom", e))?;
+    let mut filled = 0;
+    while filled < random.len() {
+        match rustix::rand::getrandom(&mut random[filled..], rustix::rand::GetRandomFlags::empty())
+        {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(ShmError::io("getrandom", e.into())),
+        }
+    }
     let random = u64::from_ne_bytes(random);
-    let pid = std::process::id();
-    Ok(match own_start_time() {
+    let owner = *OWNER.lock().unwrap_or_else(|p| p.into_inner());
+    let (pid, start) = owner.unwrap_or_else(|| (std::process::id(), own_start_time()));
+    Ok(match start {
         Some(start) => format!("{NAME_PREFIX}{pid}-{start}-{random:016x}"),
         None => format!("{NAME_PREFIX}{pid}-{random:016x}"),
     })
@@ -391,7 +598,11 @@ fn unique_name() -> Result<String> {
 /// This process's start time, read once.
 fn own_start_time() -> Option<u64> {
     static START: OnceLock<Option<u64>> = OnceLock::new();
-    *START.get_or_init(|| process_state(std::process::id()).ok().map(|s| s.start_time))
+    *START.get_or_init(|| {
+        ProcStat::read(std::process::id())
+            .ok()
+            .map(|s| s.start_time)
+    })
 }
 
 /// `(pid, start time)` from a name `npshmex-<pid>-[<start>-]<rest>`.
@@ -420,42 +631,6 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
         return None;
     }
     s.parse().ok()
-}
-
-/// What `/proc/<pid>/stat` says.
-struct ProcState {
-    /// Zombie or dead (state `Z`, `X` or `x`).
-    defunct: bool,
-    /// Field 22, clock ticks after boot.
-    start_time: u64,
-}
-
-fn process_state(pid: u32) -> io::Result<ProcState> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/<pid>/stat");
-    // The command name (field 2) may contain spaces and parentheses; it ends at
-    // the last ')'.
-    let after = &text[text.rfind(')').ok_or_else(bad)? + 1..];
-    let mut fields = after.split_ascii_whitespace();
-    // Field 3 is the state; field 22 is 19 fields later.
-    let state = fields.next().ok_or_else(bad)?;
-    let start_time = fields
-        .nth(18)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    Ok(ProcState {
-        defunct: matches!(state, "Z" | "X" | "x"),
-        start_time,
-    })
-}
-
-/// Whether the owner `(pid, start)` is certainly gone. Unknown states (for example
-/// an unreadable `/proc`) count as alive: never remove what might be in use.
-fn owner_is_dead(pid: u32, start: Option<u64>) -> bool {
-    match process_state(pid) {
-        Ok(state) => state.defunct || start.is_some_and(|s| s != state.start_time),
-        Err(e) => e.kind() == io::ErrorKind::NotFound,
-    }
 }
 
 #[cfg(test)]
@@ -535,8 +710,8 @@ mod tests {
         let me = std::process::id();
         let start = own_start_time();
         assert!(start.is_some());
-        assert!(!owner_is_dead(me, start));
-        assert!(owner_is_dead(me, start.map(|s| s + 1)));
+        assert!(!procfs::is_gone(me, start));
+        assert!(procfs::is_gone(me, start.map(|s| s + 1)));
         let name = unique_name()?;
         assert_eq!(parse_owner(&name), (Some(me), start));
         Ok(())

@@ -1,41 +1,248 @@
-//! Out-of-band fds for serde: a thread-local collector stack.
+//! Out-of-band segments for serde: what a value's `Serialize` hands over
+//! besides its bytes, how the receiver gets it back, and the typed cause
+//! of a failure on either side.
 //!
-//! A `Serialize` impl of a segment-bearing type calls [`push_fd`] and writes only
-//! the returned index; the code that sends the bytes wraps encoding in
-//! [`collect`] and sends the collected fds alongside. On the other side decoding
-//! runs inside [`with_received`], and `Deserialize` calls [`take_fd`] with the
-//! index. This is pickle protocol 5's out-of-band buffers, done with fds.
+//! A `Serialize` impl of a segment-bearing type calls [`send`] (a segment
+//! handle) or [`push_fd`] (any fd) and writes only the small [`SegmentRef`]
+//! or index it gets; the code that sends the bytes wraps encoding in
+//! [`collect`] and sends the collected fds alongside. On the other side
+//! decoding runs inside [`with_received`], and `Deserialize` calls
+//! [`receive`] or [`take_fd`]. This is pickle protocol 5's out-of-band
+//! buffers, done with fds, and the one wire shape every adapter crate
+//! shares.
 //!
-//! Both stacks nest: an inner [`collect`] or [`with_received`] shadows the outer
-//! one until it returns. Panics inside the closures unwind cleanly (the entry is
-//! popped and its fds closed).
+//! # Moves are proven, not promised
+//! A [`Transfer::Move`] gives the receiver a writable mapping of the very
+//! pages the sender wrote, so the sender must keep no way to write them.
+//! `Serialize` only borrows the value, so [`send`] does not hand out the fd
+//! at once: it keeps a reference to the [`Slot`], and [`Collected::finish`],
+//! called after the caller dropped the value it encoded, lends the segment
+//! only if that reference is the last one. If the caller kept the value,
+//! the receiver gets a copy instead. The receiver trusts a move only when
+//! the transport says so ([`with_received_moves`], `unsafe`: the pool's
+//! peers run this code); through the safe [`with_received`] a moved segment
+//! is sealed against writes and mapped privately, or refused.
+//!
+//! # One error channel
+//! serde formats such as postcard drop the message of custom errors. The
+//! adapters report the typed cause with [`ser_error`] / [`de_error`], which
+//! record it in the innermost [`collect`] / [`with_received`] scope; the
+//! scope returns it to whoever runs it (the pool puts it in its error), on
+//! whatever thread that is, and nothing outlives the scope.
+//!
+//! Both stacks nest: an inner scope shadows the outer one until it returns.
+//! Panics inside the closures unwind cleanly (the scope is popped and its
+//! fds closed).
 //!
 //! ```
-//! use npshmex_shm::{oob, Segment};
-//! let seg = Segment::anonymous(4096)?;
-//! let (index, fds) = oob::collect(|| oob::push_fd(seg.try_clone_fd()?));
-//! assert_eq!(index?, 0);
-//! let fd = oob::with_received(fds, || oob::take_fd(0))?;
-//! let again = Segment::from_fd(fd, npshmex_shm::Access::ReadOnly)?;
-//! assert_eq!(again.len(), 4096);
+//! use npshmex_shm::{cache, oob, Transfer};
+//! let (mut slot, _) = cache::alloc(4096)?;
+//! slot.segment_mut().as_mut_slice()?[0] = 42;
+//! let slot = std::sync::Arc::new(slot);
+//! let (sent, collected) = oob::collect(|| oob::send(&slot, Transfer::Move));
+//! let sent = sent?;
+//! drop(slot); // the value is gone: the move is real
+//! let fds = collected.finish()?;
+//! assert!(fds.is_moved(0));
+//! let (got, cause) = oob::with_received(fds.into_fds(), || oob::receive(sent));
+//! assert!(cause.is_none());
+//! // Through the safe receive a move arrives sealed and private.
+//! assert_eq!(got?.segment().as_slice()[0], 42);
 //! # Ok::<(), npshmex_shm::ShmError>(())
 //! ```
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
+use std::error::Error;
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Origin, Slot};
 use crate::error::{Result, ShmError};
+use crate::segment::{self, Segment};
+use crate::{Access, Seals};
+
+/// A failure's typed cause, as carried by the scopes.
+pub type Cause = Box<dyn Error + Send + Sync + 'static>;
+
+/// How the receiver of a sent segment gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Transfer {
+    /// The receiver maps the segment read-write and owns it; the sender gave
+    /// its handle up (see the module docs for how that is proven).
+    Move,
+    /// The segment is sealed against writes; the receiver maps it read-only.
+    ReadOnly,
+    /// The segment is sealed against writes; the receiver maps it privately
+    /// (`MAP_PRIVATE`): it may write, nobody else sees it, only touched
+    /// pages are copied.
+    CopyOnWrite,
+}
+
+impl Transfer {
+    /// The mapping the receiver makes.
+    pub fn access(self) -> Access {
+        match self {
+            Transfer::Move => Access::ReadWrite,
+            Transfer::ReadOnly => Access::ReadOnly,
+            Transfer::CopyOnWrite => Access::CopyOnWrite,
+        }
+    }
+}
+
+/// What the serialized bytes carry for one segment: the index of its fd
+/// among the value's out-of-band fds, and how the receiver maps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    index: u32,
+    transfer: Transfer,
+}
+
+impl SegmentRef {
+    /// A reference with another receive mode (for a receiver that asks
+    /// less of the segment than the sender offered).
+    pub fn with_transfer(self, transfer: Transfer) -> SegmentRef {
+        SegmentRef { transfer, ..self }
+    }
+
+    /// How the receiver maps the segment.
+    pub fn transfer(&self) -> Transfer {
+        self.transfer
+    }
+}
+
+/// One collected item, resolved into an fd by [`Collected::finish`].
+enum Item {
+    /// An fd to send as it is.
+    Fd(OwnedFd),
+    /// A slot to move: lent if this is the last reference, copied if not.
+    Move(Arc<Slot>),
+}
+
+#[derive(Default)]
+struct CollectFrame {
+    items: Vec<Item>,
+    cause: Option<Cause>,
+}
+
+struct ReceiveFrame {
+    fds: Vec<Option<OwnedFd>>,
+    moved: Vec<bool>,
+    cause: Option<Cause>,
+}
 
 thread_local! {
-    static COLLECTORS: RefCell<Vec<Vec<OwnedFd>>> = const { RefCell::new(Vec::new()) };
-    static RECEIVERS: RefCell<Vec<Vec<Option<OwnedFd>>>> = const { RefCell::new(Vec::new()) };
+    static COLLECTORS: RefCell<Vec<CollectFrame>> = const { RefCell::new(Vec::new()) };
+    static RECEIVERS: RefCell<Vec<ReceiveFrame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What [`collect`] gathered while encoding one value.
+pub struct Collected {
+    items: Vec<Item>,
+    cause: Option<Cause>,
+}
+
+impl fmt::Debug for Collected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collected")
+            .field("items", &self.items.len())
+            .field("cause", &self.cause.as_ref().map(|c| c.to_string()))
+            .finish()
+    }
+}
+
+impl Collected {
+    /// Number of fds the value will send.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the value sends no fd.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The typed cause an adapter recorded ([`ser_error`]) while encoding
+    /// failed, taken out.
+    pub fn take_cause(&mut self) -> Option<Cause> {
+        self.cause.take()
+    }
+
+    /// The fds to send, in index order. Call it after dropping the value
+    /// that was encoded: a moved segment whose handle is gone is lent as
+    /// it is; one whose handle is still alive is copied first, so that the
+    /// handle stays the only writer of its pages.
+    ///
+    /// # Errors
+    /// [`ShmError`] when a copy cannot be made or an fd not duplicated;
+    /// every fd is closed then.
+    pub fn finish(self) -> Result<Outgoing> {
+        let mut fds = Vec::with_capacity(self.items.len());
+        let mut moved = Vec::with_capacity(self.items.len());
+        for item in self.items {
+            match item {
+                Item::Fd(fd) => {
+                    fds.push(fd);
+                    moved.push(false);
+                }
+                Item::Move(slot) => {
+                    let slot = match Arc::try_unwrap(slot) {
+                        Ok(slot) => slot,
+                        Err(shared) => shared.copy_to_new(shared.segment().len())?,
+                    };
+                    fds.push(slot.lend_move()?);
+                    moved.push(true);
+                }
+            }
+        }
+        Ok(Outgoing { fds, moved })
+    }
+}
+
+/// The fds of one encoded value, ready to send, and which of them are
+/// proven moves.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    fds: Vec<OwnedFd>,
+    moved: Vec<bool>,
+}
+
+impl Outgoing {
+    /// The fds, in index order.
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+
+    /// Whether fd `index` is a move [`Collected::finish`] proved.
+    pub fn is_moved(&self, index: usize) -> bool {
+        self.moved.get(index).copied().unwrap_or(false)
+    }
+
+    /// Per fd, whether it is a proven move (for the receiver's
+    /// [`with_received_moves`]).
+    pub fn moved(&self) -> &[bool] {
+        &self.moved
+    }
+
+    /// The fds alone.
+    pub fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+
+    /// The fds and their move flags.
+    pub fn into_parts(self) -> (Vec<OwnedFd>, Vec<bool>) {
+        (self.fds, self.moved)
+    }
 }
 
 /// Pops the top collector when dropped (also on unwind).
 struct CollectGuard;
 
 impl CollectGuard {
-    fn finish(self) -> Vec<OwnedFd> {
+    fn finish(self) -> CollectFrame {
         std::mem::forget(self);
         COLLECTORS
             .with(|c| c.borrow_mut().pop())
@@ -46,44 +253,107 @@ impl CollectGuard {
 impl Drop for CollectGuard {
     fn drop(&mut self) {
         // During thread teardown the thread-local may be gone; nothing to pop then.
-        let _ = COLLECTORS.try_with(|c| c.borrow_mut().pop());
+        let frame = COLLECTORS.try_with(|c| c.borrow_mut().pop());
+        drop(frame);
     }
 }
 
 /// Pops the top receiver (closing every fd not taken) when dropped.
 struct ReceiveGuard;
 
-impl Drop for ReceiveGuard {
-    fn drop(&mut self) {
-        // Take the fds out first and drop them after the borrow ends.
-        let rest = RECEIVERS.try_with(|r| r.borrow_mut().pop());
-        drop(rest);
+impl ReceiveGuard {
+    fn finish(self) -> Option<Cause> {
+        std::mem::forget(self);
+        let frame = RECEIVERS.with(|r| r.borrow_mut().pop());
+        frame.and_then(|f| f.cause)
     }
 }
 
-/// Runs `f` with a fresh fd collector installed on this thread and returns what
-/// it returned together with the fds [`push_fd`] received, in push order.
-pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<OwnedFd>) {
-    COLLECTORS.with(|c| c.borrow_mut().push(Vec::new()));
-    let guard = CollectGuard;
-    let value = f();
-    (value, guard.finish())
+impl Drop for ReceiveGuard {
+    fn drop(&mut self) {
+        // Take the frame out first and drop its fds after the borrow ends.
+        let frame = RECEIVERS.try_with(|r| r.borrow_mut().pop());
+        drop(frame);
+    }
 }
 
-/// Hands `fd` to the innermost collector and returns its index there.
+/// Runs `f` (which encodes a value) with a fresh collector installed on
+/// this thread; returns what it returned and what it collected.
+pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Collected) {
+    COLLECTORS.with(|c| c.borrow_mut().push(CollectFrame::default()));
+    let guard = CollectGuard;
+    let value = f();
+    let frame = guard.finish();
+    (
+        value,
+        Collected {
+            items: frame.items,
+            cause: frame.cause,
+        },
+    )
+}
+
+fn push(item: Item) -> Result<u32> {
+    COLLECTORS.with(|c| {
+        let mut stack = c.borrow_mut();
+        let top = stack.last_mut().ok_or(ShmError::NoCollector)?;
+        let index = u32::try_from(top.items.len())
+            .map_err(|_| ShmError::frame("more than u32::MAX out-of-band fds"))?;
+        top.items.push(item);
+        Ok(index)
+    })
+}
+
+/// Hands `fd` to the innermost collector and returns its index there. The
+/// receiver treats it as untrusted: [`receive`] maps it only if it is
+/// sealed; [`take_fd`] gives it back as it is.
 ///
 /// # Errors
 /// [`ShmError::NoCollector`] outside [`collect`] (the fd is closed);
 /// [`ShmError::Frame`] past `u32::MAX` fds.
 pub fn push_fd(fd: OwnedFd) -> Result<u32> {
-    COLLECTORS.with(|c| {
-        let mut stack = c.borrow_mut();
-        let top = stack.last_mut().ok_or(ShmError::NoCollector)?;
-        let index = u32::try_from(top.len())
-            .map_err(|_| ShmError::frame("more than u32::MAX out-of-band fds"))?;
-        top.push(fd);
-        Ok(index)
-    })
+    push(Item::Fd(fd))
+}
+
+/// Sends the segment of `slot` with the receive mode `transfer`, out of
+/// band; returns what to serialize in its place.
+///
+/// - [`Transfer::Move`]: the fd of a slot this handle owns exclusively is
+///   handed out by [`Collected::finish`] (see the module docs); any other
+///   slot (a copy-on-write mapping, whose writes live only in this process,
+///   a sealed or a vouched-for one) is copied first.
+/// - [`Transfer::ReadOnly`] and [`Transfer::CopyOnWrite`] need a
+///   write-sealed segment ([`Slot::freeze`]).
+///
+/// # Errors
+/// [`ShmError::NoCollector`] outside [`collect`]; [`ShmError::NotSealed`]
+/// for a shared mode of a segment that is not write-sealed; the errors of
+/// [`cache::alloc`] when a copy is made.
+pub fn send(slot: &Arc<Slot>, transfer: Transfer) -> Result<SegmentRef> {
+    if !is_collecting() {
+        return Err(ShmError::NoCollector);
+    }
+    let seg = slot.segment();
+    let index = match transfer {
+        // Only pages this handle owns exclusively can move as they are; a
+        // private (copy-on-write) mapping, whose writes live only here, a
+        // sealed one, or one an `unsafe` constructor vouched for, moves as
+        // a copy the receiver owns.
+        Transfer::Move if seg.is_exclusive() && seg.access() == Access::ReadWrite => {
+            push(Item::Move(Arc::clone(slot)))?
+        }
+        Transfer::Move => push(Item::Move(Arc::new(slot.copy_to_new(seg.len())?)))?,
+        Transfer::ReadOnly | Transfer::CopyOnWrite => {
+            segment::require_seals(seg.raw_fd(), Seals::SHRINK | Seals::WRITE)?;
+            // Write-sealed: handing out a duplicate cannot alias anything.
+            let fd = seg
+                .raw_fd()
+                .try_clone_to_owned()
+                .map_err(|e| ShmError::io("dup", e))?;
+            push(Item::Fd(fd))?
+        }
+    };
+    Ok(SegmentRef { index, transfer })
 }
 
 /// Whether a collector is installed on this thread.
@@ -91,28 +361,131 @@ pub fn is_collecting() -> bool {
     COLLECTORS.with(|c| !c.borrow().is_empty())
 }
 
-/// Runs `f` with `fds` claimable by [`take_fd`]; every fd not taken is closed when
-/// `f` returns.
-pub fn with_received<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> T {
-    RECEIVERS.with(|r| r.borrow_mut().push(fds.into_iter().map(Some).collect()));
-    let _guard = ReceiveGuard;
-    f()
+/// Runs `f` (which decodes a value) with `fds` claimable by [`take_fd`] and
+/// [`receive`]; every fd not taken is closed when `f` returns. Returns what
+/// `f` returned and the typed cause an adapter recorded ([`de_error`]).
+///
+/// No fd counts as a proven move: a segment sent as [`Transfer::Move`] is
+/// sealed against writes and mapped privately (the receiver may still
+/// write it, privately), or refused if someone else maps it writable.
+pub fn with_received<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> (T, Option<Cause>) {
+    let moved = vec![false; fds.len()];
+    enter_received(fds, moved, f)
 }
 
-/// Takes the fd at `index` of the innermost [`with_received`].
+/// [`with_received`] where `moved[i]` says that fd `i` is a proven move:
+/// [`receive`] maps it shared and writable, as the sender's own pages.
+///
+/// # Safety
+/// For every `i` with `moved[i]`, nobody but the segment decoded from fd
+/// `i` may write the file or map it writable while that segment lives: the
+/// sender gave up every handle, fd and writable mapping of it (as the
+/// flags of [`Collected::finish`] certify for fds sent by this crate), and
+/// no other copy of the fd is used to write. A transport may pass those
+/// flags on only if its peer is trusted to report them faithfully (the
+/// pool's workers run the caller's own executable, checked at handshake).
+pub unsafe fn with_received_moves<T>(
+    fds: Vec<OwnedFd>,
+    moved: &[bool],
+    f: impl FnOnce() -> T,
+) -> (T, Option<Cause>) {
+    let moved = (0..fds.len())
+        .map(|i| moved.get(i).copied().unwrap_or(false))
+        .collect();
+    enter_received(fds, moved, f)
+}
+
+fn enter_received<T>(
+    fds: Vec<OwnedFd>,
+    moved: Vec<bool>,
+    f: impl FnOnce() -> T,
+) -> (T, Option<Cause>) {
+    RECEIVERS.with(|r| {
+        r.borrow_mut().push(ReceiveFrame {
+            fds: fds.into_iter().map(Some).collect(),
+            moved,
+            cause: None,
+        })
+    });
+    let guard = ReceiveGuard;
+    let value = f();
+    (value, guard.finish())
+}
+
+/// Takes fd `index` of the innermost receiver, with its move flag.
+fn take(index: u32) -> Result<(OwnedFd, bool)> {
+    RECEIVERS.with(|r| {
+        let mut stack = r.borrow_mut();
+        let top = stack.last_mut().ok_or(ShmError::NoCollector)?;
+        let available = u32::try_from(top.fds.len()).unwrap_or(u32::MAX);
+        let fd = top
+            .fds
+            .get_mut(index as usize)
+            .and_then(Option::take)
+            .ok_or(ShmError::MissingFd { index, available })?;
+        Ok((fd, top.moved.get(index as usize).copied().unwrap_or(false)))
+    })
+}
+
+/// Takes the fd at `index` of the innermost [`with_received`], as it is.
 ///
 /// # Errors
 /// [`ShmError::MissingFd`] when `index` is out of range or already taken,
 /// [`ShmError::NoCollector`] outside [`with_received`].
 pub fn take_fd(index: u32) -> Result<OwnedFd> {
-    RECEIVERS.with(|r| {
-        let mut stack = r.borrow_mut();
-        let top = stack.last_mut().ok_or(ShmError::NoCollector)?;
-        let available = u32::try_from(top.len()).unwrap_or(u32::MAX);
-        top.get_mut(index as usize)
-            .and_then(Option::take)
-            .ok_or(ShmError::MissingFd { index, available })
-    })
+    take(index).map(|(fd, _)| fd)
+}
+
+/// Maps the segment `r` refers to, in its receive mode, as a [`Slot`]:
+/// - a proven move: shared and writable (reusing this process's own
+///   mapping of the file when it has one, which is how a segment that comes
+///   back costs no page faults); it must be sealed against shrinking;
+/// - a move that is not proven: sealed against writes here, then mapped
+///   privately ([`Access::CopyOnWrite`]);
+/// - [`Transfer::ReadOnly`] / [`Transfer::CopyOnWrite`]: the segment must
+///   be sealed against shrinking and writes ([`Segment::from_fd_sealed`]).
+///
+/// # Errors
+/// [`ShmError::NotSealed`], [`ShmError::NotExclusive`] (an unproven move of
+/// a file someone maps writable), and as [`take_fd`].
+pub fn receive(r: SegmentRef) -> Result<Slot> {
+    let (fd, moved) = take(r.index)?;
+    let key = segment::FileKey::of(fd.as_fd())?;
+    match r.transfer {
+        Transfer::Move if moved => {
+            segment::require_seals(fd.as_fd(), Seals::SHRINK)?;
+            if let Some(slot) = cache::take_mapping(key, Access::ReadWrite) {
+                return Ok(slot);
+            }
+            let seg = Segment::from_moved_fd(fd, Access::ReadWrite)?;
+            Ok(Slot::new(seg, key, Origin::Received))
+        }
+        Transfer::Move => {
+            match segment::add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE) {
+                Ok(()) => {}
+                Err(ShmError::Io { .. }) => {
+                    return Err(ShmError::NotExclusive {
+                        reason: "a segment moved by an untrusted sender, still mapped writable,",
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+            let seg = Segment::from_fd_sealed(fd, Access::CopyOnWrite, 0)?;
+            Ok(Slot::new(seg, key, Origin::Received))
+        }
+        Transfer::ReadOnly => {
+            segment::require_seals(fd.as_fd(), Seals::SHRINK | Seals::WRITE)?;
+            if let Some(slot) = cache::take_mapping(key, Access::ReadOnly) {
+                return Ok(slot);
+            }
+            let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0)?;
+            Ok(Slot::new(seg, key, Origin::Received))
+        }
+        Transfer::CopyOnWrite => {
+            let seg = Segment::from_fd_sealed(fd, Access::CopyOnWrite, 0)?;
+            Ok(Slot::new(seg, key, Origin::Received))
+        }
+    }
 }
 
 /// Whether [`with_received`] is active on this thread.
@@ -120,36 +493,71 @@ pub fn is_receiving() -> bool {
     RECEIVERS.with(|r| !r.borrow().is_empty())
 }
 
+/// Records `cause` as the typed reason an encoding failed (in the
+/// innermost [`collect`], if any; the first cause recorded wins) and
+/// returns the serializer error to return, carrying its message.
+pub fn ser_error<E: serde::ser::Error>(cause: impl Error + Send + Sync + 'static) -> E {
+    let err = E::custom(&cause);
+    let _ = COLLECTORS.try_with(|c| {
+        if let Some(top) = c.borrow_mut().last_mut() {
+            top.cause.get_or_insert_with(|| Box::new(cause));
+        }
+    });
+    err
+}
+
+/// Records `cause` as the typed reason a decoding failed (in the innermost
+/// [`with_received`], if any; the first cause recorded wins) and returns
+/// the deserializer error to return, carrying its message.
+pub fn de_error<E: serde::de::Error>(cause: impl Error + Send + Sync + 'static) -> E {
+    let err = E::custom(&cause);
+    let _ = RECEIVERS.try_with(|r| {
+        if let Some(top) = r.borrow_mut().last_mut() {
+            top.cause.get_or_insert_with(|| Box::new(cause));
+        }
+    });
+    err
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Segment;
 
     fn fd() -> Result<OwnedFd> {
-        Segment::anonymous(0)?.try_clone_fd()
+        Ok(Segment::anonymous(0)?.into_fd())
+    }
+
+    fn writable_slot(byte: u8) -> Result<Arc<Slot>> {
+        let (mut slot, _) = cache::alloc(4096)?;
+        slot.segment_mut().as_mut_slice()?[0] = byte;
+        Ok(Arc::new(slot))
     }
 
     #[test]
-    fn outside_any_collector() -> Result<()> {
+    fn outside_any_scope() -> Result<()> {
         assert!(!is_collecting());
         assert!(!is_receiving());
         assert!(matches!(push_fd(fd()?), Err(ShmError::NoCollector)));
         assert!(matches!(take_fd(0), Err(ShmError::NoCollector)));
+        assert!(matches!(
+            send(&writable_slot(1)?, Transfer::Move),
+            Err(ShmError::NoCollector)
+        ));
         Ok(())
     }
 
     #[test]
     fn nesting_shadows_and_restores() -> Result<()> {
-        let (inner, outer_fds) = collect(|| -> Result<_> {
+        let (inner, outer) = collect(|| -> Result<_> {
             assert_eq!(push_fd(fd()?)?, 0);
-            let (i, inner_fds) = collect(|| push_fd(fd()?));
+            let (i, inner) = collect(|| push_fd(fd()?));
             assert_eq!(i?, 0);
-            assert_eq!(inner_fds.len(), 1);
+            assert_eq!(inner.len(), 1);
             assert_eq!(push_fd(fd()?)?, 1);
             Ok(is_collecting())
         });
         assert!(inner?);
-        assert_eq!(outer_fds.len(), 2);
+        assert_eq!(outer.len(), 2);
         assert!(!is_collecting());
         Ok(())
     }
@@ -157,7 +565,7 @@ mod tests {
     #[test]
     fn take_twice_or_out_of_range() -> Result<()> {
         let fds = vec![fd()?, fd()?];
-        with_received(fds, || -> Result<()> {
+        let (r, cause) = with_received(fds, || -> Result<()> {
             assert!(is_receiving());
             take_fd(1)?;
             assert!(matches!(
@@ -174,7 +582,7 @@ mod tests {
                     available: 2
                 })
             ));
-            let inner = with_received(Vec::new(), || take_fd(0));
+            let (inner, _) = with_received(Vec::new(), || take_fd(0));
             assert!(matches!(
                 inner,
                 Err(ShmError::MissingFd {
@@ -184,7 +592,9 @@ mod tests {
             ));
             take_fd(0)?;
             Ok(())
-        })?;
+        });
+        r?;
+        assert!(cause.is_none());
         assert!(!is_receiving());
         Ok(())
     }
@@ -197,5 +607,77 @@ mod tests {
         let result = std::panic::catch_unwind(|| with_received(Vec::new(), || panic!("boom")));
         assert!(result.is_err());
         assert!(!is_receiving());
+    }
+
+    #[test]
+    fn an_unproven_move_is_sealed_and_private() -> Result<()> {
+        // Large enough for the cache to keep its mapping after the send.
+        let (mut slot, _) = cache::alloc((2 << 20) + 4096 * 3)?;
+        slot.segment_mut().as_mut_slice()?[0] = 3;
+        let slot = Arc::new(slot);
+        let (r, collected) = collect(|| send(&slot, Transfer::Move));
+        let r = r?;
+        drop(slot);
+        // Received without trusting the flags: the sender's cache still maps
+        // the segment writable, so it cannot be sealed, and is refused.
+        let out = collected.finish()?;
+        let (got, _) = with_received(out.into_fds(), || receive(r));
+        assert!(matches!(got, Err(ShmError::NotExclusive { .. })));
+        // A segment nobody maps any more is sealed and mapped privately.
+        let mut seg = Segment::anonymous(100)?;
+        seg.as_mut_slice()?[0] = 4;
+        seg.seal(Seals::SIZE)?;
+        let (r, collected) = collect(|| push_fd(seg.into_fd()));
+        let r = SegmentRef {
+            index: r?,
+            transfer: Transfer::Move,
+        };
+        let (got, _) = with_received(collected.finish()?.into_fds(), || receive(r));
+        let mut got = got?;
+        assert_eq!(got.segment().access(), Access::CopyOnWrite);
+        assert!(got.segment().seals()?.contains(Seals::WRITE));
+        got.segment_mut().as_mut_slice()?[0] = 5;
+        Ok(())
+    }
+
+    #[test]
+    fn shared_modes_need_write_seals() -> Result<()> {
+        let slot = writable_slot(1)?;
+        let (r, _) = collect(|| send(&slot, Transfer::ReadOnly));
+        assert!(matches!(r, Err(ShmError::NotSealed { .. })));
+        let frozen = Arc::new(
+            Arc::try_unwrap(slot)
+                .map_err(|_| ShmError::ReadOnly)?
+                .freeze(4096)?,
+        );
+        let (r, collected) = collect(|| send(&frozen, Transfer::CopyOnWrite));
+        let r = r?;
+        let (got, _) = with_received(collected.finish()?.into_fds(), || receive(r));
+        let mut got = got?;
+        got.segment_mut().as_mut_slice()?[0] = 2;
+        assert_eq!(frozen.segment().as_slice()[0], 1, "private writes");
+        Ok(())
+    }
+
+    #[test]
+    fn causes_stay_in_their_scope() {
+        #[derive(Debug)]
+        struct Boom;
+        impl fmt::Display for Boom {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("boom")
+            }
+        }
+        impl Error for Boom {}
+        let (e, mut collected) = collect(|| ser_error::<postcard::Error>(Boom));
+        assert_eq!(e, postcard::Error::SerdeSerCustom);
+        assert_eq!(
+            collected.take_cause().map(|c| c.to_string()),
+            Some("boom".into())
+        );
+        let (_, cause) = with_received(Vec::new(), || de_error::<postcard::Error>(Boom));
+        assert_eq!(cause.map(|c| c.to_string()), Some("boom".into()));
+        let (_, cause) = with_received(Vec::new(), || ());
+        assert!(cause.is_none(), "nothing leaks into the next scope");
     }
 }

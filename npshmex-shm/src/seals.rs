@@ -3,6 +3,8 @@
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
 
+use rustix::fs::SealFlags;
+
 /// A set of memfd seals (`fcntl(F_ADD_SEALS)`). Combine with `|`.
 ///
 /// Seals only ever get added; a sealed property holds for every process that has
@@ -14,17 +16,17 @@ impl Seals {
     /// No seal.
     pub const NONE: Seals = Seals(0);
     /// `F_SEAL_SEAL`: no further seals can be added.
-    pub const SEAL: Seals = Seals(libc::F_SEAL_SEAL as u32);
+    pub const SEAL: Seals = Seals(SealFlags::SEAL.bits());
     /// `F_SEAL_SHRINK`: the size can no longer shrink (no SIGBUS for mappers).
-    pub const SHRINK: Seals = Seals(libc::F_SEAL_SHRINK as u32);
+    pub const SHRINK: Seals = Seals(SealFlags::SHRINK.bits());
     /// `F_SEAL_GROW`: the size can no longer grow.
-    pub const GROW: Seals = Seals(libc::F_SEAL_GROW as u32);
+    pub const GROW: Seals = Seals(SealFlags::GROW.bits());
     /// `F_SEAL_WRITE`: the contents can no longer change (needs no writable shared
     /// mapping to exist when added).
-    pub const WRITE: Seals = Seals(libc::F_SEAL_WRITE as u32);
+    pub const WRITE: Seals = Seals(SealFlags::WRITE.bits());
     /// `F_SEAL_FUTURE_WRITE`: no new writable mappings or writes; existing writable
     /// mappings keep working.
-    pub const FUTURE_WRITE: Seals = Seals(libc::F_SEAL_FUTURE_WRITE as u32);
+    pub const FUTURE_WRITE: Seals = Seals(SealFlags::FUTURE_WRITE.bits());
     /// `SHRINK | GROW`: the size is fixed.
     pub const SIZE: Seals = Seals(Seals::SHRINK.0 | Seals::GROW.0);
 
@@ -36,6 +38,16 @@ impl Seals {
     /// Seals from raw `F_SEAL_*` bits (unknown bits are kept).
     pub fn from_bits(bits: u32) -> Seals {
         Seals(bits)
+    }
+
+    /// As rustix's flags.
+    pub(crate) fn to_flags(self) -> SealFlags {
+        SealFlags::from_bits_retain(self.0)
+    }
+
+    /// From rustix's flags.
+    pub(crate) fn from_flags(flags: SealFlags) -> Seals {
+        Seals(flags.bits())
     }
 
     /// Whether every seal of `other` is in `self`.

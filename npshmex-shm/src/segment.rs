@@ -1,20 +1,29 @@
-//! [`Segment`]: a mapped shared-memory region (memfd or a named `/dev/shm` file).
+//! [`Segment`]: a mapped shared-memory file, and why its views are sound.
 //!
-//! Space is reserved with `fallocate` when a segment is created, so running out of
-//! memory or tmpfs space is a [`ShmError::NoSpace`] at creation instead of a SIGBUS
+//! Every segment knows on what grounds it may hand out `&[u8]` views (its
+//! *basis*, see the crate's safety model): it is owned exclusively by this
+//! handle, its file is write-sealed, or an `unsafe` constructor's caller
+//! vouched for it. The operations that could break the basis check it: an
+//! exclusively owned segment never hands out its file descriptor (a
+//! writable fd is all `write(2)` or another mapping needs), and a second
+//! mapping ([`Segment::remap`]) exists only for write-sealed files.
+//!
+//! Space is reserved with `fallocate` when a segment is created, so running
+//! out of memory is a [`ShmError::NoSpace`] at creation instead of a SIGBUS
 //! on first touch (the alternative, sparse files, is what leaves Python's
-//! `SharedMemory` crashing on a full `/dev/shm`). A zero-length segment has no
-//! mapping at all (`mmap` refuses 0 bytes) and views as an empty slice.
+//! `SharedMemory` crashing on a full `/dev/shm`). A zero-length segment has
+//! no mapping at all (`mmap` refuses 0 bytes) and views as an empty slice.
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{FallocateFlags, FileType, MemfdFlags};
+use rustix::io::Errno;
 
 use crate::access::Access;
 use crate::error::{Result, ShmError};
+use crate::mapping::{Mapping, Prot, Sharing};
 use crate::seals::Seals;
-use crate::sys::{self, Mapping, Prot, Sharing};
 
 /// Requests at least this large check available memory first: fallocate on a
 /// memfd is only limited by memory, and filling it would summon the OOM killer
@@ -25,39 +34,92 @@ pub(crate) const MEMORY_CHECK_THRESHOLD: u64 = 64 << 20;
 #[repr(C, align(4096))]
 struct PageAligned([u8; 4096]);
 
-/// Where a named segment lives.
-#[derive(Clone, Debug)]
-pub(crate) struct NamedPath {
-    /// Its name in the directory.
-    pub(crate) name: String,
-    /// Its full path.
-    pub(crate) path: PathBuf,
+/// Why a segment may hand out safe views (see the crate's safety model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Basis {
+    /// Only this handle maps or writes the file: created here and its fd
+    /// never handed out, or received by a move whose sender gave it up.
+    Exclusive,
+    /// The file is write-sealed: nobody anywhere can change its pages
+    /// (this handle maps it read-only, or privately).
+    Sealed,
+    /// Made by an `unsafe` constructor whose caller vouched for it.
+    Vouched,
+}
+
+/// Identity of the file behind a segment (device and inode): equal keys
+/// mean the same pages. A mapping keeps its file alive, so the inode number
+/// cannot be reused while a segment of it exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileKey {
+    /// The key of the file behind `fd`.
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if `fstat` fails.
+    pub fn of(fd: BorrowedFd<'_>) -> Result<FileKey> {
+        let st = rustix::fs::fstat(fd).map_err(|e| ShmError::io("fstat", e.into()))?;
+        Ok(FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
 }
 
 /// A mapped shared-memory segment.
 ///
-/// Anonymous segments ([`Segment::anonymous`]) are memfds: the kernel frees them
-/// when the last process closes its fd and unmaps them, so they cannot leak. Named
-/// segments ([`Segment::create_named`]) are files under `/dev/shm` that outlive the
-/// process until [`remove`](crate::remove)d.
+/// Segments are memfds (or, through [`Segment::from_fd_unchecked`], any
+/// file): the kernel frees a memfd when the last process closes its fd and
+/// unmaps it, so it cannot leak. Named `/dev/shm` files are
+/// [`NamedSegment`](crate::NamedSegment)s, which copy instead of mapping.
 ///
-/// `Segment` is `Send + Sync`: shared access gives `&[u8]`, writing needs `&mut`.
-/// Other processes may write a shared segment at any time; agreeing on who writes
-/// when is the protocol's job (or [`Segment::freeze`] makes it immutable).
-/// Dropping unmaps and closes; it never panics.
+/// # What a segment guarantees
+/// `as_slice` gives a `&[u8]` and `as_mut_slice` (with `&mut self`) a
+/// `&mut [u8]` that nobody else writes while they live, because every safe
+/// way to obtain a `Segment` establishes one of:
+/// - **exclusive**: [`Segment::anonymous`] (nobody else has the file) or a
+///   trusted move ([`oob`](crate::oob)); such a segment never hands out its
+///   fd ([`Segment::fd`] returns [`ShmError::Exclusive`]); give it away with
+///   [`Segment::into_fd`] or share it after [`Segment::freeze`];
+/// - **write-sealed**: [`Segment::freeze`], [`Segment::from_fd_sealed`],
+///   [`Segment::remap`]: the kernel refuses every write to the file, by
+///   anyone, for good; writable mappings of it are private (copy on write);
+/// - **vouched**: [`Segment::from_fd_unchecked`], whose caller promises it.
+///
+/// Receivers also need the size sealed against shrinking (`F_SEAL_SHRINK`),
+/// or a peer's `ftruncate` would turn a read into SIGBUS; every safe
+/// constructor of a received segment requires that seal.
+///
+/// `Segment` is `Send + Sync`. Dropping unmaps and closes; it never panics.
+///
+/// ```compile_fail,E0133
+/// // Two writable handles of one exclusive segment cannot be made safely:
+/// // `from_fd_unchecked` is `unsafe`, and an exclusive segment has no fd.
+/// use npshmex_shm::{Access, Segment};
+/// let a = Segment::anonymous(4096)?;
+/// let b = Segment::from_fd_unchecked(a.try_clone_fd()?, Access::ReadWrite, 0)?;
+/// # Ok::<(), npshmex_shm::ShmError>(())
+/// ```
 #[derive(Debug)]
 pub struct Segment {
     map: Option<Mapping>,
     fd: OwnedFd,
     len: usize,
     access: Access,
-    named: Option<NamedPath>,
+    basis: Basis,
 }
 
 impl Segment {
     /// Creates an anonymous segment of `len` bytes (`memfd_create` with
     /// close-on-exec and sealing allowed), reserves its memory and maps it
-    /// read-write. The contents are zero.
+    /// read-write. The contents are zero; the segment is owned exclusively
+    /// by the returned handle.
     ///
     /// # Errors
     /// [`ShmError::NoSpace`] when the memory cannot be reserved,
@@ -77,100 +139,82 @@ impl Segment {
                 }
             }
         }
-        let fd = sys::memfd_create(c"npshmex").map_err(|e| ShmError::io("memfd_create", e))?;
+        let fd =
+            rustix::fs::memfd_create(c"npshmex", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .map_err(|e| ShmError::io("memfd_create", e.into()))?;
         reserve(fd.as_fd(), requested, Reservation::Memory)?;
-        Segment::map(fd, len, Access::ReadWrite, None)
+        Segment::map(fd, len, Access::ReadWrite, Basis::Exclusive)
     }
 
-    /// Maps a segment from an fd (for example a memfd received over an
-    /// [`FdSocket`](crate::FdSocket)); its size comes from `fstat`.
-    ///
-    /// To be safe against SIGBUS the fd's size should be sealed
-    /// ([`Seals::SHRINK`]) or otherwise trusted; see [`Segment::seals`].
-    ///
-    /// # Errors
-    /// [`ShmError::Io`] when `fstat` or `mmap` fail (for example write access to a
-    /// read-only fd), [`ShmError::NotRegular`] for fds that are not files (sockets,
-    /// pipes), [`ShmError::SizeOverflow`] if the size cannot be mapped.
-    pub fn from_fd(fd: OwnedFd, access: Access) -> Result<Segment> {
-        Segment::from_fd_expect(fd, access, 0)
-    }
-
-    /// Like [`Segment::from_fd`], and refuses a segment smaller than `min_len`
-    /// bytes (a sender claiming more than it sent).
-    ///
-    /// # Errors
-    /// [`ShmError::TooSmall`] when `fstat` reports less than `min_len`, otherwise
-    /// as [`Segment::from_fd`].
-    pub fn from_fd_expect(fd: OwnedFd, access: Access, min_len: u64) -> Result<Segment> {
-        let st = sys::fstat(fd.as_fd()).map_err(|e| ShmError::io("fstat", e))?;
-        if !st.regular {
-            return Err(ShmError::NotRegular {
-                name: format!("fd {}", fd.as_raw_fd()),
-            });
-        }
-        if st.size < min_len {
-            return Err(ShmError::TooSmall {
-                expected: min_len,
-                actual: st.size,
-            });
-        }
-        let len = to_len(st.size)?;
-        Segment::map(fd, len, access, None)
-    }
-
-    /// Like [`Segment::from_fd_expect`], and refuses an fd that does not
-    /// carry every seal of `required` (at least [`Seals::SHRINK`] is always
-    /// required). This is how to map a segment received from a process that
-    /// is not fully trusted: only a size sealed against shrinking guarantees
-    /// that no holder can truncate the file under this mapping, which would
-    /// turn a read of [`Segment::as_slice`] into SIGBUS. Add
-    /// [`Seals::WRITE`] to `required` when the contents must not change.
+    /// Maps a segment received from another process, which need not be
+    /// trusted: the file must be sealed against shrinking and writing
+    /// ([`Seals::SHRINK`] and [`Seals::WRITE`]), so that its pages can
+    /// neither vanish (SIGBUS) nor change under this mapping. `access` is
+    /// [`Access::ReadOnly`] or [`Access::CopyOnWrite`] (a private mapping
+    /// whose writes stay in this process). Its size comes from `fstat` and
+    /// must be at least `min_len`.
     ///
     /// ```
-    /// use npshmex_shm::{Access, Seals, Segment, ShmError};
-    /// let seg = Segment::anonymous(4096)?;
-    /// let unsealed = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE);
-    /// assert!(matches!(unsealed, Err(ShmError::NotSealed { .. })));
-    /// seg.seal(Seals::SIZE)?;
-    /// let ok = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE)?;
-    /// assert_eq!(ok.len(), 4096);
+    /// use npshmex_shm::{Access, Segment, ShmError};
+    /// let mut seg = Segment::anonymous(4096)?;
+    /// seg.as_mut_slice()?[0] = 7;
+    /// let seg = seg.freeze()?; // sealed: its fd may be shared now
+    /// let copy = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::CopyOnWrite, 4096)?;
+    /// assert_eq!(copy.as_slice()[0], 7);
+    /// let writable = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadWrite, 0);
+    /// assert!(matches!(writable, Err(ShmError::NotExclusive { .. })));
     /// # Ok::<(), ShmError>(())
     /// ```
     ///
     /// # Errors
-    /// [`ShmError::NotSealed`] with the missing seals (also for files that
-    /// cannot be sealed, such as named segments), otherwise as
-    /// [`Segment::from_fd_expect`].
-    pub fn from_fd_sealed(
-        fd: OwnedFd,
-        access: Access,
-        min_len: u64,
-        required: Seals,
-    ) -> Result<Segment> {
-        let required = required | Seals::SHRINK;
-        // Checked before the size: a shrink-sealed size cannot change any
-        // more, so the fstat below sees the size every mapping keeps.
-        let have = match sys::get_seals(fd.as_fd()) {
-            Ok(bits) => Seals::from_bits(bits),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Seals::NONE,
-            Err(e) => return Err(ShmError::io("fcntl(F_GET_SEALS)", e)),
-        };
-        if !have.contains(required) {
-            return Err(ShmError::NotSealed {
-                missing: Seals::from_bits(required.bits() & !have.bits()),
+    /// [`ShmError::NotSealed`] when a seal is missing, [`ShmError::NotExclusive`]
+    /// for [`Access::ReadWrite`] (a shared writable mapping of a file others
+    /// hold cannot be safe: see [`Segment::from_fd_unchecked`]),
+    /// [`ShmError::TooSmall`], [`ShmError::NotRegular`], [`ShmError::Io`].
+    pub fn from_fd_sealed(fd: OwnedFd, access: Access, min_len: u64) -> Result<Segment> {
+        if access == Access::ReadWrite {
+            return Err(ShmError::NotExclusive {
+                reason: "a shared writable mapping of a received file",
             });
         }
-        Segment::from_fd_expect(fd, access, min_len)
+        require_seals(fd.as_fd(), Seals::SHRINK | Seals::WRITE)?;
+        let len = checked_len(fd.as_fd(), min_len)?;
+        Segment::map(fd, len, access, Basis::Sealed)
+    }
+
+    /// Maps any file (a memfd from a peer, a named segment, a file numpy
+    /// wrote) without the checks that make the other constructors safe.
+    /// Its size comes from `fstat` and must be at least `min_len`.
+    ///
+    /// # Safety
+    /// While the returned segment (or a view of it) lives:
+    /// - no other process, mapping or fd writes the file's pages, except
+    ///   through this segment's own `as_mut_slice` (for a shared mapping);
+    /// - nobody shrinks the file below its current size (a read past the
+    ///   new end raises SIGBUS); a [`Seals::SHRINK`] seal guarantees that.
+    ///
+    /// Prefer [`Segment::from_fd_sealed`], or copying the data into an
+    /// [`anonymous`](Segment::anonymous) segment.
+    ///
+    /// # Errors
+    /// [`ShmError::TooSmall`], [`ShmError::NotRegular`] (sockets, pipes),
+    /// [`ShmError::SizeOverflow`], [`ShmError::Io`] (for example write
+    /// access to a read-only fd).
+    pub unsafe fn from_fd_unchecked(fd: OwnedFd, access: Access, min_len: u64) -> Result<Segment> {
+        let len = checked_len(fd.as_fd(), min_len)?;
+        Segment::map(fd, len, access, Basis::Vouched)
+    }
+
+    /// A segment received by a move the caller trusts (see
+    /// [`oob`](crate::oob)): mapped with `access`, owned exclusively.
+    /// The caller (this crate's receive path) has checked the size seal.
+    pub(crate) fn from_moved_fd(fd: OwnedFd, access: Access) -> Result<Segment> {
+        let len = checked_len(fd.as_fd(), 0)?;
+        Segment::map(fd, len, access, Basis::Exclusive)
     }
 
     /// Maps `len` bytes of `fd` with `access`.
-    pub(crate) fn map(
-        fd: OwnedFd,
-        len: usize,
-        access: Access,
-        named: Option<NamedPath>,
-    ) -> Result<Segment> {
+    fn map(fd: OwnedFd, len: usize, access: Access, basis: Basis) -> Result<Segment> {
         let map = if len == 0 {
             None
         } else {
@@ -189,7 +233,7 @@ impl Segment {
             fd,
             len,
             access,
-            named,
+            basis,
         })
     }
 
@@ -208,9 +252,16 @@ impl Segment {
         self.access
     }
 
-    /// The name of a named segment (`None` for memfds).
-    pub fn name(&self) -> Option<&str> {
-        self.named.as_ref().map(|n| n.name.as_str())
+    /// Whether this handle owns the segment exclusively (created here or
+    /// received by a trusted move): its fd is not handed out.
+    pub fn is_exclusive(&self) -> bool {
+        self.basis == Basis::Exclusive
+    }
+
+    /// Whether an `unsafe` constructor made it (such segments, maybe named
+    /// files, are never cached).
+    pub(crate) fn is_vouched(&self) -> bool {
+        self.basis == Basis::Vouched
     }
 
     /// The bytes of the segment.
@@ -221,7 +272,8 @@ impl Segment {
         }
     }
 
-    /// The bytes of the segment, writable.
+    /// The bytes of the segment, writable (for [`Access::CopyOnWrite`] the
+    /// writes stay in this process).
     ///
     /// # Errors
     /// [`ShmError::ReadOnly`] for an [`Access::ReadOnly`] mapping.
@@ -257,90 +309,138 @@ impl Segment {
         Ok(self.as_ptr().cast_mut())
     }
 
-    /// The segment's fd (to send it, or to pass it to other APIs).
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    /// The segment's fd, to send it or give it to other APIs.
+    ///
+    /// # Errors
+    /// [`ShmError::Exclusive`] for a segment this handle owns exclusively:
+    /// with its fd, `write(2)` or a second mapping could change the pages
+    /// under this handle's views. Send such a segment with
+    /// [`Segment::into_fd`], or share it after [`Segment::freeze`].
+    pub fn fd(&self) -> Result<BorrowedFd<'_>> {
+        match self.basis {
+            Basis::Exclusive => Err(ShmError::Exclusive),
+            Basis::Sealed | Basis::Vouched => Ok(self.fd.as_fd()),
+        }
+    }
+
+    /// A duplicate of the fd (close-on-exec); see [`Segment::fd`].
+    ///
+    /// # Errors
+    /// [`ShmError::Exclusive`] as [`Segment::fd`]; [`ShmError::Io`] if `dup`
+    /// fails (fd limit).
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        self.fd()?
+            .try_clone_to_owned()
+            .map_err(|e| ShmError::io("dup", e))
+    }
+
+    /// The fd, for this crate's own protocols (the cache's lend protocol,
+    /// sealing): never handed to code outside the crate.
+    pub(crate) fn raw_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    /// A duplicate of the fd (close-on-exec).
-    ///
-    /// # Errors
-    /// [`ShmError::Io`] if `dup` fails (fd limit).
-    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
-        self.fd.try_clone().map_err(|e| ShmError::io("dup", e))
+    /// Unmaps the segment and returns its fd: the end of this handle, so
+    /// nothing is left to alias (a move).
+    pub fn into_fd(self) -> OwnedFd {
+        let Segment { map, fd, .. } = self;
+        drop(map);
+        fd
     }
 
-    /// Adds seals to a memfd segment. Seal the size ([`Seals::SIZE`]) before the fd
-    /// leaves the process so no peer can shrink it under another's mapping.
+    /// Unmaps the segment, seals it against resizing and writing
+    /// ([`Seals::SIZE`] `|` [`Seals::WRITE`]) and returns its fd: for a
+    /// payload written once and then only read, by anyone.
     ///
     /// # Errors
-    /// [`ShmError::NotSealable`] for named segments, fds that do not support sealing
-    /// and memfds sealed with [`Seals::SEAL`]; [`ShmError::Io`] otherwise (for
-    /// example `EBUSY` when adding [`Seals::WRITE`] while a writable shared mapping
-    /// exists).
+    /// As [`Segment::seal`]; the segment is gone either way.
+    pub fn into_sealed_fd(self) -> Result<OwnedFd> {
+        let fd = self.into_fd();
+        add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE)?;
+        Ok(fd)
+    }
+
+    /// The identity of the file (device and inode).
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if `fstat` fails.
+    pub fn file_key(&self) -> Result<FileKey> {
+        FileKey::of(self.fd.as_fd())
+    }
+
+    /// Adds seals to a memfd segment. Seal the size ([`Seals::SIZE`]) before
+    /// the segment leaves the process so no peer can shrink it under another's
+    /// mapping.
+    ///
+    /// # Errors
+    /// [`ShmError::NotSealable`] for fds that do not support sealing and
+    /// memfds sealed with [`Seals::SEAL`]; [`ShmError::Io`] otherwise (for
+    /// example `EBUSY` when adding [`Seals::WRITE`] while a writable shared
+    /// mapping exists — this handle's own included: see [`Segment::freeze`]).
     pub fn seal(&self, seals: Seals) -> Result<()> {
-        if self.named.is_some() {
-            return Err(ShmError::NotSealable {
-                reason: "named segments cannot be sealed (only memfds can)",
-            });
-        }
-        sys::add_seals(self.fd.as_fd(), seals.bits()).map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => ShmError::NotSealable {
-                reason: "the fd does not support sealing",
-            },
-            Some(libc::EPERM) => ShmError::NotSealable {
-                reason: "the seals are sealed (F_SEAL_SEAL) or sealing was not allowed at creation",
-            },
-            _ => ShmError::io("fcntl(F_ADD_SEALS)", e),
-        })
+        add_seals(self.fd.as_fd(), seals)
     }
 
-    /// The seals of the fd ([`Seals::NONE`] for files that do not support sealing).
+    /// The seals of the file ([`Seals::NONE`] for files that do not support
+    /// sealing).
     ///
     /// # Errors
     /// [`ShmError::Io`] if `fcntl` fails for another reason.
     pub fn seals(&self) -> Result<Seals> {
-        match sys::get_seals(self.fd.as_fd()) {
-            Ok(bits) => Ok(Seals::from_bits(bits)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Seals::NONE),
-            Err(e) => Err(ShmError::io("fcntl(F_GET_SEALS)", e)),
-        }
+        get_seals(self.fd.as_fd())
     }
 
-    /// Makes the segment immutable for everyone: unmaps it, seals size and writes
-    /// ([`Seals::SIZE`] `|` [`Seals::WRITE`]) and maps it again read-only.
+    /// Makes the segment immutable for everyone: unmaps it, seals size and
+    /// writes ([`Seals::SIZE`] `|` [`Seals::WRITE`]) and maps it again
+    /// read-only. A frozen segment may share its fd freely.
     ///
     /// # Errors
-    /// [`ShmError::NotSealable`] for named segments; [`ShmError::Io`] with `EBUSY`
-    /// when another writable shared mapping of the memfd exists (here or in a peer).
+    /// As [`Segment::try_freeze`], without the segment.
     pub fn freeze(self) -> Result<Segment> {
-        if self.named.is_some() {
-            return Err(ShmError::NotSealable {
-                reason: "named segments cannot be frozen (only memfds can be sealed)",
-            });
-        }
-        let Segment { map, fd, len, .. } = self;
-        drop(map);
-        let frozen = Segment {
-            map: None,
+        self.try_freeze().map_err(|(e, _)| e)
+    }
+
+    /// [`Segment::freeze`] that gives the segment back, mapped as before,
+    /// when it cannot be frozen (`None` only if the kernel then refuses the
+    /// mapping it granted a moment before).
+    ///
+    /// # Errors
+    /// [`ShmError::NotSealable`] for files that cannot be sealed; [`ShmError::Io`]
+    /// with `EBUSY` when another writable shared mapping of the file exists
+    /// (in a peer, or kept by a segment cache).
+    pub fn try_freeze(self) -> std::result::Result<Segment, (ShmError, Option<Segment>)> {
+        let Segment {
+            map,
             fd,
             len,
-            access: Access::ReadOnly,
-            named: None,
-        };
-        frozen.seal(Seals::SIZE | Seals::WRITE)?;
-        let Segment { fd, len, .. } = frozen;
-        Segment::map(fd, len, Access::ReadOnly, None)
+            access,
+            basis,
+        } = self;
+        drop(map);
+        if let Err(e) = add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE) {
+            // Mapped again as before: the pages of a memfd outlive mappings.
+            return Err((e, Segment::map(fd, len, access, basis).ok()));
+        }
+        Segment::map(fd, len, Access::ReadOnly, Basis::Sealed).map_err(|e| (e, None))
     }
 
-    /// A new mapping of the same file (a duplicated fd) with another access mode.
+    /// A new mapping of the same write-sealed file, [`Access::ReadOnly`] or
+    /// [`Access::CopyOnWrite`].
     ///
     /// # Errors
-    /// [`ShmError::Io`] if `dup` or `mmap` fail (for example [`Access::ReadWrite`]
-    /// on a write-sealed memfd or a read-only fd).
+    /// [`ShmError::NotSealed`] unless the file is write-sealed (a second
+    /// mapping of a writable file would alias this one's views),
+    /// [`ShmError::NotExclusive`] for [`Access::ReadWrite`], [`ShmError::Io`]
+    /// if `dup` or `mmap` fail.
     pub fn remap(&self, access: Access) -> Result<Segment> {
-        let fd = self.try_clone_fd()?;
-        Segment::map(fd, self.len, access, self.named.clone())
+        if access == Access::ReadWrite {
+            return Err(ShmError::NotExclusive {
+                reason: "a second writable mapping of one file",
+            });
+        }
+        require_seals(self.fd.as_fd(), Seals::SHRINK | Seals::WRITE)?;
+        let fd = self.fd.try_clone().map_err(|e| ShmError::io("dup", e))?;
+        Segment::map(fd, self.len, access, Basis::Sealed)
     }
 
     /// Asks the kernel to back the mapping with huge pages (`MADV_HUGEPAGE`).
@@ -351,29 +451,59 @@ impl Segment {
             m.advise_hugepage();
         }
     }
+}
 
-    /// Unlinks a named segment from its directory (the mapping stays valid until
-    /// dropped). Anonymous segments have nothing to unlink and return `Ok`.
-    ///
-    /// # Errors
-    /// [`ShmError::NotFound`] when the name no longer exists, [`ShmError::Io`] otherwise.
-    pub fn unlink(&self) -> Result<()> {
-        match &self.named {
-            None => Ok(()),
-            Some(n) => std::fs::remove_file(&n.path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ShmError::NotFound {
-                    name: n.name.clone(),
-                },
-                _ => ShmError::io("unlink named segment", e),
-            }),
-        }
+/// Adds `seals` to the file of `fd`.
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: Seals) -> Result<()> {
+    rustix::fs::fcntl_add_seals(fd, seals.to_flags()).map_err(|e| match e {
+        Errno::INVAL => ShmError::NotSealable {
+            reason: "the file does not support sealing",
+        },
+        Errno::PERM => ShmError::NotSealable {
+            reason: "the seals are sealed (F_SEAL_SEAL), sealing was not allowed at creation, \
+                     or the fd is not writable",
+        },
+        e => ShmError::io("fcntl(F_ADD_SEALS)", e.into()),
+    })
+}
+
+/// The seals of the file of `fd` ([`Seals::NONE`] where sealing is not supported).
+pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> Result<Seals> {
+    match rustix::fs::fcntl_get_seals(fd) {
+        Ok(flags) => Ok(Seals::from_flags(flags)),
+        Err(Errno::INVAL) => Ok(Seals::NONE),
+        Err(e) => Err(ShmError::io("fcntl(F_GET_SEALS)", e.into())),
     }
 }
 
-impl AsFd for Segment {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+/// Refuses an fd whose file lacks one of `required`.
+pub(crate) fn require_seals(fd: BorrowedFd<'_>, required: Seals) -> Result<()> {
+    let have = get_seals(fd)?;
+    if have.contains(required) {
+        Ok(())
+    } else {
+        Err(ShmError::NotSealed {
+            missing: Seals::from_bits(required.bits() & !have.bits()),
+        })
     }
+}
+
+/// The `fstat` size of a regular file, as a mappable length of at least `min_len`.
+fn checked_len(fd: BorrowedFd<'_>, min_len: u64) -> Result<usize> {
+    let st = rustix::fs::fstat(fd).map_err(|e| ShmError::io("fstat", e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(ShmError::NotRegular {
+            name: "received fd".into(),
+        });
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size < min_len {
+        return Err(ShmError::TooSmall {
+            expected: min_len,
+            actual: size,
+        });
+    }
+    to_len(size)
 }
 
 /// Where the space of a reservation comes from, for the `available` figure of
@@ -391,23 +521,37 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, len: u64, kind: Reservation) -> Result
     if len == 0 {
         return Ok(());
     }
-    sys::ftruncate(fd, len).map_err(|e| match e.raw_os_error() {
-        Some(libc::EFBIG) => ShmError::SizeOverflow { len },
-        _ => ShmError::io("ftruncate", e),
+    rustix::fs::ftruncate(fd, len).map_err(|e| match e {
+        Errno::FBIG | Errno::INVAL => ShmError::SizeOverflow { len },
+        e => ShmError::io("ftruncate", e.into()),
     })?;
-    sys::fallocate(fd, len).map_err(|e| match e.raw_os_error() {
-        Some(libc::EFBIG) => ShmError::SizeOverflow { len },
-        Some(libc::ENOSPC | libc::ENOMEM) => ShmError::NoSpace {
+    let allocated = loop {
+        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    allocated.map_err(|e| match e {
+        Errno::FBIG => ShmError::SizeOverflow { len },
+        Errno::NOSPC | Errno::NOMEM => ShmError::NoSpace {
             requested: len,
             available: match kind {
                 Reservation::Memory => memory_available().unwrap_or(0),
-                Reservation::Filesystem => {
-                    sys::fstatvfs_space(fd).map(|(free, _)| free).unwrap_or(0)
-                }
+                Reservation::Filesystem => free_space(fd).map(|(free, _)| free).unwrap_or(0),
             },
         },
-        _ => ShmError::io("fallocate", e),
+        e => ShmError::io("fallocate", e.into()),
     })
+}
+
+/// Free space (bytes available to unprivileged users) and total size of the
+/// filesystem holding `fd`.
+pub(crate) fn free_space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstatvfs(fd)?;
+    Ok((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
 }
 
 /// `MemAvailable + SwapFree` from `/proc/meminfo`, if readable.
@@ -434,17 +578,6 @@ pub(crate) fn to_len(size: u64) -> Result<usize> {
         .ok_or(ShmError::SizeOverflow { len: size })
 }
 
-/// Opens `file` as a segment of its `fstat` size.
-pub(crate) fn from_file(file: File, access: Access, named: NamedPath) -> Result<Segment> {
-    let fd = OwnedFd::from(file);
-    let st = sys::fstat(fd.as_fd()).map_err(|e| ShmError::io("fstat", e))?;
-    if !st.regular {
-        return Err(ShmError::NotRegular { name: named.name });
-    }
-    let len = to_len(st.size)?;
-    Segment::map(fd, len, access, Some(named))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,10 +586,12 @@ mod tests {
     fn anonymous_read_write() -> Result<()> {
         let mut seg = Segment::anonymous(10_000)?;
         assert_eq!(seg.len(), 10_000);
+        assert!(seg.is_exclusive());
         assert_eq!(seg.as_ptr() as usize % 4096, 0);
         assert!(seg.as_slice().iter().all(|&b| b == 0));
         seg.as_mut_slice()?[9_999] = 7;
-        let other = seg.remap(Access::ReadOnly)?;
+        let frozen = seg.freeze()?;
+        let other = frozen.remap(Access::ReadOnly)?;
         assert_eq!(other.as_slice()[9_999], 7);
         Ok(())
     }
@@ -471,14 +606,37 @@ mod tests {
         assert!(!seg.as_ptr().is_null());
         let frozen = seg.freeze()?;
         assert!(frozen.seals()?.contains(Seals::SIZE | Seals::WRITE));
-        let again = Segment::from_fd(frozen.try_clone_fd()?, Access::ReadOnly)?;
+        let again = Segment::from_fd_sealed(frozen.try_clone_fd()?, Access::ReadOnly, 0)?;
         assert!(again.is_empty());
         Ok(())
     }
 
     #[test]
-    fn read_only_refuses_writes() -> Result<()> {
+    fn exclusive_segments_keep_their_fd() -> Result<()> {
         let seg = Segment::anonymous(4096)?;
+        assert!(matches!(seg.fd(), Err(ShmError::Exclusive)));
+        assert!(matches!(seg.try_clone_fd(), Err(ShmError::Exclusive)));
+        // No second mapping of a file that is not write-sealed.
+        assert!(matches!(
+            seg.remap(Access::ReadOnly),
+            Err(ShmError::NotSealed { .. })
+        ));
+        assert!(matches!(
+            seg.remap(Access::CopyOnWrite),
+            Err(ShmError::NotSealed { .. })
+        ));
+        assert!(matches!(
+            seg.remap(Access::ReadWrite),
+            Err(ShmError::NotExclusive { .. })
+        ));
+        let fd = seg.into_fd();
+        assert!(FileKey::of(fd.as_fd()).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn read_only_refuses_writes() -> Result<()> {
+        let seg = Segment::anonymous(4096)?.freeze()?;
         let mut ro = seg.remap(Access::ReadOnly)?;
         assert!(matches!(ro.as_mut_slice(), Err(ShmError::ReadOnly)));
         assert!(matches!(ro.as_mut_ptr(), Err(ShmError::ReadOnly)));
@@ -489,6 +647,7 @@ mod tests {
     fn copy_on_write_is_private() -> Result<()> {
         let mut seg = Segment::anonymous(4096)?;
         seg.as_mut_slice()?[0] = 1;
+        let seg = seg.freeze()?;
         let mut cow = seg.remap(Access::CopyOnWrite)?;
         cow.as_mut_slice()?[0] = 2;
         assert_eq!(seg.as_slice()[0], 1);
@@ -502,13 +661,9 @@ mod tests {
         seg.as_mut_slice()?[100] = 42;
         let frozen = seg.freeze()?;
         assert_eq!(frozen.access(), Access::ReadOnly);
+        assert!(!frozen.is_exclusive());
         assert_eq!(frozen.as_slice()[100], 42);
         assert!(frozen.seals()?.contains(Seals::SIZE | Seals::WRITE));
-        // A writable shared mapping is refused by the kernel now; a private one works.
-        assert!(matches!(
-            frozen.remap(Access::ReadWrite),
-            Err(ShmError::Io { .. })
-        ));
         let mut cow = frozen.remap(Access::CopyOnWrite)?;
         cow.as_mut_slice()?[100] = 1;
         assert_eq!(frozen.as_slice()[100], 42);
@@ -516,31 +671,47 @@ mod tests {
     }
 
     #[test]
-    fn from_fd_expect_refuses_short_segments() -> Result<()> {
-        let seg = Segment::anonymous(4096)?;
-        let err = Segment::from_fd_expect(seg.try_clone_fd()?, Access::ReadOnly, 4097);
-        assert!(matches!(
-            err,
-            Err(ShmError::TooSmall {
-                expected: 4097,
-                actual: 4096
-            })
-        ));
+    fn a_failed_freeze_gives_the_segment_back() -> Result<()> {
+        let mut seg = Segment::anonymous(4096)?;
+        seg.as_mut_slice()?[5] = 5;
+        seg.seal(Seals::SEAL)?;
+        let (err, back) = match seg.try_freeze() {
+            Ok(_) => panic!("a seal-sealed memfd cannot be frozen"),
+            Err(pair) => pair,
+        };
+        let mut back = back.ok_or(ShmError::ReadOnly)?;
+        assert!(matches!(err, ShmError::NotSealable { .. }));
+        assert_eq!(back.as_slice()[5], 5);
+        back.as_mut_slice()?[5] = 6;
+        assert!(back.is_exclusive());
         Ok(())
     }
 
     #[test]
-    fn from_fd_sealed_requires_a_shrink_seal() -> Result<()> {
+    fn from_fd_sealed_requires_size_and_write_seals() -> Result<()> {
         let seg = Segment::anonymous(4096)?;
-        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 1, Seals::NONE);
-        assert!(matches!(err, Err(ShmError::NotSealed { missing }) if missing == Seals::SHRINK));
         seg.seal(Seals::SIZE)?;
-        let ok = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4096, Seals::NONE)?;
-        assert_eq!(ok.len(), 4096);
-        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 1, Seals::WRITE);
+        let fd = seg.into_fd();
+        let dup = || fd.try_clone().map_err(|e| ShmError::io("dup", e));
+        let err = Segment::from_fd_sealed(dup()?, Access::ReadOnly, 1);
         assert!(matches!(err, Err(ShmError::NotSealed { missing }) if missing == Seals::WRITE));
-        let err = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, 4097, Seals::NONE);
+        add_seals(fd.as_fd(), Seals::WRITE)?;
+        let ok = Segment::from_fd_sealed(dup()?, Access::ReadOnly, 4096)?;
+        assert_eq!(ok.len(), 4096);
+        let err = Segment::from_fd_sealed(dup()?, Access::ReadOnly, 4097);
         assert!(matches!(err, Err(ShmError::TooSmall { .. })));
+        let err = Segment::from_fd_sealed(dup()?, Access::ReadWrite, 0);
+        assert!(matches!(err, Err(ShmError::NotExclusive { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn into_sealed_fd_is_immutable() -> Result<()> {
+        let mut seg = Segment::anonymous(100)?;
+        seg.as_mut_slice()?[..3].copy_from_slice(b"abc");
+        let fd = seg.into_sealed_fd()?;
+        let ro = Segment::from_fd_sealed(fd, Access::ReadOnly, 100)?;
+        assert_eq!(&ro.as_slice()[..3], b"abc");
         Ok(())
     }
 
@@ -548,8 +719,14 @@ mod tests {
     fn sockets_are_not_segments() -> Result<()> {
         let (a, _b) =
             std::os::unix::net::UnixStream::pair().map_err(|e| ShmError::io("socketpair", e))?;
-        let err = Segment::from_fd(a.into(), Access::ReadOnly);
-        assert!(matches!(err, Err(ShmError::NotRegular { .. })));
+        let err = Segment::from_fd_sealed(a.into(), Access::ReadOnly, 0);
+        assert!(matches!(err, Err(ShmError::NotSealed { .. })));
+        let (a, _b) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| ShmError::io("socketpair", e))?;
+        assert!(matches!(
+            checked_len(a.as_fd(), 0),
+            Err(ShmError::NotRegular { .. })
+        ));
         Ok(())
     }
 

@@ -13,14 +13,30 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
 use crate::error::{Result, ShmError};
-use crate::sys::{self, Interest, IOV_MAX, MAX_FDS_PER_MSG};
+
+/// Most fds the kernel accepts in one `SCM_RIGHTS` message (`SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MSG: usize = 253;
+
+/// Most iovecs one `sendmsg` accepts (`IOV_MAX` on Linux).
+const IOV_MAX: usize = 1024;
+
+/// Control-message space for [`MAX_FDS_PER_MSG`] fds: on the stack, so
+/// neither direction allocates for its ancillary data.
+const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MSG));
 
 /// Largest payload of one frame (1 GiB): bigger data belongs in a segment.
 pub const MAX_FRAME_LEN: u64 = 1 << 30;
@@ -257,13 +273,13 @@ impl FdSocket {
     /// out `EAGAIN` (for sockets someone made non-blocking).
     fn sendmsg(&self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> Result<usize> {
         loop {
-            match sys::sendmsg(self.fd.as_fd(), bufs, fds) {
+            match sendmsg(self.fd.as_fd(), bufs, fds) {
                 Ok(0) => return Err(ShmError::PeerClosed),
                 Ok(n) => return Ok(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::Interrupted => {}
                     io::ErrorKind::WouldBlock => {
-                        sys::poll(self.fd.as_fd(), Interest::Write, None)
+                        poll(self.fd.as_fd(), Interest::Write, None)
                             .map_err(|e| ShmError::io("poll", e))?;
                     }
                     io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
@@ -365,7 +381,7 @@ impl FdSocket {
                             Some(left)
                         }
                     };
-                    sys::poll(self.fd.as_fd(), Interest::Read, timeout)
+                    poll(self.fd.as_fd(), Interest::Read, timeout)
                         .map_err(|e| ShmError::io("poll", e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => st.eof = true,
@@ -475,7 +491,7 @@ impl RecvState {
     fn fill(&mut self, fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Control> {
         let got = match &mut self.pending {
             Some(p) if p.filled < p.bytes.len() => {
-                let got = sys::recvmsg(fd, &mut p.bytes[p.filled..], &mut self.fds, nonblocking)?;
+                let got = recvmsg(fd, &mut p.bytes[p.filled..], &mut self.fds, nonblocking)?;
                 p.filled += got.bytes;
                 got
             }
@@ -491,7 +507,7 @@ impl RecvState {
                         self.buf.resize(want, 0);
                     }
                 }
-                let got = sys::recvmsg(fd, &mut self.buf[self.end..], &mut self.fds, nonblocking)?;
+                let got = recvmsg(fd, &mut self.buf[self.end..], &mut self.fds, nonblocking)?;
                 self.end += got.bytes;
                 got
             }
@@ -504,6 +520,87 @@ impl RecvState {
         } else {
             Control::Complete
         })
+    }
+}
+
+/// `sendmsg(fd, bufs, SCM_RIGHTS(fds), MSG_NOSIGNAL)`; returns bytes written.
+///
+/// `fds` holds at most [`MAX_FDS_PER_MSG`] fds and `bufs` at most
+/// [`IOV_MAX`] slices; with fds, `bufs` holds at least one byte.
+fn sendmsg(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        // More fds than the buffer holds: a caller bug, refused before sending.
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a process-killing SIGPIPE.
+    Ok(rustix::net::sendmsg(
+        fd,
+        bufs,
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?)
+}
+
+/// Result of one [`recvmsg`].
+struct Received {
+    /// Bytes read (0 = end of file).
+    bytes: usize,
+    /// The kernel truncated the control data (`MSG_CTRUNC`): fds were lost.
+    truncated: bool,
+}
+
+/// `recvmsg(fd, buf, MSG_CMSG_CLOEXEC)`; received fds are appended to `fds`
+/// (close-on-exec, owned) even when the control data was truncated.
+fn recvmsg(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let got = rustix::net::recvmsg(fd, &mut iov, &mut control, flags)?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    Ok(Received {
+        bytes: got.bytes,
+        truncated: got.flags.contains(ReturnFlags::CTRUNC),
+    })
+}
+
+/// Readiness a [`poll`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Interest {
+    /// `POLLIN`.
+    Read,
+    /// `POLLOUT`.
+    Write,
+}
+
+/// `poll` on one fd; `None` waits forever. Returns whether it became ready (or
+/// hung up / errored, which the following read or write reports). `EINTR`
+/// counts as "not ready yet": callers loop with their own deadline.
+fn poll(fd: BorrowedFd<'_>, interest: Interest, timeout: Option<Duration>) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Read => PollFlags::IN,
+        Interest::Write => PollFlags::OUT,
+    };
+    let mut fds = [PollFd::from_borrowed_fd(fd, events)];
+    let timeout = timeout.and_then(|d| Timespec::try_from(d).ok());
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -547,11 +644,12 @@ mod tests {
         let (a, b) = FdSocket::pair()?;
         let mut seg = Segment::anonymous(4096)?;
         seg.as_mut_slice()?[0] = 9;
-        a.send(b"x", &[seg.fd(), seg.fd()])?;
+        let seg = seg.freeze()?;
+        a.send(b"x", &[seg.fd()?, seg.fd()?])?;
         let m = b.recv()?;
         assert_eq!(m.fds.len(), 2);
         for fd in m.fds {
-            let got = Segment::from_fd(fd, crate::Access::ReadOnly)?;
+            let got = Segment::from_fd_sealed(fd, crate::Access::ReadOnly, 1)?;
             assert_eq!(got.as_slice()[0], 9);
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::error::Error;
 
-use npshmex_shm::{oob, Access, FdSocket, Seals, Segment, ShmError};
+use npshmex_shm::{oob, Access, FdSocket, Segment, ShmError};
 
 #[test]
 fn fd_count_is_unchanged_after_10000_cycles() -> Result<(), Box<dyn Error>> {
@@ -12,11 +12,10 @@ fn fd_count_is_unchanged_after_10000_cycles() -> Result<(), Box<dyn Error>> {
     let (a, b) = FdSocket::pair()?;
     let before = npshmex_testkit::open_fds();
     {
-        let seg = Segment::anonymous(4096)?;
-        seg.seal(Seals::SIZE)?;
+        let seg = Segment::anonymous(4096)?.freeze()?;
         for i in 0..10_000u32 {
             let nfds = (i % 4) as usize;
-            let fds = vec![seg.fd(); nfds];
+            let fds = vec![seg.fd()?; nfds];
             a.send(&i.to_le_bytes(), &fds)?;
             let msg = b.recv()?;
             assert_eq!(msg.fds.len(), nfds);
@@ -29,15 +28,17 @@ fn fd_count_is_unchanged_after_10000_cycles() -> Result<(), Box<dyn Error>> {
                     }
                     Ok(())
                 });
-                oob::with_received(collected, || -> Result<(), ShmError> {
+                let fds = collected.finish()?.into_fds();
+                let (r, _) = oob::with_received(fds, || -> Result<(), ShmError> {
                     if nfds > 0 {
-                        let s = Segment::from_fd(oob::take_fd(0)?, Access::ReadOnly)?;
+                        let s = Segment::from_fd_sealed(oob::take_fd(0)?, Access::ReadOnly, 0)?;
                         assert_eq!(s.len(), 4096);
                     }
                     Ok(())
-                })?;
+                });
+                r?;
             } else if let Some(fd) = msg.fds.into_iter().next() {
-                let s = Segment::from_fd(fd, Access::ReadOnly)?;
+                let s = Segment::from_fd_sealed(fd, Access::ReadOnly, 0)?;
                 assert_eq!(s.len(), 4096);
             }
         }

@@ -17,7 +17,9 @@ type TestResult = Result<(), Box<dyn Error>>;
 const K: usize = 5;
 
 fn markers() -> Result<Vec<Segment>, ShmError> {
-    (1..=K).map(|i| Segment::anonymous(i * 4096)).collect()
+    (1..=K)
+        .map(|i| Segment::anonymous(i * 4096)?.freeze())
+        .collect()
 }
 
 fn payload(len: usize, seed: usize) -> Vec<u8> {
@@ -34,7 +36,9 @@ fn round_trip(frames: &[(usize, usize)]) -> TestResult {
         let sender = s.spawn(|| -> Result<(), ShmError> {
             for (n, &(len, nfds)) in frames.iter().enumerate() {
                 let data = payload(len, n);
-                let fds: Vec<BorrowedFd<'_>> = (0..nfds).map(|i| segs[(i + n) % K].fd()).collect();
+                let fds: Vec<BorrowedFd<'_>> = (0..nfds)
+                    .map(|i| segs[(i + n) % K].fd())
+                    .collect::<Result<_, _>>()?;
                 if n % 2 == 0 {
                     a.send(&data, &fds)?;
                 } else {
@@ -52,7 +56,7 @@ fn round_trip(frames: &[(usize, usize)]) -> TestResult {
             assert!(msg.bytes == payload(len, n), "frame {n}: payload differs");
             assert_eq!(msg.fds.len(), nfds, "frame {n}");
             for (i, fd) in msg.fds.into_iter().enumerate() {
-                let seg = Segment::from_fd(fd, Access::ReadOnly)?;
+                let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0)?;
                 assert_eq!(seg.len(), ((i + n) % K + 1) * 4096, "frame {n} fd {i}");
             }
         }
@@ -98,9 +102,9 @@ fn edge_cases_arrive_intact() -> TestResult {
 #[test]
 fn buffered_frames_come_before_end_of_file() -> TestResult {
     let (a, b) = FdSocket::pair()?;
-    let seg = Segment::anonymous(4096)?;
+    let seg = Segment::anonymous(4096)?.freeze()?;
     for i in 0..3u8 {
-        a.send(&[i], &[seg.fd()])?;
+        a.send(&[i], &[seg.fd()?])?;
     }
     drop(a);
     for i in 0..3u8 {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::error::Error;
 use std::os::unix::fs::symlink;
 
-use npshmex_shm::{Access, Seals, Segment, ShmDir, ShmError};
+use npshmex_shm::{Access, NamedSegment, Segment, ShmDir, ShmError, Writable};
 use npshmex_testkit::{shm_entries, TmpfsMount};
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -34,12 +34,9 @@ fn invalid_names_are_refused() -> TestResult {
         long.as_str(),
     ] {
         let is_invalid =
-            |r: Result<Segment, ShmError>| matches!(r, Err(ShmError::InvalidName { .. }));
-        assert!(is_invalid(Segment::create_named(bad, 16)), "{bad:?}");
-        assert!(
-            is_invalid(Segment::open_named(bad, Access::ReadOnly)),
-            "{bad:?}"
-        );
+            |r: Result<NamedSegment, ShmError>| matches!(r, Err(ShmError::InvalidName { .. }));
+        assert!(is_invalid(NamedSegment::create(bad, 16)), "{bad:?}");
+        assert!(is_invalid(NamedSegment::open(bad, Writable::No)), "{bad:?}");
         assert!(is_invalid(dir.create(bad, 16)), "{bad:?}");
         assert!(
             matches!(npshmex_shm::remove(bad), Err(ShmError::InvalidName { .. })),
@@ -60,25 +57,42 @@ fn dev_shm_life_cycle() -> TestResult {
     let prefix = prefix("life");
     let name = format!("{prefix}a");
     {
-        let mut seg = Segment::create_named(&name, 10_000)?;
-        assert_eq!(seg.name(), Some(name.as_str()));
+        let seg = NamedSegment::create(&name, 10_000)?;
+        assert_eq!(seg.name(), name.as_str());
         assert_eq!(seg.len(), 10_000);
-        seg.as_mut_slice()?[9_999] = 5;
+        seg.write_at(9_999, &[5])?;
         assert!(matches!(
-            Segment::create_named(&name, 1),
+            seg.write_at(9_999, &[1, 2]),
+            Err(ShmError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            NamedSegment::create(&name, 1),
             Err(ShmError::Exists { .. })
         ));
-        let ro = Segment::open_named(&name, Access::ReadOnly)?;
+        let ro = NamedSegment::open(&name, Writable::No)?;
         assert_eq!(ro.len(), 10_000);
-        assert_eq!(ro.as_slice()[9_999], 5);
+        let mut b = [0u8; 1];
+        ro.read_at(9_999, &mut b)?;
+        assert_eq!(b, [5]);
+        assert!(
+            matches!(ro.write_at(0, &[1]), Err(ShmError::Io { .. })),
+            "opened read-only"
+        );
+        let copy = ro.to_segment()?;
+        assert!(copy.is_exclusive());
+        assert_eq!(copy.as_slice()[9_999], 5);
+        // Another process truncates the file: a typed error, never SIGBUS.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(seg.path())?
+            .set_len(100)?;
+        assert!(matches!(
+            ro.read_at(9_999, &mut b),
+            Err(ShmError::TooSmall { .. })
+        ));
         let listed = npshmex_shm::list()?;
         let info = listed.iter().find(|i| i.name == name).ok_or("not listed")?;
-        assert_eq!((info.len, info.owner_pid), (10_000, None));
-        assert!(matches!(
-            seg.seal(Seals::SIZE),
-            Err(ShmError::NotSealable { .. })
-        ));
-        assert!(matches!(seg.freeze(), Err(ShmError::NotSealable { .. })));
+        assert_eq!((info.len, info.owner_pid), (100, None));
     }
     // Named segments outlive their mappings until removed.
     assert_eq!(shm_entries(&prefix), BTreeSet::from([name.clone()]));
@@ -88,12 +102,12 @@ fn dev_shm_life_cycle() -> TestResult {
         Err(ShmError::NotFound { .. })
     ));
     assert!(matches!(
-        Segment::open_named(&name, Access::ReadOnly),
+        NamedSegment::open(&name, Writable::No),
         Err(ShmError::NotFound { .. })
     ));
 
-    let unique = Segment::create_named_unique(100)?;
-    let uname = unique.name().ok_or("unnamed")?.to_owned();
+    let unique = NamedSegment::create_unique(100)?;
+    let uname = unique.name().to_owned();
     assert!(uname.starts_with(&format!("npshmex-{}-", std::process::id())));
     let info = npshmex_shm::list()?
         .into_iter()
@@ -113,30 +127,32 @@ fn foreign_files_open_and_odd_entries_are_refused() -> TestResult {
     let dir = ShmDir::new(tmp.path());
     // A file numpy (or anyone) wrote: any valid name opens, in every access mode.
     std::fs::write(tmp.path().join("data.npy"), b"\x93NUMPY payload")?;
-    let ro = dir.open("data.npy", Access::ReadOnly)?;
-    assert_eq!(ro.as_slice(), b"\x93NUMPY payload");
-    let mut cow = dir.open("data.npy", Access::CopyOnWrite)?;
-    cow.as_mut_slice()?[0] = b'X';
-    assert_eq!(ro.as_slice()[0], 0x93, "copy-on-write leaked into the file");
-    let mut rw = dir.open("data.npy", Access::ReadWrite)?;
-    rw.as_mut_slice()?[1] = b'n';
+    let ro = dir.open("data.npy", Writable::No)?;
+    assert_eq!(ro.to_segment()?.as_slice(), b"\x93NUMPY payload");
+    let rw = dir.open("data.npy", Writable::Yes)?;
+    rw.write_at(1, b"n")?;
     assert_eq!(std::fs::read(tmp.path().join("data.npy"))?[1], b'n');
+    // Zero-copy is possible, but only with a promise nobody writes meanwhile.
+    // SAFETY: this test is the only user of its temporary directory.
+    let mapped = unsafe { Segment::from_fd_unchecked(ro.try_clone_fd()?, Access::ReadOnly, 0)? };
+    assert_eq!(&mapped.as_slice()[..2], b"\x93n");
     // Empty file: an empty segment.
     std::fs::write(tmp.path().join("empty"), b"")?;
-    assert!(dir.open("empty", Access::ReadWrite)?.is_empty());
+    assert!(dir.open("empty", Writable::Yes)?.is_empty());
+    assert!(dir.open("empty", Writable::No)?.to_segment()?.is_empty());
     // Symlinks are not followed, directories are not segments.
     symlink(tmp.path().join("data.npy"), tmp.path().join("link"))?;
     assert!(matches!(
-        dir.open("link", Access::ReadOnly),
+        dir.open("link", Writable::No),
         Err(ShmError::Io { .. })
     ));
     std::fs::create_dir(tmp.path().join("sub"))?;
     assert!(matches!(
-        dir.open("sub", Access::ReadOnly),
+        dir.open("sub", Writable::No),
         Err(ShmError::NotRegular { .. })
     ));
     assert!(matches!(
-        dir.open("missing", Access::ReadOnly),
+        dir.open("missing", Writable::No),
         Err(ShmError::NotFound { .. })
     ));
     Ok(())
@@ -147,7 +163,7 @@ fn no_space_on_dev_shm_instead_of_sigbus() -> TestResult {
     let prefix = prefix("nospace");
     let name = format!("{prefix}big");
     // Larger than any /dev/shm: refused at creation.
-    match Segment::create_named(&name, 1 << 45) {
+    match NamedSegment::create(&name, 1 << 45) {
         Err(ShmError::NoSpace {
             requested,
             available,
@@ -157,7 +173,7 @@ fn no_space_on_dev_shm_instead_of_sigbus() -> TestResult {
             // Just past the free space reported: still refused, nothing created.
             let just_past = usize::try_from(available + (64 << 20))?;
             assert!(matches!(
-                Segment::create_named(&name, just_past),
+                NamedSegment::create(&name, just_past),
                 Err(ShmError::NoSpace { .. })
             ));
         }
@@ -176,9 +192,9 @@ fn no_space_on_a_small_tmpfs() -> TestResult {
     assert!(
         matches!(dir.create("big", 2 << 20), Err(ShmError::NoSpace { requested, .. }) if requested == 2 << 20)
     );
-    let mut half = dir.create("half", 512 << 10)?;
-    // Reserved: every page can be written without SIGBUS.
-    half.as_mut_slice()?.fill(1);
+    let half = dir.create("half", 512 << 10)?;
+    // Reserved: every page can be written.
+    half.write_at(0, &vec![1u8; 512 << 10])?;
     match dir.create("more", 768 << 10) {
         Err(ShmError::NoSpace {
             requested,

@@ -28,7 +28,8 @@ fn five_gib_segment_works_or_is_no_space() -> Result<(), Box<dyn Error>> {
             bytes[o] = i as u8 + 1;
         }
     }
-    let ro = Segment::from_fd_expect(seg.try_clone_fd()?, Access::ReadOnly, LEN as u64)?;
+    let seg = seg.freeze()?;
+    let ro = Segment::from_fd_sealed(seg.try_clone_fd()?, Access::ReadOnly, LEN as u64)?;
     for (i, &o) in offsets.iter().enumerate() {
         assert_eq!(ro.as_slice()[o], i as u8 + 1);
     }

@@ -17,7 +17,7 @@
 //! // ... make segments, run a pool, drop them ...
 //! leaks.finish(); // panics with what was left behind
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod fds;
 mod leak;
@@ -28,10 +28,10 @@ mod tmpfs;
 
 pub use fds::open_fds;
 pub use leak::LeakCheck;
-pub use oob::{oob_roundtrip, FdSegment};
+pub use oob::{oob_roundtrip, FdSegment, RoundtripError};
 pub use procs::{
-    all_processes, children, is_live_worker, proc_stat, wait_no_worker_children, worker_children,
-    worker_pids, Proc, WORKER_COMM_PREFIX,
+    all_processes, children, is_live_worker, kill9, proc_stat, wait_no_worker_children,
+    worker_children, worker_pids, Proc, ProcExt, WORKER_COMM_PREFIX,
 };
 pub use shm::{family_shm_entries, held_segments, own_shm_entries, own_shm_prefix, shm_entries};
 pub use tmpfs::TmpfsMount;

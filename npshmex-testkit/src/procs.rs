@@ -8,56 +8,38 @@ use std::time::{Duration, Instant};
 /// `prctl(PR_SET_NAME)`).
 pub const WORKER_COMM_PREFIX: &str = "npshmex-w";
 
-/// A process seen in `/proc`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Proc {
-    /// Its pid.
-    pub pid: u32,
-    /// Its comm name.
-    pub comm: String,
-    /// Its state letter (`Z` for a zombie).
-    pub state: char,
-    /// Its parent pid.
-    pub ppid: u32,
-    /// Its process group.
-    pub pgrp: u32,
+/// A process seen in `/proc`: `npshmex_shm`'s one parser of
+/// `/proc/<pid>/stat`.
+pub use npshmex_shm::procfs::ProcStat as Proc;
+
+/// What the leak checks ask of a [`Proc`].
+pub trait ProcExt {
+    /// Whether its comm name marks it as a pool worker.
+    fn is_worker(&self) -> bool;
+    /// Whether it is a zombie (exited, not yet reaped).
+    fn is_zombie(&self) -> bool;
 }
 
-impl Proc {
-    /// Whether its comm name marks it as a pool worker.
-    pub fn is_worker(&self) -> bool {
+impl ProcExt for Proc {
+    fn is_worker(&self) -> bool {
         self.comm.starts_with(WORKER_COMM_PREFIX)
     }
 
-    /// Whether it is a zombie (exited, not yet reaped).
-    pub fn is_zombie(&self) -> bool {
+    fn is_zombie(&self) -> bool {
         self.state == 'Z'
     }
 }
 
-/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
-pub fn proc_stat(pid: u32) -> Option<Proc> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(pid, &s)
+/// Sends SIGKILL to `pid`; whether it was delivered (false when the
+/// process is gone).
+pub fn kill9(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok())
 }
 
-/// `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses,
-/// so it ends at the last `)`.
-fn parse_stat(pid: u32, s: &str) -> Option<Proc> {
-    let open = s.find('(')?;
-    let close = s.rfind(')')?;
-    let comm = s.get(open + 1..close)?.to_string();
-    let mut rest = s.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        comm,
-        state,
-        ppid,
-        pgrp,
-    })
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Proc> {
+    Proc::read(pid).ok()
 }
 
 /// Every process in `/proc`.
@@ -85,7 +67,7 @@ pub fn children() -> Vec<Proc> {
 pub fn worker_children() -> BTreeSet<u32> {
     children()
         .into_iter()
-        .filter(Proc::is_worker)
+        .filter(ProcExt::is_worker)
         .map(|p| p.pid)
         .collect()
 }
@@ -95,7 +77,7 @@ pub fn worker_children() -> BTreeSet<u32> {
 pub fn worker_pids() -> BTreeSet<u32> {
     all_processes()
         .into_iter()
-        .filter(Proc::is_worker)
+        .filter(ProcExt::is_worker)
         .map(|p| p.pid)
         .collect()
 }
@@ -121,24 +103,6 @@ pub fn wait_no_worker_children(timeout: Duration) -> BTreeSet<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_parse_with_odd_comm_names() {
-        let p = parse_stat(42, "42 (npshmex-w (1) x) S 7 9 9 0 -1 4194560");
-        assert_eq!(
-            p,
-            Some(Proc {
-                pid: 42,
-                comm: "npshmex-w (1) x".into(),
-                state: 'S',
-                ppid: 7,
-                pgrp: 9,
-            })
-        );
-        assert!(p.is_some_and(|p| p.is_worker() && !p.is_zombie()));
-        assert_eq!(parse_stat(1, "1 (init S 0 1"), None);
-        assert_eq!(parse_stat(1, "1 (init) S x 1"), None);
-    }
 
     #[test]
     fn a_child_is_seen_until_reaped() -> std::io::Result<()> {

@@ -45,8 +45,8 @@ fn submitter() -> Result<()> {
         let b = Array1::from_elem(n / 4, i as f64);
         let fa = pool.submit(doubled, a)?;
         let fb = pool.submit(plus_one, Shm(b))?;
-        let key = npshmex_shm::Segment::create_named_unique(1 << 20)?;
-        keys.push(key.name().map(str::to_owned));
+        let key = npshmex_shm::NamedSegment::create_unique(1 << 20)?;
+        keys.push(key.name().to_owned());
         drop(key);
         let ra = fa.result()?.map_err(|e| anyhow::anyhow!("worker: {e}"))?;
         let rb = fb.result()?;
@@ -54,17 +54,16 @@ fn submitter() -> Result<()> {
             bail!("wrong result in round {i}");
         }
         if keys.len() > 4 {
-            if let Some(name) = keys.remove(0) {
-                npshmex_shm::remove(&name)?;
-            }
+            let name = keys.remove(0);
+            npshmex_shm::remove(&name)?;
         }
     }
     Ok(())
 }
 
 fn holder() -> Result<()> {
-    let seg = npshmex_shm::Segment::create_named_unique(4096)?;
-    let name = seg.name().context("a named segment has a name")?.to_owned();
+    let seg = npshmex_shm::NamedSegment::create_unique(4096)?;
+    let name = seg.name().to_owned();
     println!("{name}");
     std::io::stdout().flush()?;
     let mut sink = Vec::new();

@@ -34,7 +34,7 @@ pub fn run() -> Result<Verdict> {
 
 fn exercise(shm: &ShmDir) -> Result<Verdict> {
     let mut checks = 0;
-    let no_space = |r: npshmex_shm::Result<npshmex_shm::Segment>, what: &str| -> Result<()> {
+    let no_space = |r: npshmex_shm::Result<npshmex_shm::NamedSegment>, what: &str| -> Result<()> {
         match r {
             Err(ShmError::NoSpace { .. }) => Ok(()),
             Err(e) => bail!("{what}: expected NoSpace, got {e}"),
@@ -48,12 +48,11 @@ fn exercise(shm: &ShmDir) -> Result<Verdict> {
     )?;
     checks += 1;
     // Three quarters of it, then every byte written: reserved, so no SIGBUS.
-    let mut big = shm
+    let big = shm
         .create_unique(FS_SIZE * 3 / 4)
         .context("a segment of 3/4 of the fs")?;
-    big.as_mut_slice()
-        .context("mapping it writable")?
-        .fill(0xa5);
+    big.write_at(0, &vec![0xa5; FS_SIZE * 3 / 4])
+        .context("writing it whole")?;
     checks += 1;
     // Half more does not fit any more.
     no_space(
@@ -70,27 +69,24 @@ fn exercise(shm: &ShmDir) -> Result<Verdict> {
     pool_serves().context("the pool while shm is full")?;
     checks += 1;
     // The granted segment is still intact and writable.
-    let s = big.as_mut_slice().context("remapping")?;
-    if s.iter().any(|b| *b != 0xa5) {
+    let s = big.to_segment().context("reading it back")?;
+    if s.as_slice().iter().any(|b| *b != 0xa5) {
         bail!("the granted segment lost its contents");
     }
-    s.fill(0x5a);
+    big.write_at(0, &vec![0x5a; FS_SIZE * 3 / 4])
+        .context("writing it again")?;
     checks += 1;
     // Space comes back.
-    let name = big.name().map(str::to_owned);
+    let name = big.name().to_owned();
     drop(big);
-    if let Some(n) = name {
-        shm.remove(&n).context("removing the big segment")?;
-    }
+    shm.remove(&name).context("removing the big segment")?;
     std::fs::remove_file(&filler).context("removing the filler")?;
     let again = shm
         .create_unique(FS_SIZE * 3 / 4)
         .context("the same size after freeing")?;
-    let n = again.name().map(str::to_owned);
+    let n = again.name().to_owned();
     drop(again);
-    if let Some(n) = n {
-        shm.remove(&n)?;
-    }
+    shm.remove(&n)?;
     checks += 1;
     Ok(Verdict::Pass(format!(
         "{checks} checks on a {} MiB tmpfs: NoSpace at creation, no SIGBUS, space returned",

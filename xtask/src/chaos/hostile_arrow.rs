@@ -102,7 +102,9 @@ pub fn fuzz(n: usize, seed: u64) -> Result<Stats> {
 fn open(bytes: &[u8]) -> Result<ShmBatch> {
     let mut seg = Segment::anonymous(bytes.len().max(1))?;
     seg.as_mut_slice()?[..bytes.len()].copy_from_slice(bytes);
-    Ok(ShmBatch::open(seg)?)
+    // Sealed as every segment a batch is read from must be: the decoder
+    // sees exactly these bytes.
+    Ok(ShmBatch::open(seg.freeze()?)?)
 }
 
 #[cfg(test)]

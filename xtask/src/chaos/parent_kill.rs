@@ -6,7 +6,7 @@
 //! Named keys of live programs (this one's, and a holder child's) must
 //! survive every `clear_stale()`.
 
-use super::procs::{self, Reaper};
+use super::procs::{self, ProcExt, Reaper};
 use super::{Scale, Verdict};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
@@ -25,8 +25,8 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
     // bin), and the path of a replaced executable no longer opens.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     // A live key of this process and one of a live holder child.
-    let mine = npshmex_shm::Segment::create_named_unique(4096).context("own named key")?;
-    let mine_name = mine.name().context("named")?.to_owned();
+    let mine = npshmex_shm::NamedSegment::create_unique(4096).context("own named key")?;
+    let mine_name = mine.name().to_owned();
     // Removed however this function returns (an early `?` leaked it).
     let _remove_mine = RemoveOnDrop(mine_name.clone());
     let mut holder = Command::new(&exe)

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 
-pub use npshmex_testkit::{all_processes as all, proc_stat as stat, Proc};
+pub use npshmex_testkit::{all_processes as all, proc_stat as stat, Proc, ProcExt};
 
 /// Live (not zombie) pool workers whose parent is `ppid`.
 pub fn live_workers_of(ppid: u32) -> Vec<Proc> {

@@ -11,7 +11,7 @@ use arrow_array::builder::{Int32Builder, ListBuilder};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
-use npshmex_arrow::{ShmBatch, Transfer};
+use npshmex_arrow::ShmBatch;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,7 +122,7 @@ fn check(b: &RecordBatch, rows: usize) -> Result<()> {
 pub fn zero_copy(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let n = rows(scale);
-    let shm = ShmBatch::from_batch(&batch(n)?)?.with_transfer(Transfer::ReadOnly)?;
+    let shm = ShmBatch::from_batch(&batch(n)?)?;
     repeat(scale, || {
         let arg = shm.clone();
         let t = Instant::now();

@@ -24,12 +24,21 @@
 //!   non-blocking `flock` on `D1` succeeds (then releases it at once).
 //!
 //! A receiver therefore needs to do nothing but drop its handle. If the lock
-//! cannot be taken (no `/proc`), the segment is sent as a plain dup and marked
+//! cannot be taken (no `/proc`), the segment is sent as its own fd and marked
 //! never reusable. The alternatives rejected: a "done" flag written into the
 //! segment by the receiver (needs atomics in shared memory and trust in the
 //! receiver, and a crashed receiver never sets it), or a hook in the pool's
 //! reply (ties this crate to the pool's protocol and breaks for values sent
 //! any other way).
+//!
+//! # Why this is sound
+//! A [`Slot`] hands out views only through its [`Segment`], under that
+//! segment's basis. While a lent segment is away, this process keeps its
+//! mapping only inside the cache, which gives no access to it: the mapping
+//! comes back out as a writable segment only when the exclusive lock proves
+//! that every lent description is gone ([`alloc`]), or when the file comes
+//! back by a trusted move ([`crate::oob`]), whose sender gave it up. So at
+//! any moment at most one live handle, in one process, can write the pages.
 //!
 //! # What is kept
 //! On drop, an array's segment goes into a bounded per-process cache
@@ -45,13 +54,16 @@
 //! A received writable segment that this process just consumed is *not* kept:
 //! its allocator wants it back (keeping the mapping would hold its lock).
 
-use crate::error::{NdarrayError, Result};
-use npshmex_shm::{Access, Seals, Segment};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use rustix::fs::FlockOperation;
+
+use crate::error::{Result, ShmError};
+use crate::segment::{FileKey, Segment};
+use crate::{Access, Seals};
 
 /// Segments smaller than this are never cached: their faults cost little.
 const MIN_CACHED: usize = 1 << 20;
@@ -86,32 +98,9 @@ pub struct CacheStats {
     pub bytes: usize,
 }
 
-/// Identity of the file behind a descriptor: a cached mapping keeps its file
-/// alive, so the inode number cannot be reused while the entry exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileKey {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileKey {
-    pub(crate) fn of(fd: BorrowedFd<'_>) -> Result<FileKey> {
-        let dup = fd
-            .try_clone_to_owned()
-            .map_err(NdarrayError::io("dup of a segment fd"))?;
-        let meta = File::from(dup)
-            .metadata()
-            .map_err(NdarrayError::io("fstat of a segment fd"))?;
-        Ok(FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-}
-
 /// Where a segment handle came from (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Origin {
+pub enum Origin {
     /// Allocated by this process as a memfd; this handle is `D1`.
     Own,
     /// Received from another process, or opened by name.
@@ -120,7 +109,7 @@ pub(crate) enum Origin {
 
 /// Whether an allocated segment's bytes are known to be zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fresh {
+pub enum Fresh {
     /// A new memfd: every byte is zero and no page is touched yet.
     Zeroed,
     /// A reused segment: old contents, pages already faulted.
@@ -129,8 +118,12 @@ pub(crate) enum Fresh {
 
 /// An owned segment handle with what the cache needs to know about it.
 /// Dropping it offers the segment to the cache.
+///
+/// The handle that array and batch types of the adapters hold: get one from
+/// [`alloc`] (a writable segment, reused when the cache has a free one), from
+/// [`Slot::uncached`] (any segment), or by receiving one ([`crate::oob`]).
 #[derive(Debug)]
-pub(crate) struct Slot {
+pub struct Slot {
     seg: Option<Segment>,
     key: FileKey,
     origin: Origin,
@@ -158,78 +151,116 @@ impl Slot {
         }
     }
 
-    /// A handle that is unmapped on drop, never cached.
-    pub(crate) fn uncached(seg: Segment) -> Result<Slot> {
-        let key = FileKey::of(seg.fd())?;
+    /// A handle of `seg` that is unmapped on drop, never cached.
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if the file cannot be identified (`fstat`).
+    pub fn uncached(seg: Segment) -> Result<Slot> {
+        let key = seg.file_key()?;
         let mut slot = Slot::new(seg, key, Origin::Received);
         slot.no_cache = true;
         Ok(slot)
     }
 
-    /// A read-only handle to the segment of `of` that counts as "another
-    /// process" for the lend protocol (its own locked description), so the
-    /// original cannot be reused while this handle or anything sent from it
-    /// lives. Never cached: the segment is not sealed.
-    pub(crate) fn shadow(of: &Slot) -> Result<Slot> {
-        let fd = match of.origin {
-            Origin::Own => match reopen_locked(of.seg().fd()) {
-                Ok(fd) => fd,
-                Err(_) => {
-                    of.lent_unlocked.store(true, Ordering::Relaxed);
-                    of.seg().try_clone_fd()?
-                }
-            },
-            Origin::Received => of.seg().try_clone_fd()?,
-        };
-        let seg = Segment::from_fd(fd, Access::ReadOnly)?;
-        let mut slot = Slot::new(seg, of.key, Origin::Received);
-        slot.no_cache = true;
-        Ok(slot)
-    }
-
-    pub(crate) fn seg(&self) -> &Segment {
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
         // Invariant: `seg` is only `None` inside `Drop`.
         self.seg.as_ref().expect("segment present until drop")
     }
 
-    pub(crate) fn seg_mut(&mut self) -> &mut Segment {
+    /// The segment, mutably (to write through it).
+    pub fn segment_mut(&mut self) -> &mut Segment {
         // Invariant: `seg` is only `None` inside `Drop`.
         self.seg.as_mut().expect("segment present until drop")
     }
 
-    pub(crate) fn origin(&self) -> Origin {
+    /// The identity of the file.
+    pub fn file_key(&self) -> FileKey {
+        self.key
+    }
+
+    /// Where the segment came from.
+    pub fn origin(&self) -> Origin {
         self.origin
     }
 
-    /// Replaces the segment (after `freeze`, which remaps).
-    pub(crate) fn map_segment(
-        mut self,
-        f: impl FnOnce(Segment) -> npshmex_shm::Result<Segment>,
-    ) -> Result<Slot> {
+    /// Freezes the segment ([`Segment::freeze`]). When the kernel refuses
+    /// (another process, or a cache, still maps the file writable) the
+    /// first `len` bytes are copied into a new segment, which is frozen.
+    ///
+    /// # Errors
+    /// [`ShmError::NotSealable`] for files that cannot be sealed, and the
+    /// errors of [`alloc`] when a copy is made.
+    pub fn freeze(mut self, len: usize) -> Result<Slot> {
         let seg = self.seg.take().expect("segment present until drop");
-        let new = f(seg)?;
-        self.seg = Some(new);
+        match seg.try_freeze() {
+            Ok(frozen) => {
+                self.seg = Some(frozen);
+                Ok(self)
+            }
+            Err((ShmError::NotSealable { reason }, back)) => {
+                self.seg = back;
+                Err(ShmError::NotSealable { reason })
+            }
+            Err((_, back)) => {
+                // Busy: copy what we still have into a segment of our own.
+                let Some(back) = back else {
+                    return Err(ShmError::NotSealable {
+                        reason: "the segment could not be mapped again after a failed seal",
+                    });
+                };
+                self.seg = Some(back);
+                let copy = self.copy_to_new(len)?;
+                drop(self);
+                copy.freeze_fresh()
+            }
+        }
+    }
+
+    /// Freezes a segment nobody else can map writable (a fresh copy).
+    fn freeze_fresh(mut self) -> Result<Slot> {
+        let seg = self.seg.take().expect("segment present until drop");
+        self.seg = Some(seg.freeze()?);
         Ok(self)
     }
 
-    /// A descriptor of this segment to send to another process, following
-    /// the lend protocol.
-    pub(crate) fn lend(&self) -> Result<OwnedFd> {
-        let seg = self.seg();
+    /// A copy of the first `len` bytes in a new writable segment of this
+    /// process ([`alloc`]: reused pages where possible).
+    ///
+    /// # Errors
+    /// As [`alloc`].
+    pub fn copy_to_new(&self, len: usize) -> Result<Slot> {
+        let src = self.segment().as_slice();
+        let len = len.min(src.len());
+        let (mut copy, _) = alloc(len)?;
+        copy.segment_mut().as_mut_slice()?[..len].copy_from_slice(&src[..len]);
+        Ok(copy)
+    }
+
+    /// The descriptor to send for a move of this slot, following the lend
+    /// protocol: the slot is used up; its mapping may stay in the cache,
+    /// where nothing can reach it until the lock protocol (or the segment
+    /// coming back) says the receiver is done.
+    pub(crate) fn lend_move(self) -> Result<OwnedFd> {
+        let seg = self.segment();
         match self.origin {
-            Origin::Own => match reopen_locked(seg.fd()) {
+            Origin::Own => match reopen_locked(seg.raw_fd()) {
                 Ok(fd) => Ok(fd),
                 Err(_) => {
                     self.lent_unlocked.store(true, Ordering::Relaxed);
-                    Ok(seg.try_clone_fd()?)
+                    dup(seg.raw_fd())
                 }
             },
             Origin::Received => {
                 self.resent.store(true, Ordering::Relaxed);
-                Ok(seg.try_clone_fd()?)
+                dup(seg.raw_fd())
             }
         }
     }
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    fd.try_clone_to_owned().map_err(|e| ShmError::io("dup", e))
 }
 
 impl Drop for Slot {
@@ -267,7 +298,7 @@ struct Entry {
 
 impl Entry {
     fn worth_keeping(&self, resent: bool) -> bool {
-        if self.seg.name().is_some() || self.seg.len() < MIN_CACHED {
+        if self.seg.is_vouched() || self.seg.len() < MIN_CACHED {
             return false;
         }
         match (self.origin, self.seg.access()) {
@@ -283,7 +314,7 @@ impl Entry {
         self.origin == Origin::Own
             && self.reusable
             && self.seg.access() == Access::ReadWrite
-            && try_exclusive(self.seg.fd())
+            && try_exclusive(self.seg.raw_fd())
     }
 }
 
@@ -358,7 +389,10 @@ fn put(entry: Entry) {
 
 /// Allocates a segment of at least `len` bytes: a reusable cached one (pages
 /// already faulted, old contents) or a new memfd sealed against resizing.
-pub(crate) fn alloc(len: usize) -> Result<(Slot, Fresh)> {
+///
+/// # Errors
+/// As [`Segment::anonymous`].
+pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
     if len >= MIN_CACHED {
         let slack = len / 4;
         let mut c = cache();
@@ -379,7 +413,7 @@ pub(crate) fn alloc(len: usize) -> Result<(Slot, Fresh)> {
     if len >= HUGEPAGE_FROM {
         seg.advise_hugepage();
     }
-    let key = FileKey::of(seg.fd())?;
+    let key = seg.file_key()?;
     Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
 }
 
@@ -445,90 +479,111 @@ fn reopen_locked(fd: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
         .write(true)
         .open(&path)
         .or_else(|_| OpenOptions::new().read(true).open(&path))?;
-    flock(file.as_fd(), nix::fcntl::FlockArg::LockSharedNonblock)?;
+    rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockShared)?;
     Ok(file.into())
 }
 
 /// Whether no other open file description of this file holds a lock: takes
 /// an exclusive lock without blocking and releases it at once.
 fn try_exclusive(fd: BorrowedFd<'_>) -> bool {
-    if flock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
+    if rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err() {
         return false;
     }
     // Releasing cannot fail on a valid fd; if it did, the lock would only
     // stop this segment from being lent with a shared lock later (lend falls
     // back to an unlocked dup and marks it unreusable).
-    let _ = flock(fd, nix::fcntl::FlockArg::Unlock);
+    let _ = rustix::fs::flock(fd, FlockOperation::Unlock);
     true
-}
-
-// `nix::fcntl::flock` is deprecated in favour of `Flock`, which owns the file
-// and unlocks on drop; here the lock must outlive the handle that took it (it
-// belongs to the description, which travels to another process).
-#[allow(deprecated)]
-fn flock(fd: BorrowedFd<'_>, arg: nix::fcntl::FlockArg) -> std::io::Result<()> {
-    nix::fcntl::flock(fd.as_raw_fd(), arg).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::roundtrip;
-    use crate::ShmArray1;
-    use npshmex_shm::oob;
+    use crate::oob::{self, Transfer};
+    use std::sync::Arc;
 
-    fn key_of(a: &ShmArray1<u8>) -> FileKey {
-        FileKey::of(a.segment().fd()).unwrap()
+    /// Sends `slot` as a move and returns the lent fd (what a receiver holds).
+    fn lend(slot: Slot) -> Result<OwnedFd> {
+        let slot = Arc::new(slot);
+        let (r, collected) = oob::collect(|| oob::send(&slot, Transfer::Move));
+        r?;
+        drop(slot);
+        let mut fds = collected.finish()?.into_fds();
+        fds.pop().ok_or(ShmError::NoCollector)
     }
 
     #[test]
-    fn segments_are_reused_only_after_the_receiver_let_go() {
+    fn segments_are_reused_only_after_the_receiver_let_go() -> Result<()> {
         // A size no other test uses, so the shared cache holds no candidate.
         let n = (3 << 20) + 4099;
-        let mut a = ShmArray1::<u8>::zeros(n).unwrap();
-        a.view_mut().unwrap().fill(7);
-        let first = key_of(&a);
-        // Sent: the "receiver" holds the lent descriptor.
-        let (bytes, held) = oob::collect(|| postcard::to_allocvec(&a));
-        bytes.unwrap();
-        drop(a);
-        let b = ShmArray1::<u8>::zeros(n).unwrap();
-        assert_ne!(key_of(&b), first, "reused while a receiver holds it");
+        let (mut a, fresh) = alloc(n)?;
+        assert_eq!(fresh, Fresh::Zeroed);
+        a.segment_mut().as_mut_slice()?.fill(7);
+        let first = a.file_key();
+        let held = lend(a)?;
+        let (b, _) = alloc(n)?;
+        assert_ne!(b.file_key(), first, "reused while a receiver holds it");
         drop(held);
-        let c = ShmArray1::<u8>::zeros(n).unwrap();
-        assert_eq!(key_of(&c), first, "reused once the receiver let go");
-        assert!(
-            c.view().iter().all(|&x| x == 0),
-            "zeros clears a reused segment"
-        );
+        let (c, fresh) = alloc(n)?;
+        assert_eq!(c.file_key(), first, "reused once the receiver let go");
+        assert_eq!(fresh, Fresh::Dirty);
+        assert!(c.segment().is_exclusive());
         drop(b);
+        Ok(())
     }
 
     #[test]
-    fn a_moved_array_coming_back_reuses_its_mapping() {
+    fn a_moved_segment_coming_back_reuses_its_mapping() -> Result<()> {
         let n = (5 << 20) + 8191;
-        let a = ShmArray1::<u8>::from_elem(n, 3).unwrap();
-        let first = key_of(&a);
+        let (a, _) = alloc(n)?;
+        let first = a.file_key();
         let ptr = a.segment().as_ptr();
-        let b: ShmArray1<u8> = roundtrip(a).unwrap();
-        assert_eq!(key_of(&b), first);
-        assert!(b.is_own_segment(), "came back to its allocator");
-        assert_eq!(b.segment().as_ptr(), ptr, "same mapping, no new faults");
-        assert_eq!(b.view()[n - 1], 3);
+        let fd = lend(a)?;
+        let back = take_mapping(FileKey::of(fd.as_fd())?, Access::ReadWrite)
+            .ok_or(ShmError::NoCollector)?;
+        assert_eq!(back.file_key(), first);
+        assert_eq!(back.origin(), Origin::Own, "came back to its allocator");
+        assert_eq!(back.segment().as_ptr(), ptr, "same mapping, no new faults");
+        Ok(())
     }
 
     #[test]
-    fn lock_protocol_tracks_other_descriptions() {
-        let seg = Segment::anonymous(4096).unwrap();
-        assert!(try_exclusive(seg.fd()));
-        let lent = reopen_locked(seg.fd()).unwrap();
-        assert!(!try_exclusive(seg.fd()), "a lent description blocks reuse");
-        let dup = lent.try_clone().unwrap();
+    fn lock_protocol_tracks_other_descriptions() -> Result<()> {
+        let seg = Segment::anonymous(4096)?;
+        assert!(try_exclusive(seg.raw_fd()));
+        let lent = reopen_locked(seg.raw_fd()).map_err(|e| ShmError::io("reopen", e))?;
+        assert!(
+            !try_exclusive(seg.raw_fd()),
+            "a lent description blocks reuse"
+        );
+        let dup = lent.try_clone().map_err(|e| ShmError::io("dup", e))?;
         drop(lent);
-        assert!(!try_exclusive(seg.fd()), "a dup carries the same lock");
-        let mapped = Segment::from_fd(dup, Access::ReadOnly).unwrap();
-        assert!(!try_exclusive(seg.fd()), "the receiver's segment holds it");
+        assert!(!try_exclusive(seg.raw_fd()), "a dup carries the same lock");
+        let mapped = Segment::from_moved_fd(dup, Access::ReadOnly)?;
+        assert!(
+            !try_exclusive(seg.raw_fd()),
+            "the receiver's segment holds it"
+        );
         drop(mapped);
-        assert!(try_exclusive(seg.fd()), "all gone: reusable again");
+        assert!(try_exclusive(seg.raw_fd()), "all gone: reusable again");
+        Ok(())
+    }
+
+    #[test]
+    fn freezing_a_segment_mapped_elsewhere_copies_it() -> Result<()> {
+        let n = (2 << 20) + 77;
+        let (mut a, _) = alloc(n)?;
+        a.segment_mut().as_mut_slice()?[..4].copy_from_slice(b"data");
+        let key = a.file_key();
+        // A receiver maps it writable: the kernel refuses the write seal.
+        let fd = lend(a)?;
+        let peer = Segment::from_moved_fd(fd, Access::ReadWrite)?;
+        let back = take_mapping(key, Access::ReadWrite).ok_or(ShmError::NoCollector)?;
+        let frozen = back.freeze(n)?;
+        assert_ne!(frozen.file_key(), key, "frozen as a copy");
+        assert_eq!(&frozen.segment().as_slice()[..4], b"data");
+        assert!(frozen.segment().seals()?.contains(Seals::WRITE));
+        drop(peer);
+        Ok(())
     }
 }
