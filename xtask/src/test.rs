@@ -169,7 +169,8 @@ pub fn run(opts: &flags::Test) -> Result<()> {
         // verdict on ratios from one reduced run on a CI machine.
         crate::bench::run(&flags::Bench {
             quick: true,
-            ..flags::Bench::default()
+            case: None,
+            peers: None,
         })?;
         Ok(Outcome::Passed)
     });

@@ -170,12 +170,12 @@ impl Peers {
             Err(e) => Err(format!("virtualenv setup failed: {e:#}")),
         };
         let base_pkgs = [python::NUMPY, python::SHAREDARRAY, python::NPSHMEX];
-        let base = if wants(Runner::Python) || (opts.peers_all && wants(Runner::PythonRay)) {
+        let base = if wants(Runner::Python) || (opts.peers_all() && wants(Runner::PythonRay)) {
             setup(&base_pkgs)
         } else {
             Err("not selected".into())
         };
-        let ray = if !opts.peers_all {
+        let ray = if !opts.peers_all() {
             Err("only with --peers all (installs ray)".into())
         } else if !wants(Runner::PythonRay) {
             Err("not selected".into())
