@@ -87,6 +87,7 @@ pub fn all() -> Vec<Case> {
         rust("mem.copy_peak"),
         rust("mem.zero_copy_peak"),
         py("mem.py_npshmex_peak"),
+        py("mem.py_stdlib_peak"),
     ]);
     v
 }

@@ -12,6 +12,7 @@
 
 mod cases;
 mod catalog;
+mod cgroup;
 mod driver;
 mod machine;
 mod report;

@@ -112,7 +112,7 @@ const NOTES: &[&str] = &[
     "`records.*`: the record struct carries its 7 padding bytes as an explicit `pad` field (numpy `align=True` layout), since a typed view cannot write implicit padding.",
     "`py.tiny_throughput` uses 20,000 tasks, `rs_procspawn.tiny_throughput` at most 10,000 and no more than the open-file limit allows (each pending procspawn task holds its channels' fds: about 2,400 at a limit of 20,000): they are rates, and 100,000 tasks would only lengthen the run or exhaust fds.",
     "`seed.py_sharedarray`: the input is put in shm before the clock starts; the worker attaches it and creates its result in shm.",
-    "`mem.*`: `MemTotal − MemAvailable` is machine-wide, so other processes' allocations and frees show up; the load average above says how busy the machine was. Segments and heap reused from the warm-up add nothing, which is what these figures reward.",
+    "`mem.*`: each sample is one call in a fresh process placed in a memory cgroup of its own (workers and the shared memory they touch are charged to it): (cgroup peak during the call − usage just before it) / array size. Setup (pool, worker up, input; for `mem.zero_copy_peak` the input already in shm) happens before the first reading; nothing is cached from an earlier call.",
 ];
 
 /// A target's verdict in one run.
