@@ -429,7 +429,10 @@ mod tests {
             .unwrap();
         group.add(child.id()).unwrap();
         assert_eq!(group.procs(), vec![child.id()]);
-        assert!(Meter::open(&dir).is_err(), "this process is not in the group");
+        assert!(
+            Meter::open(&dir).is_err(),
+            "this process is not in the group"
+        );
         drop(child.stdin.take());
         child.wait().unwrap();
         group.remove().unwrap();

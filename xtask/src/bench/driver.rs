@@ -214,6 +214,7 @@ impl Peers {
             }
             Runner::Python => self.base.as_ref(),
             Runner::PythonRay => self.ray.as_ref(),
+            Runner::NotYet(why) => return Err(why.to_string()),
         };
         let venv = venv.map_err(|why| format!("no Python peers: {why}"))?;
         let mut c = venv.cmd();

@@ -18,6 +18,7 @@ mod machine;
 mod report;
 mod stats;
 mod svg;
+mod targets;
 
 use crate::flags;
 use anyhow::Result;
