@@ -9,7 +9,8 @@ use anyhow::Result;
 use std::fmt::Write as _;
 
 fn verdicts(res: &Results) -> Vec<Verdict> {
-    targets::verdicts(&res.cases, &res.absent, &res.failed)
+    let slack = targets::mem_slack(res.machine.cores, Scale::new(res.quick).seed_bytes());
+    targets::verdicts(&res.cases, &res.absent, &res.failed, slack)
 }
 
 /// Figures without a target, shown for context.
