@@ -10,6 +10,7 @@ mod flags;
 mod mpi;
 mod ndarray_interop;
 mod npy_interop;
+mod package;
 mod python;
 mod roundtrip;
 mod test;

@@ -99,30 +99,16 @@ pub fn run(opts: &flags::Test) -> Result<()> {
                 "--quick skips packaging the published crates".into(),
             ));
         }
-        // What `cargo publish` would upload, verified: each crate is packaged
-        // and built from its .crate against the packaged forms of the others
-        // (cargo's local overlay of unpublished versions), so a file outside
-        // the crate dir or a dependency without a version shows up here.
-        // Published crates only: xtask and npshmex-testkit are not.
-        let mut cmd = cargo();
-        cmd.args([
-            "package",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--exclude",
-            "npshmex-testkit",
-        ]);
         // CI packages a clean clone, so there it runs without --allow-dirty
         // and a step that writes into the source tree fails here. Locally,
         // with edits not yet committed, cargo would refuse to package at
         // all; then (only outside CI) the uncommitted files are allowed.
-        if std::env::var_os("CI").is_none() && util::worktree_dirty()? {
+        let allow_dirty = std::env::var_os("CI").is_none() && util::worktree_dirty()?;
+        if allow_dirty {
             eprintln!("package: uncommitted changes, outside CI: --allow-dirty");
-            cmd.arg("--allow-dirty");
         }
         let t = std::time::Instant::now();
-        sh(&mut cmd)?;
+        crate::package::run(allow_dirty)?;
         eprintln!("package: {:.0} s", t.elapsed().as_secs_f64());
         Ok(Outcome::Passed)
     });
