@@ -7,8 +7,6 @@
 //! After editing the definition, regenerate with
 //! `env UPDATE_XFLAGS=1 cargo build -p xtask`.
 
-#![allow(unreachable_pub)]
-
 use std::path::PathBuf;
 
 xflags::xflags! {
