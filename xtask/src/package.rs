@@ -112,3 +112,31 @@ fn unpack(krate: &Path, into: &Path) -> Result<()> {
         .arg(into))
     .with_context(|| format!("unpacking {}", krate.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_libraries_are_published_and_the_tools_are_not() {
+        let names: Vec<String> = published().unwrap().into_iter().map(|(n, _)| n).collect();
+        for lib in [
+            "npshmex-shm",
+            "npshmex-codec",
+            "npshmex-pool",
+            "npshmex-ndarray",
+            "npshmex-arrow",
+        ] {
+            assert!(
+                names.iter().any(|n| n == lib),
+                "{lib} missing from {names:?}"
+            );
+        }
+        for tool in ["xtask", "npshmex-testkit"] {
+            assert!(
+                !names.iter().any(|n| n == tool),
+                "{tool} would be published"
+            );
+        }
+    }
+}
