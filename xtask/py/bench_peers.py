@@ -2,7 +2,7 @@
 
 Run by the xtask inside its virtualenv, one case per process:
 
-    python bench_peers.py CASE [--quick] [--cores N]
+    python bench_peers.py CASE [--quick] [--cores N] [--cgroup DIR]
 
 and prints one JSON line: {"case": CASE, "unit": U, "samples": [...]} or
 {"case": CASE, "absent": REASON}. One process per case because importing
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 
 SEED_LEN = 20_000_000
@@ -57,38 +56,55 @@ def check(y, expected, n):
         raise SystemExit(f"wrong result: len {len(y)}, y[0] = {y[0]}")
 
 
-def used_bytes():
-    total = avail = None
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                total = int(line.split()[1]) * 1024
-            elif line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    return total - avail
+class Meter:
+    """The memory cgroup this process was moved into by the bench parent
+    (see xtask/src/bench/cgroup.rs): usage just before a call, peak during
+    it. cgroup v1 (memory.usage_in_bytes / memory.max_usage_in_bytes) or v2
+    (memory.current / memory.peak)."""
+
+    def __init__(self, d):
+        if os.path.exists(os.path.join(d, "memory.max_usage_in_bytes")):
+            self.v1 = True
+            self.usage = os.path.join(d, "memory.usage_in_bytes")
+            peak = os.path.join(d, "memory.max_usage_in_bytes")
+        elif os.path.exists(os.path.join(d, "memory.peak")):
+            self.v1 = False
+            self.usage = os.path.join(d, "memory.current")
+            peak = os.path.join(d, "memory.peak")
+        else:
+            raise SystemExit(f"{d} is no memory cgroup")
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            if str(os.getpid()) not in f.read().split():
+                raise SystemExit(f"process {os.getpid()} is not in {d}")
+        # Kept open: on v2 a reset holds for the fd that wrote it.
+        self.peak_fd = os.open(peak, os.O_RDWR)
+
+    def _read(self, fd):
+        return int(os.pread(fd, 64, 0).decode().strip())
+
+    def start(self):
+        """Resets the peak to the current usage and returns that usage."""
+        try:
+            os.pwrite(self.peak_fd, b"0" if self.v1 else b"reset", 0)
+        except OSError:
+            if self.v1:
+                raise
+            # v2 before Linux 6.12: the peak counts from the group's creation
+        fd = os.open(self.usage, os.O_RDONLY)
+        try:
+            return self._read(fd)
+        finally:
+            os.close(fd)
+
+    def peak(self):
+        return self._read(self.peak_fd)
 
 
-def peak_added(call):
-    """Peak of MemTotal - MemAvailable during call(), sampled every 5 ms by a
-    thread, minus its value just before; returns (result, bytes)."""
-    before = used_bytes()
-    peak = [before]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], used_bytes())
-            time.sleep(0.005)
-
-    t = threading.Thread(target=sample)
-    t.start()
-    try:
-        result = call()
-        peak[0] = max(peak[0], used_bytes())
-    finally:
-        stop.set()
-        t.join()
-    return result, peak[0] - before
+def wait_for_go():
+    """The bench parent sends `go` once this process sits in its cgroup."""
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        raise SystemExit(f"expected `go` from the bench parent, got {line!r}")
 
 
 # --- cases ---
@@ -118,16 +134,36 @@ def seed_npshmex(a, np):
     return seed_with(npshmex.ProcessPoolExecutor, a, np)
 
 
+def mem_with(executor, a, np):
+    """One seed call through `executor(1)` inside the cgroup a.cgroup, after
+    the setup (worker up, input made): (peak - usage before) / array size."""
+    if a.cgroup is None:
+        raise SystemExit("mem.* cases run only with --cgroup DIR (made by the bench parent)")
+    wait_for_go()
+    meter = Meter(a.cgroup)
+    x = np.full(a.n, 1.5)
+    with executor(1) as ex:
+        if ex.submit(plus_one, 1).result() != 2:
+            raise SystemExit("warm-up task failed")
+        before = meter.start()
+        y = ex.submit(add_one, x).result()
+        peak = meter.peak()
+        check(y, 2.5, a.n)
+    if peak <= before:
+        raise SystemExit(f"the cgroup saw nothing added (peak {peak}, before {before})")
+    return "x", [(peak - before) / x.nbytes]
+
+
 def mem_npshmex(a, np):
     import npshmex
 
-    x = np.full(a.n, 1.5)
-    with npshmex.ProcessPoolExecutor(1) as ex:
-        def one():
-            y, added = peak_added(lambda: ex.submit(add_one, x).result())
-            check(y, 2.5, a.n)
-            return added / x.nbytes
-        return "x", repeat(a.runs, a.warmup, one)
+    return mem_with(npshmex.ProcessPoolExecutor, a, np)
+
+
+def mem_stdlib(a, np):
+    from concurrent.futures import ProcessPoolExecutor
+
+    return mem_with(ProcessPoolExecutor, a, np)
 
 
 def seed_sharedarray(a, np):
@@ -217,6 +253,7 @@ CASES = {
     "py.tiny_roundtrip": tiny_roundtrip,
     "py.tiny_throughput": tiny_throughput,
     "mem.py_npshmex_peak": mem_npshmex,
+    "mem.py_stdlib_peak": mem_stdlib,
 }
 
 
@@ -225,6 +262,8 @@ def main():
     p.add_argument("case", choices=sorted(CASES))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--cgroup", default=None,
+                   help="mem.* cases: the memory cgroup this process is moved into")
     a = p.parse_args()
     a.n = QUICK_SEED_LEN if a.quick else SEED_LEN
     a.runs, a.warmup = (1, 0) if a.quick else (5, 1)

@@ -1,161 +1,275 @@
-//! Command-line flags of the xtask: one definition, parsed by hand so the
-//! xtask builds with nothing but std and anyhow.
+//! Command-line flags of the xtask: one `xflags!` definition (as
+//! rust-analyzer's xtask has), from which the structs below and `--help` are
+//! generated. The hand-written parser it replaces had to keep its usage text,
+//! its structs and its matching in step by hand; a derive-based parser (clap)
+//! would pull a proc-macro tree into every `cargo xtask` build.
+//!
+//! After editing the definition, regenerate with
+//! `env UPDATE_XFLAGS=1 cargo build -p xtask`.
 
-/// Usage text printed by `cargo xtask help` and on bad flags.
-pub const USAGE: &str = "\
-usage: cargo xtask <command> [options]
+use std::path::PathBuf;
 
-commands:
-  test [--no-python] [--quick]   fmt, clippy, every test, interop checks, chaos --quick
-  bench [--quick] [--case NAME] [--peers all]
-                                 side-by-side benchmark -> target/bench/results.{json,md}, sweep.svg
-  chaos [--quick]                fault injection: kills, full shm, hostile input, hung tasks
-  ndarray-interop                only the `test` step of that name: ShmArray keys <-> numpy
-  arrow-interop                  only the `test` step of that name: IPC files in shm <-> pyarrow
-  roundtrip IN OUT               read each IN/*.npy, decode, write OUT/NAME; `ok NAME` / `refused NAME: reason`
-                                 (IN/*.arrow: read, sent through a pool worker, written back)
-  help                           this text";
+xflags::xflags! {
+    src "./src/flags.rs"
 
-/// A parsed command line.
-#[derive(Debug)]
-pub enum Command {
-    /// `cargo xtask help`
-    Help,
-    /// `cargo xtask test`
-    Test(Test),
-    /// `cargo xtask bench`
-    Bench(Bench),
-    /// `cargo xtask roundtrip IN OUT`
-    Roundtrip(Roundtrip),
-    /// `cargo xtask ndarray-interop`: one step of `test` on its own.
-    NdarrayInterop,
-    /// `cargo xtask arrow-interop`: one step of `test` on its own.
-    ArrowInterop,
-    /// `cargo xtask chaos`
-    Chaos(Chaos),
-    /// Internal: a child program of `cargo xtask chaos` (`chaos-child ROLE`).
-    ChaosChild(Vec<String>),
-    /// Internal: one benchmark case, run inside the release build of the xtask.
-    BenchCase(BenchCase),
-}
+    /// Developer tasks of npshmex-rs: `cargo xtask <command>`.
+    cmd xtask {
+        /// Print this help.
+        cmd help {}
 
-/// Options of `cargo xtask bench`.
-#[derive(Debug, Default)]
-pub struct Bench {
-    /// Each case once at reduced size (CI smoke run).
-    pub quick: bool,
-    /// Only this case.
-    pub case: Option<String>,
-    /// Also the heavy peers (Ray).
-    pub peers_all: bool,
-}
+        /// Everything CI checks: fmt, clippy, every test, doctests, docs,
+        /// fuzzing, numpy/pyarrow interop, chaos --quick, bench --quick,
+        /// packaging; then /dev/shm and the process table are checked for leaks.
+        cmd test {
+            /// Skip the numpy/pyarrow interop checks even if python3 is present.
+            optional --no-python
+            /// Skip the slow steps (release-mode fuzzing, chaos, bench, packaging).
+            optional --quick
+        }
 
-/// Options of `cargo xtask chaos`.
-#[derive(Debug, Default)]
-pub struct Chaos {
-    /// Reduced counts (under 3 minutes).
-    pub quick: bool,
-}
+        /// The side-by-side benchmark of BENCHMARKS.md:
+        /// target/bench/results.{json,md} and sweep.svg.
+        cmd bench {
+            /// Each case once at reduced size (CI smoke run).
+            optional --quick
+            /// Only this case (results files are not rewritten).
+            optional --case name: String
+            /// `all`: also the heavy peers (installs ray).
+            optional --peers peers: Peers
+        }
 
-/// Options of the internal `bench-case` command.
-#[derive(Debug)]
-pub struct BenchCase {
-    /// The case name (as in BENCHMARKS.md).
-    pub name: String,
-    /// Reduced size, one run.
-    pub quick: bool,
-}
+        /// Fault injection: kills, full shm, hostile input, hung tasks.
+        cmd chaos {
+            /// Reduced counts (under 3 minutes).
+            optional --quick
+        }
 
-/// Options of `cargo xtask test`.
-#[derive(Debug, Default)]
-pub struct Test {
-    /// Skip the numpy/pyarrow interop checks even if python3 is present.
-    pub no_python: bool,
-    /// Skip the slow steps (release-mode fuzzing, chaos); for local iteration.
-    pub quick: bool,
-}
+        /// Only the `test` step of that name: ShmArray keys <-> numpy.
+        cmd ndarray-interop {}
 
-impl Command {
-    /// Parses the arguments after `cargo xtask`.
-    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
-        let Some(cmd) = args.next() else {
-            return Ok(Command::Help);
-        };
-        let rest: Vec<String> = args.collect();
-        match cmd.as_str() {
-            "help" | "--help" | "-h" => Ok(Command::Help),
-            "test" => {
-                let mut t = Test::default();
-                for a in rest {
-                    match a.as_str() {
-                        "--no-python" => t.no_python = true,
-                        "--quick" => t.quick = true,
-                        other => return Err(format!("test: unknown option {other:?}")),
-                    }
-                }
-                Ok(Command::Test(t))
-            }
-            "bench" => {
-                let mut b = Bench::default();
-                let mut it = rest.into_iter();
-                while let Some(a) = it.next() {
-                    match a.as_str() {
-                        "--quick" => b.quick = true,
-                        "--case" => {
-                            b.case = Some(it.next().ok_or("bench: --case needs a NAME")?);
-                        }
-                        "--peers" => match it.next().as_deref() {
-                            Some("all") => b.peers_all = true,
-                            _ => return Err("bench: --peers takes `all`".into()),
-                        },
-                        other => return Err(format!("bench: unknown option {other:?}")),
-                    }
-                }
-                Ok(Command::Bench(b))
-            }
-            "chaos" => {
-                let mut c = Chaos::default();
-                for a in rest {
-                    match a.as_str() {
-                        "--quick" => c.quick = true,
-                        other => return Err(format!("chaos: unknown option {other:?}")),
-                    }
-                }
-                Ok(Command::Chaos(c))
-            }
-            "chaos-child" => Ok(Command::ChaosChild(rest)),
-            "bench-case" => {
-                let mut name = None;
-                let mut quick = false;
-                for a in rest {
-                    match a.as_str() {
-                        "--quick" => quick = true,
-                        n if name.is_none() && !n.starts_with('-') => name = Some(n.to_string()),
-                        other => return Err(format!("bench-case: unexpected {other:?}")),
-                    }
-                }
-                let name = name.ok_or("bench-case: needs a case NAME")?;
-                Ok(Command::BenchCase(BenchCase { name, quick }))
-            }
-            "ndarray-interop" if rest.is_empty() => Ok(Command::NdarrayInterop),
-            "arrow-interop" if rest.is_empty() => Ok(Command::ArrowInterop),
-            "roundtrip" => match <[String; 2]>::try_from(rest) {
-                Ok([input, output]) => Ok(Command::Roundtrip(Roundtrip {
-                    input: input.into(),
-                    output: output.into(),
-                })),
-                Err(_) => Err("roundtrip: needs IN and OUT directories".into()),
-            },
-            other => Err(format!("unknown command {other:?}")),
+        /// Only the `test` step of that name: IPC files in shm <-> pyarrow.
+        cmd arrow-interop {}
+
+        /// Read each IN/*.npy (and IN/*.arrow), send it through a pool worker
+        /// and write it to OUT/NAME; prints `ok NAME` or `refused NAME: reason`.
+        cmd roundtrip {
+            /// Directory of input files.
+            required input: PathBuf
+            /// Directory the rewritten files go to.
+            required output: PathBuf
+        }
+
+        /// The pool across MPI ranks (npshmex-mpi) under mpiexec.
+        cmd mpi {
+            /// Number of ranks, the caller included (default 3).
+            optional -n, --np n: u32
+        }
+
+        /// Internal: a child program of `cargo xtask chaos`.
+        cmd chaos-child {
+            /// `submitter` or `holder`.
+            required role: String
+        }
+
+        /// Internal: one benchmark case, run inside the release build of the xtask.
+        cmd bench-case {
+            /// The case name (as in BENCHMARKS.md).
+            required name: String
+            /// Reduced size, one run.
+            optional --quick
+            /// Measure one call inside the memory cgroup DIR (made by the parent).
+            optional --cgroup dir: PathBuf
         }
     }
 }
 
-/// Arguments of `cargo xtask roundtrip`.
+// generated start
+// The following code is generated by `xflags` macro.
+// Run `env UPDATE_XFLAGS=1 cargo build` to regenerate.
+#[derive(Debug)]
+pub struct Xtask {
+    pub subcommand: XtaskCmd,
+}
+
+#[derive(Debug)]
+pub enum XtaskCmd {
+    Help(Help),
+    Test(Test),
+    Bench(Bench),
+    Chaos(Chaos),
+    NdarrayInterop(NdarrayInterop),
+    ArrowInterop(ArrowInterop),
+    Roundtrip(Roundtrip),
+    Mpi(Mpi),
+    ChaosChild(ChaosChild),
+    BenchCase(BenchCase),
+}
+
+#[derive(Debug)]
+pub struct Help;
+
+#[derive(Debug)]
+pub struct Test {
+    pub no_python: bool,
+    pub quick: bool,
+}
+
+#[derive(Debug)]
+pub struct Bench {
+    pub quick: bool,
+    pub case: Option<String>,
+    pub peers: Option<Peers>,
+}
+
+#[derive(Debug)]
+pub struct Chaos {
+    pub quick: bool,
+}
+
+#[derive(Debug)]
+pub struct NdarrayInterop;
+
+#[derive(Debug)]
+pub struct ArrowInterop;
+
 #[derive(Debug)]
 pub struct Roundtrip {
-    /// Directory of input files.
-    pub input: std::path::PathBuf,
-    /// Directory the rewritten files go to.
-    pub output: std::path::PathBuf,
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Mpi {
+    pub np: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct ChaosChild {
+    pub role: String,
+}
+
+#[derive(Debug)]
+pub struct BenchCase {
+    pub name: String,
+
+    pub quick: bool,
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Xtask {
+    #[allow(dead_code)]
+    pub fn from_env_or_exit() -> Self {
+        Self::from_env_or_exit_()
+    }
+
+    #[allow(dead_code)]
+    pub fn from_env() -> xflags::Result<Self> {
+        Self::from_env_()
+    }
+
+    #[allow(dead_code)]
+    pub fn from_vec(args: Vec<std::ffi::OsString>) -> xflags::Result<Self> {
+        Self::from_vec_(args)
+    }
+}
+// generated end
+
+/// The value of `bench --peers`: only `all` exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// Also the heavy peers (Ray).
+    All,
+}
+
+impl std::str::FromStr for Peers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Peers, String> {
+        match s {
+            "all" => Ok(Peers::All),
+            other => Err(format!("--peers takes `all`, not {other:?}")),
+        }
+    }
+}
+
+impl Xtask {
+    /// The help text (`cargo xtask help`, `--help`, and on bad flags).
+    pub const HELP: &'static str = Self::HELP_;
+}
+
+impl Bench {
+    /// Whether the heavy peers (Ray) are measured too.
+    pub fn peers_all(&self) -> bool {
+        self.peers == Some(Peers::All)
+    }
+}
+
+impl Mpi {
+    /// Ranks to start, the caller included.
+    pub fn ranks(&self) -> u32 {
+        self.np.unwrap_or(3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> xflags::Result<XtaskCmd> {
+        Xtask::from_vec(args.iter().map(Into::into).collect()).map(|x| x.subcommand)
+    }
+
+    #[test]
+    fn every_command_parses_as_before() {
+        assert!(matches!(
+            parse(&["test", "--quick", "--no-python"]),
+            Ok(XtaskCmd::Test(Test {
+                no_python: true,
+                quick: true
+            }))
+        ));
+        let Ok(XtaskCmd::Bench(b)) =
+            parse(&["bench", "--quick", "--case", "seed.bare", "--peers", "all"])
+        else {
+            panic!("bench did not parse");
+        };
+        assert!(b.quick && b.peers_all());
+        assert_eq!(b.case.as_deref(), Some("seed.bare"));
+        assert!(matches!(
+            parse(&["chaos", "--quick"]),
+            Ok(XtaskCmd::Chaos(Chaos { quick: true }))
+        ));
+        let Ok(XtaskCmd::Roundtrip(r)) = parse(&["roundtrip", "in", "out"]) else {
+            panic!("roundtrip did not parse");
+        };
+        assert_eq!((r.input, r.output), ("in".into(), "out".into()));
+        let Ok(XtaskCmd::Mpi(m)) = parse(&["mpi"]) else {
+            panic!("mpi did not parse");
+        };
+        assert_eq!(m.ranks(), 3);
+        let Ok(XtaskCmd::Mpi(m)) = parse(&["mpi", "-n", "5"]) else {
+            panic!("mpi -n did not parse");
+        };
+        assert_eq!(m.ranks(), 5);
+        let Ok(XtaskCmd::BenchCase(c)) = parse(&["bench-case", "mem.copy_peak", "--quick"]) else {
+            panic!("bench-case did not parse");
+        };
+        assert!(c.quick && c.cgroup.is_none() && c.name == "mem.copy_peak");
+        assert!(
+            matches!(parse(&["chaos-child", "holder"]), Ok(XtaskCmd::ChaosChild(c)) if c.role == "holder")
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_are_errors() {
+        assert!(parse(&["bench", "--peers", "some"]).is_err());
+        assert!(parse(&["bench", "--case"]).is_err());
+        assert!(parse(&["test", "--fast"]).is_err());
+        assert!(parse(&["roundtrip", "in"]).is_err());
+        assert!(parse(&["mpi", "-n", "three"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+        let help = parse(&["bench", "--help"]).map(|_| ()).unwrap_err();
+        assert!(help.is_help());
+        assert!(help.to_string().contains("--peers"));
+    }
 }

@@ -7,8 +7,10 @@ mod arrow_interop;
 mod bench;
 mod chaos;
 mod flags;
+mod mpi;
 mod ndarray_interop;
 mod npy_interop;
+mod package;
 mod python;
 mod roundtrip;
 mod test;
@@ -22,28 +24,37 @@ fn main() -> ExitCode {
     // in an ordinary run; in a worker it serves tasks and never returns).
     procspawn::init();
     npshmex_pool::init();
-    let cmd = match flags::Command::parse(std::env::args().skip(1)) {
-        Ok(cmd) => cmd,
-        Err(msg) => {
-            eprintln!("{msg}\n\n{}", flags::USAGE);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.is_empty() {
+        println!("{}", flags::Xtask::HELP);
+        return ExitCode::SUCCESS;
+    }
+    let cmd = match flags::Xtask::from_vec(args) {
+        Ok(x) => x.subcommand,
+        Err(e) if e.is_help() => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("xtask: {e}\n(`cargo xtask help` lists the commands and their flags)");
             return ExitCode::from(2);
         }
     };
     let outcome = match cmd {
-        flags::Command::Help => {
-            println!("{}", flags::USAGE);
+        flags::XtaskCmd::Help(_) => {
+            println!("{}", flags::Xtask::HELP);
             Ok(())
         }
-        flags::Command::Test(t) => test::run(&t),
-        flags::Command::Bench(b) => bench::run(&b),
-        flags::Command::Roundtrip(r) => roundtrip::run(&r.input, &r.output),
-        flags::Command::NdarrayInterop => ndarray_interop::run().map(|r| match r {
+        flags::XtaskCmd::Test(t) => test::run(&t),
+        flags::XtaskCmd::Bench(b) => bench::run(&b),
+        flags::XtaskCmd::Roundtrip(r) => roundtrip::run(&r.input, &r.output),
+        flags::XtaskCmd::NdarrayInterop(_) => ndarray_interop::run().map(|r| match r {
             ndarray_interop::Interop::Checked { put, popped } => {
                 println!("ndarray-interop: numpy checked {put} keys, Rust popped {popped} files");
             }
             ndarray_interop::Interop::Skipped(why) => println!("ndarray-interop: SKIPPED: {why}"),
         }),
-        flags::Command::ArrowInterop => arrow_interop::run().map(|r| match r {
+        flags::XtaskCmd::ArrowInterop(_) => arrow_interop::run().map(|r| match r {
             arrow_interop::Interop::Checked {
                 put,
                 popped,
@@ -53,9 +64,10 @@ fn main() -> ExitCode {
             ),
             arrow_interop::Interop::Skipped(why) => println!("arrow-interop: SKIPPED: {why}"),
         }),
-        flags::Command::Chaos(c) => chaos::run(&c),
-        flags::Command::ChaosChild(args) => chaos::run_child(&args),
-        flags::Command::BenchCase(c) => bench::run_case(&c),
+        flags::XtaskCmd::Chaos(c) => chaos::run(&c),
+        flags::XtaskCmd::ChaosChild(c) => chaos::run_child(&c.role),
+        flags::XtaskCmd::BenchCase(c) => bench::run_case(&c),
+        flags::XtaskCmd::Mpi(m) => mpi::run(&m),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

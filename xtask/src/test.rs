@@ -93,6 +93,25 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"))?;
         Ok(Outcome::Passed)
     });
+    r.step("package", || {
+        if opts.quick {
+            return Ok(Outcome::Skipped(
+                "--quick skips packaging the published crates".into(),
+            ));
+        }
+        // CI packages a clean clone, so there it runs without --allow-dirty
+        // and a step that writes into the source tree fails here. Locally,
+        // with edits not yet committed, cargo would refuse to package at
+        // all; then (only outside CI) the uncommitted files are allowed.
+        let allow_dirty = std::env::var_os("CI").is_none() && util::worktree_dirty()?;
+        if allow_dirty {
+            eprintln!("package: uncommitted changes, outside CI: --allow-dirty");
+        }
+        let t = std::time::Instant::now();
+        crate::package::run(allow_dirty)?;
+        eprintln!("package: {:.0} s", t.elapsed().as_secs_f64());
+        Ok(Outcome::Passed)
+    });
     r.step("npy-fuzz", || {
         if opts.quick {
             return Ok(Outcome::Skipped(
@@ -169,7 +188,8 @@ pub fn run(opts: &flags::Test) -> Result<()> {
         // verdict on ratios from one reduced run on a CI machine.
         crate::bench::run(&flags::Bench {
             quick: true,
-            ..flags::Bench::default()
+            case: None,
+            peers: None,
         })?;
         Ok(Outcome::Passed)
     });

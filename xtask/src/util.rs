@@ -49,6 +49,23 @@ fn display(cmd: &Command) -> String {
     s
 }
 
+/// Whether the git work tree has changes not committed (untracked files
+/// included, ignored ones not).
+pub fn worktree_dirty() -> Result<bool> {
+    let out = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running git status")?;
+    if !out.status.success() {
+        bail!(
+            "git status failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(!out.stdout.is_empty())
+}
+
 /// Whether a program is on PATH.
 pub fn on_path(prog: &str) -> bool {
     Command::new(prog)

@@ -23,7 +23,13 @@ pub enum Runner {
     Python,
     /// The same script, but only with `--peers all` (installs ray).
     PythonRay,
+    /// Nobody yet: the case is named in BENCHMARKS.md but its code does not
+    /// exist; it is reported absent with this reason.
+    NotYet(&'static str),
 }
+
+/// Why the `mpi.*` cases are absent.
+const NO_MPI: &str = "not measured yet: npshmex-mpi and `cargo xtask mpi` are not written";
 
 /// One case of the catalogue.
 #[derive(Clone, Debug)]
@@ -87,7 +93,19 @@ pub fn all() -> Vec<Case> {
         rust("mem.copy_peak"),
         rust("mem.zero_copy_peak"),
         py("mem.py_npshmex_peak"),
+        py("mem.py_stdlib_peak"),
     ]);
+    for name in [
+        "mpi.seed",
+        "mpi.tiny_roundtrip",
+        "mpi.py_mpi4py_seed",
+        "mpi.py_mpi4py_tiny",
+    ] {
+        v.push(Case {
+            name: name.into(),
+            runner: Runner::NotYet(NO_MPI),
+        });
+    }
     v
 }
 

@@ -2,7 +2,9 @@
 //! Python peers, run each case in its own process under a deadline, and hand
 //! the summaries to the report writers.
 
+use super::cases::Scale;
 use super::catalog::{self, Case, Runner};
+use super::cgroup::MemCgroup;
 use super::machine::Machine;
 use super::stats::Summary;
 use super::{report, svg};
@@ -10,7 +12,7 @@ use crate::{flags, python, util};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,7 +83,13 @@ pub fn run(opts: &flags::Bench) -> Result<()> {
         ) {
             (Some(why), _) => Ok(Report::Absent(why.to_string())),
             (None, Err(why)) => Ok(Report::Absent(why)),
-            (None, Ok(mut cmd)) => run_one(&mut cmd, &case.name, deadline),
+            (None, Ok(_)) if case.name.starts_with("mem.") => run_in_cgroups(
+                || peers.command(case, &bin, opts.quick),
+                &case.name,
+                deadline,
+                opts.quick,
+            ),
+            (None, Ok(mut cmd)) => run_one(&mut cmd, &case.name, deadline, None),
         };
         let line = match outcome {
             Ok(Report::Measured(s)) => {
@@ -170,12 +178,12 @@ impl Peers {
             Err(e) => Err(format!("virtualenv setup failed: {e:#}")),
         };
         let base_pkgs = [python::NUMPY, python::SHAREDARRAY, python::NPSHMEX];
-        let base = if wants(Runner::Python) || (opts.peers_all && wants(Runner::PythonRay)) {
+        let base = if wants(Runner::Python) || (opts.peers_all() && wants(Runner::PythonRay)) {
             setup(&base_pkgs)
         } else {
             Err("not selected".into())
         };
-        let ray = if !opts.peers_all {
+        let ray = if !opts.peers_all() {
             Err("only with --peers all (installs ray)".into())
         } else if !wants(Runner::PythonRay) {
             Err("not selected".into())
@@ -206,6 +214,7 @@ impl Peers {
             }
             Runner::Python => self.base.as_ref(),
             Runner::PythonRay => self.ray.as_ref(),
+            Runner::NotYet(why) => return Err(why.to_string()),
         };
         let venv = venv.map_err(|why| format!("no Python peers: {why}"))?;
         let mut c = venv.cmd();
@@ -223,14 +232,70 @@ impl Peers {
     }
 }
 
-/// Runs one case process and parses its report line; kills it past `deadline`.
-fn run_one(cmd: &mut Command, name: &str, deadline: Duration) -> Result<Report> {
+/// Runs a `mem.*` case: each sample (warm-up included) is one call in a
+/// fresh process inside a fresh memory cgroup, removed after it; absent
+/// with the reason when no cgroup can be made here.
+fn run_in_cgroups(
+    command: impl Fn() -> Result<Command, String>,
+    name: &str,
+    deadline: Duration,
+    quick: bool,
+) -> Result<Report> {
+    let scale = Scale::new(quick);
+    let mut samples = Vec::new();
+    for i in 0..scale.warmup + scale.runs {
+        let group = match MemCgroup::create() {
+            Ok(g) => g,
+            Err(why) => return Ok(Report::Absent(format!("no memory cgroup: {why}"))),
+        };
+        let mut cmd = match command() {
+            Ok(c) => c,
+            Err(why) => return Ok(Report::Absent(why)),
+        };
+        cmd.arg("--cgroup").arg(group.dir());
+        let report = run_one(&mut cmd, name, deadline, Some(&group));
+        group.remove()?;
+        match report? {
+            Report::Measured(s) if i >= scale.warmup => samples.push(s.median),
+            Report::Measured(_) => {}
+            absent @ Report::Absent(_) => return Ok(absent),
+        }
+    }
+    Summary::of(&samples, "x")
+        .map(Report::Measured)
+        .context("no usable samples")
+}
+
+/// Runs one case process and parses its report line; kills it past
+/// `deadline`. With a `group`, the process is moved into it and then told
+/// to go (a line on its stdin) before it does anything it measures.
+fn run_one(
+    cmd: &mut Command,
+    name: &str,
+    deadline: Duration,
+    group: Option<&MemCgroup>,
+) -> Result<Report> {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if group.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting the runner of {name}"))?;
+    if let Some(group) = group {
+        let go = group.add(child.id()).and_then(|()| {
+            let mut stdin = child.stdin.take().context("no stdin pipe")?;
+            stdin.write_all(b"go\n").context("telling the runner to go")
+        });
+        if let Err(e) = go {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut s = String::new();

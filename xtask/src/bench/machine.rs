@@ -36,12 +36,8 @@ impl Machine {
 
 /// Free bytes of the filesystem holding `/dev/shm`.
 pub fn shm_free_bytes() -> Option<u64> {
-    let path = c"/dev/shm";
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statvfs.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs("/dev/shm").ok()?;
+    st.f_bavail.checked_mul(st.f_frsize)
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 
 mod cases;
 mod catalog;
+mod cgroup;
 mod driver;
 mod machine;
 mod report;
 mod stats;
 mod svg;
+mod targets;
 
 use crate::flags;
 use anyhow::Result;

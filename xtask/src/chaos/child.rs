@@ -15,10 +15,10 @@ use npshmex_pool::ProcessPoolExecutor;
 use std::io::{Read, Write};
 
 /// Runs a child role.
-pub fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("submitter") => submitter(),
-        Some("holder") => holder(),
+pub fn run(role: &str) -> Result<()> {
+    match role {
+        "submitter" => submitter(),
+        "holder" => holder(),
         other => bail!("chaos-child: unknown role {other:?}"),
     }
 }

@@ -3,7 +3,10 @@
 //! itself: the worker's socket inode from `/proc/<pid>/fd`, its peer inode
 //! from `ss -x` (the kernel's unix-socket diagnostics), and the fd with that
 //! inode in `/proc/self/fd`. Garbage written there reaches the worker as if
-//! the pool had sent it. The worker must refuse it (exit, be replaced),
+//! the pool had sent it. The xtask writes through its own duplicate of that
+//! fd (`pidfd_getfd` on itself), checked to still be that socket: the pool
+//! may close and reuse the number meanwhile, and borrowing a bare fd number
+//! it owns could then write into an unrelated file. The worker must refuse it (exit, be replaced),
 //! every task must still resolve (right value or a typed error), and the
 //! pool must keep serving.
 
@@ -11,8 +14,11 @@ use super::mutate::Mutator;
 use super::procs;
 use anyhow::{bail, ensure, Context, Result};
 use npshmex_pool::{ProcessPoolExecutor, TaskError, WorkerExit};
+use rustix::fs::{fstat, FileType};
+use rustix::net::{send, SendFlags};
+use rustix::process::{getpid, pidfd_getfd, pidfd_open, PidfdFlags, PidfdGetfdFlags, Signal};
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -82,34 +88,44 @@ fn unix_peers() -> Result<BTreeMap<u64, u64>> {
     Ok(peers)
 }
 
-/// Our fd of the socket whose other end worker `pid` holds.
-fn parent_end(pid: u32) -> Result<RawFd> {
+/// Our fd of the socket whose other end worker `pid` holds, and its inode.
+fn parent_end(pid: u32) -> Result<(RawFd, u64)> {
     let theirs: BTreeSet<u64> = socket_fds(Some(pid)).into_keys().collect();
     let ours = socket_fds(None);
     let peers = unix_peers()?;
-    let found: Vec<RawFd> = theirs
+    let found: Vec<(RawFd, u64)> = theirs
         .iter()
-        .filter_map(|ino| ours.get(peers.get(ino)?).copied())
+        .filter_map(|ino| {
+            let peer = peers.get(ino)?;
+            Some((*ours.get(peer)?, *peer))
+        })
         .collect();
     match found.as_slice() {
-        [fd] => Ok(*fd),
+        [end] => Ok(*end),
         [] => bail!("no socket of worker {pid} leads to this process"),
         many => bail!("worker {pid} has several sockets to this process: {many:?}"),
     }
 }
 
-fn inject(fd: RawFd, bytes: &[u8]) {
-    // SAFETY: fd is an open socket of this process (it may close meanwhile:
-    // then send fails with EBADF, which is fine); bytes is a valid buffer.
-    // MSG_NOSIGNAL: a worker that already exited must not SIGPIPE us.
-    unsafe {
-        libc::send(
-            fd,
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
+/// A duplicate of our own fd `fd`, if it still is the socket with inode
+/// `ino` (`None` once the pool has closed it, or reused its number).
+fn own_socket(fd: RawFd, ino: u64) -> Result<Option<OwnedFd>> {
+    let me = pidfd_open(getpid(), PidfdFlags::empty()).context("pidfd_open(self)")?;
+    let Ok(dup) = pidfd_getfd(&me, fd, PidfdGetfdFlags::empty()) else {
+        return Ok(None);
     };
+    let st = fstat(&dup).context("fstat of the duplicated fd")?;
+    Ok(
+        (st.st_ino == ino && FileType::from_raw_mode(st.st_mode) == FileType::Socket)
+            .then_some(dup),
+    )
+}
+
+/// Writes `bytes` into the socket; a worker that already exited (or a full
+/// socket buffer) only means less garbage arrives, which is fine.
+/// MSG_NOSIGNAL: a worker that already exited must not SIGPIPE us.
+fn inject(sock: &OwnedFd, bytes: &[u8]) {
+    let _ = send(sock, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
 }
 
 /// Runs `rounds` injections; `Ok(None)` when `ss` is not available.
@@ -126,7 +142,10 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
     for round in 0..rounds {
         let pids = pool.worker_pids();
         let victim = pids[m.below(pids.len())];
-        let fd = parent_end(victim).with_context(|| format!("round {round}"))?;
+        let (fd, ino) = parent_end(victim).with_context(|| format!("round {round}"))?;
+        let Some(sock) = own_socket(fd, ino)? else {
+            bail!("round {round}: the socket to worker {victim} closed before the injection");
+        };
         let len = 1 + m.below(4096);
         let mut garbage = m.bytes(len);
         if m.below(2) == 0 && garbage.len() >= 8 {
@@ -138,7 +157,8 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
             };
             garbage[..8].copy_from_slice(&n.to_le_bytes());
         }
-        inject(fd, &garbage);
+        inject(&sock, &garbage);
+        drop(sock);
         st.injected += 1;
         // Tasks after the garbage make the worker read on; each resolves.
         let futures = (0..8u64)
@@ -156,7 +176,7 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
                 Err(TaskError::WorkerDied {
                     exit: WorkerExit::Signal(sig),
                     pid,
-                }) if sig != libc::SIGKILL => bail!("round {round}: worker {pid} crashed on garbage (signal {sig}), not a clean exit"),
+                }) if sig != Signal::KILL.as_raw() => bail!("round {round}: worker {pid} crashed on garbage (signal {sig}), not a clean exit"),
                 Err(_) => st.failed_typed += 1,
             }
         }

@@ -8,9 +8,9 @@
 use super::Verdict;
 use anyhow::{bail, Context, Result};
 use npshmex_shm::{ShmDir, ShmError};
+use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MIB: usize = 1 << 20;
 /// Size of the test filesystem.
@@ -18,8 +18,7 @@ const FS_SIZE: usize = 32 * MIB;
 
 /// Runs the scenario; skipped (loudly) when not root.
 pub fn run() -> Result<Verdict> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Ok(Verdict::Skip("mounting a tmpfs needs root".into()));
     }
     let dir = tempfile::Builder::new()
@@ -115,49 +114,38 @@ fn pool_serves() -> Result<()> {
 
 /// A tmpfs mounted on a directory; unmounted (lazily) on drop at the latest.
 struct Mount {
-    target: CString,
+    target: PathBuf,
     mounted: bool,
 }
 
 impl Mount {
     fn tmpfs(dir: &Path, size: usize) -> Result<Mount> {
-        let target = CString::new(dir.as_os_str().as_bytes()).context("path")?;
         let opts = CString::new(format!("size={size},mode=0700")).context("options")?;
-        // SAFETY: all pointers are NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                opts.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("mount -t tmpfs");
-        }
+        mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            opts.as_c_str(),
+        )
+        .context("mount -t tmpfs")?;
         Ok(Mount {
-            target,
+            target: dir.to_path_buf(),
             mounted: true,
         })
     }
 
     fn unmount(mut self) -> Result<()> {
         self.mounted = false;
-        // SAFETY: target is a NUL-terminated path we mounted.
-        if unsafe { libc::umount2(self.target.as_ptr(), 0) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("umount");
-        }
-        Ok(())
+        unmount(&self.target, UnmountFlags::empty()).context("umount")
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
         if self.mounted {
-            // SAFETY: target is a NUL-terminated path we mounted; a lazy
-            // detach cannot fail in a way we could handle here.
-            unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+            // A lazy detach cannot fail in a way we could handle here.
+            let _ = unmount(&self.target, UnmountFlags::DETACH);
         }
     }
 }

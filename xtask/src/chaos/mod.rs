@@ -87,8 +87,8 @@ impl Scale {
 type Scenario = fn(&Scale) -> Result<Verdict>;
 
 /// Runs a child program of the scenarios (`xtask chaos-child ROLE`).
-pub fn run_child(args: &[String]) -> Result<()> {
-    child::run(args)
+pub fn run_child(role: &str) -> Result<()> {
+    child::run(role)
 }
 
 /// Runs `cargo xtask chaos`.

@@ -4,6 +4,9 @@
 //! our children, so that a survivor can be seen and reaped.
 
 use anyhow::{Context, Result};
+use rustix::process::{
+    getpid, kill_process, set_child_subreaper, waitpid, Pid, Signal, WaitOptions,
+};
 
 pub use npshmex_testkit::{all_processes as all, proc_stat as stat, Proc, ProcExt};
 
@@ -49,31 +52,31 @@ pub enum Reaper {
 
 /// Makes this process the reaper of its orphaned descendants, or not.
 pub fn set_reaper(mode: Reaper) -> Result<()> {
-    let flag: libc::c_ulong = match mode {
-        Reaper::Subreaper => 1,
-        Reaper::Plain => 0,
+    // The flag is "any non-zero value"; rustix passes our own pid as it.
+    let flag = match mode {
+        Reaper::Subreaper => Some(getpid()),
+        Reaper::Plain => None,
     };
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, flag) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_CHILD_SUBREAPER)");
-    }
-    Ok(())
+    set_child_subreaper(flag).context("prctl(PR_SET_CHILD_SUBREAPER)")
+}
+
+fn pid_of(pid: u32) -> Option<Pid> {
+    Pid::from_raw(i32::try_from(pid).ok()?)
 }
 
 /// SIGKILLs `pid` (ignoring a vanished process).
 pub fn kill9(pid: u32) {
-    if let Ok(p) = i32::try_from(pid) {
-        // SAFETY: kill takes plain integers; a stale pid is at worst ESRCH.
-        unsafe { libc::kill(p, libc::SIGKILL) };
+    if let Some(p) = pid_of(pid) {
+        // A stale pid is at worst ESRCH: nothing to do then.
+        let _ = kill_process(p, Signal::KILL);
     }
 }
 
 /// Reaps `pid` if it is a child of ours that has exited (never blocks).
 pub fn reap(pid: u32) {
-    if let Ok(p) = i32::try_from(pid) {
-        // SAFETY: waitpid on one specific pid with WNOHANG and no status pointer.
-        unsafe { libc::waitpid(p, std::ptr::null_mut(), libc::WNOHANG) };
+    if let Some(p) = pid_of(pid) {
+        // ECHILD (not our child, or already reaped) leaves nothing to do.
+        let _ = waitpid(Some(p), WaitOptions::NOHANG);
     }
 }
 

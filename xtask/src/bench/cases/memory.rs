@@ -1,67 +1,66 @@
-//! Memory actually added during a call, as the system sees it: a thread
-//! samples `MemTotal − MemAvailable` from `/proc/meminfo` every 5 ms while
-//! the call runs (shared-memory pages count there, unlike in a process's
-//! RSS), and the peak minus the value just before the call is the figure.
+//! The Rust `mem.*` cases: one call, in a process that the bench parent
+//! started inside a fresh memory cgroup of its own (see
+//! [`crate::bench::cgroup`]), so its workers and the shared memory any of
+//! them touch are charged there. The figure is
+//! (peak during the call − usage just before it) / array size.
+//!
+//! The process does its setup (pool, input, a tiny task so the worker is up)
+//! before the "before" reading; nothing of a previous call is alive or
+//! cached, so what the call allocates is what the figure shows. One call
+//! per process: a second call in the same process would find the first
+//! one's segments cached and measure only what is not reused.
 
-use anyhow::{Context, Result};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use super::pooled::{self, pool};
+use super::seed::{check, input};
+use super::Scale;
+use crate::bench::cgroup::{wait_for_go, Meter};
+use anyhow::{ensure, Result};
+use std::path::Path;
 
-/// Sampling period (BENCHMARKS.md asks for at most 10 ms).
-const PERIOD: Duration = Duration::from_millis(5);
-
-/// `MemTotal − MemAvailable`, bytes.
-pub fn used_bytes() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    let field = |key: &str| -> Result<u64> {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(key))
-            .with_context(|| format!("{key} missing from /proc/meminfo"))?;
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("unreadable {key} line {line:?}"))?;
-        Ok(kib * 1024)
-    };
-    Ok(field("MemTotal:")?.saturating_sub(field("MemAvailable:")?))
+/// Runs `call` between the meter's readings; returns its value and the
+/// peak added, in multiples of `bytes`.
+fn peak_of<T>(
+    meter: &mut Meter,
+    bytes: usize,
+    call: impl FnOnce() -> Result<T>,
+) -> Result<(T, f64)> {
+    let before = meter.start()?;
+    let out = call()?;
+    let peak = meter.peak()?;
+    // The call allocates at least its result: a peak at or below the
+    // usage before means the charges went to another group.
+    ensure!(
+        peak > before,
+        "the cgroup saw nothing added (peak {peak} B, before {before} B): charges went elsewhere"
+    );
+    Ok((out, (peak - before) as f64 / bytes as f64))
 }
 
-/// Runs `call` while sampling; returns its value and the peak bytes added.
-/// The last sample is taken after `call` returns, while its result is still alive.
-pub fn peak_added<T>(call: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
-    let before = used_bytes()?;
-    let peak = AtomicU64::new(before);
-    let stop = AtomicBool::new(false);
-    let out = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(u) = used_bytes() {
-                    peak.fetch_max(u, Ordering::Relaxed);
-                }
-                std::thread::sleep(PERIOD);
-            }
-        });
-        let r = call();
-        if let Ok(u) = used_bytes() {
-            peak.fetch_max(u, Ordering::Relaxed);
-        }
-        stop.store(true, Ordering::Relaxed);
-        r
+/// `mem.copy_peak`: one `seed.pool_copy` call in the cgroup `dir`.
+pub fn copy_peak(scale: &Scale, dir: &Path) -> Result<f64> {
+    wait_for_go()?;
+    let mut meter = Meter::open(dir)?;
+    let pool = pool(1)?;
+    pooled::warm(&pool)?;
+    let x = input(scale);
+    let (y, added) = peak_of(&mut meter, scale.seed_bytes(), || {
+        pooled::copy_call(&pool, &x)
     })?;
-    Ok((out, peak.load(Ordering::Relaxed).saturating_sub(before)))
+    check(y.as_slice().unwrap_or(&[]), 2.5, scale.seed_len)?;
+    Ok(added)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_meminfo_and_returns_the_call_value() {
-        assert!(used_bytes().unwrap() > 0);
-        let (v, _) = peak_added(|| Ok(7)).unwrap();
-        assert_eq!(v, 7);
-        assert!(peak_added(|| -> Result<()> { anyhow::bail!("inner") }).is_err());
-    }
+/// `mem.zero_copy_peak`: one `seed.pool_zero_copy` call in the cgroup `dir`,
+/// the input already in shm (and charged) before the call.
+pub fn zero_copy_peak(scale: &Scale, dir: &Path) -> Result<f64> {
+    wait_for_go()?;
+    let mut meter = Meter::open(dir)?;
+    let pool = pool(1)?;
+    pooled::warm(&pool)?;
+    let x = pooled::frozen_input(scale)?;
+    let (y, added) = peak_of(&mut meter, scale.seed_bytes(), || {
+        pooled::zero_copy_call(&pool, &x)
+    })?;
+    check(y.view().as_slice().unwrap_or(&[]), 2.5, scale.seed_len)?;
+    Ok(added)
 }

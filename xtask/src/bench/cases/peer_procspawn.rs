@@ -4,6 +4,7 @@
 use super::seed::check;
 use super::{ms_since, repeat, Scale};
 use anyhow::{anyhow, Result};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use std::time::Instant;
 
 fn add_one(v: Vec<f64>) -> Vec<f64> {
@@ -59,19 +60,18 @@ pub fn tiny_roundtrip(scale: &Scale) -> Result<Vec<f64>> {
 /// Raises the soft limit of open files to the hard limit and returns it:
 /// every pending procspawn task holds two ipc-channels (four fds or more).
 fn raise_fd_limit() -> u64 {
-    // SAFETY: an all-zero rlimit is a valid value of this plain C struct.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: lim is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: lim is a valid rlimit whose soft limit does not exceed the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        // SAFETY: as above; re-read what is in force.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    }
-    lim.rlim_cur
+    let lim = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    // If raising fails, what is in force is the old soft limit.
+    let now = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => raised,
+        Err(_) => lim,
+    };
+    // `None` is "unlimited".
+    now.current.unwrap_or(u64::MAX)
 }
 
 /// `rs_procspawn.tiny_throughput`: tasks submitted at once to a pool of

@@ -1,5 +1,5 @@
-//! The pool paths of the seed workload (`seed.pool_*`, `seed.serde_pipe`)
-//! and the memory cases measured on them (`mem.*`).
+//! The pool paths of the seed workload (`seed.pool_*`, `seed.serde_pipe`);
+//! the memory cases (`mem.*`, in `memory.rs`) measure the same calls.
 //!
 //! Inputs are prepared before the clock starts (a frozen `ShmArray` whose
 //! handles are free to duplicate, a writable one moved back and forth); the
@@ -8,7 +8,6 @@
 //! waits for: submit, the worker's work, the result in hand. Drop of the
 //! result happens after the clock stops.
 
-use super::memory::peak_added;
 use super::seed::{check, input};
 use super::{ms_since, repeat, Scale};
 use anyhow::{anyhow, Context, Result};
@@ -66,65 +65,37 @@ fn add_one_vec(x: Vec<f64>) -> Vec<f64> {
     x.iter().map(|v| v + 1.0).collect()
 }
 
-// --- one call of each path, returning the checked result's figure ---
-
-/// What one measured call reports.
-#[derive(Clone, Copy)]
-enum Figure {
-    /// Wall time, ms.
-    Time,
-    /// Peak memory added during the call, in multiples of the input size.
-    PeakMemory,
+fn plus_one(n: u64) -> u64 {
+    n + 1
 }
 
-/// One `seed.pool_copy` call lending `x`: ms, after checking the result.
-fn copy_once(pool: &ProcessPoolExecutor, x: &Array1<f64>, figure: Figure) -> Result<f64> {
-    let call = || -> Result<Array1<f64>> {
-        Ok(pool
-            .submit(add_one_copy, ShmArg::from(x))?
-            .result()?
-            .into_inner())
-    };
-    let t = Instant::now();
-    let (y, value) = match figure {
-        Figure::PeakMemory => {
-            let (y, added) = peak_added(call)?;
-            (y, added as f64 / (x.len() * 8) as f64)
-        }
-        Figure::Time => {
-            let y = call()?;
-            (y, ms_since(t))
-        }
-    };
-    check(y.as_slice().unwrap_or(&[]), 2.5, x.len())?;
-    Ok(value)
+/// One tiny task, so the worker is up before anything is measured.
+pub fn warm(pool: &ProcessPoolExecutor) -> Result<()> {
+    let r = pool.submit(plus_one, 1)?.result()?;
+    anyhow::ensure!(r == 2, "warm-up task returned {r}");
+    Ok(())
+}
+
+// --- one call of each path ---
+
+/// One `seed.pool_copy` call lending `x`.
+pub fn copy_call(pool: &ProcessPoolExecutor, x: &Array1<f64>) -> Result<Array1<f64>> {
+    Ok(pool
+        .submit(add_one_copy, ShmArg::from(x))?
+        .result()?
+        .into_inner())
 }
 
 /// One `seed.pool_zero_copy` call with a free handle of the frozen `x`.
-fn zero_copy_once(pool: &ProcessPoolExecutor, x: &ShmArray1<f64>, figure: Figure) -> Result<f64> {
+pub fn zero_copy_call(pool: &ProcessPoolExecutor, x: &ShmArray1<f64>) -> Result<ShmArray1<f64>> {
     let arg = x.try_clone()?;
-    let call = || -> Result<ShmArray1<f64>> {
-        pool.submit(add_one_zero_copy, arg)?
-            .result()?
-            .map_err(|e| anyhow!("worker: {e}"))
-    };
-    let t = Instant::now();
-    let (y, value) = match figure {
-        Figure::PeakMemory => {
-            let (y, added) = peak_added(call)?;
-            (y, added as f64 / (x.len() * 8) as f64)
-        }
-        Figure::Time => {
-            let y = call()?;
-            (y, ms_since(t))
-        }
-    };
-    check(y.view().as_slice().unwrap_or(&[]), 2.5, x.len())?;
-    Ok(value)
+    pool.submit(add_one_zero_copy, arg)?
+        .result()?
+        .map_err(|e| anyhow!("worker: {e}"))
 }
 
 /// The frozen (read-only, sealed) seed input in shared memory.
-fn frozen_input(scale: &Scale) -> Result<ShmArray1<f64>> {
+pub fn frozen_input(scale: &Scale) -> Result<ShmArray1<f64>> {
     Ok(ShmArray1::from_elem(scale.seed_len, 1.5)?.into_read_only()?)
 }
 
@@ -132,14 +103,26 @@ fn frozen_input(scale: &Scale) -> Result<ShmArray1<f64>> {
 pub fn copy(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = input(scale);
-    repeat(scale, || copy_once(&pool, &x, Figure::Time))
+    repeat(scale, || {
+        let t = Instant::now();
+        let y = copy_call(&pool, &x)?;
+        let dt = ms_since(t);
+        check(y.as_slice().unwrap_or(&[]), 2.5, x.len())?;
+        Ok(dt)
+    })
 }
 
 /// `seed.pool_zero_copy`, ms.
 pub fn zero_copy(scale: &Scale) -> Result<Vec<f64>> {
     let pool = pool(1)?;
     let x = frozen_input(scale)?;
-    repeat(scale, || zero_copy_once(&pool, &x, Figure::Time))
+    repeat(scale, || {
+        let t = Instant::now();
+        let y = zero_copy_call(&pool, &x)?;
+        let dt = ms_since(t);
+        check(y.view().as_slice().unwrap_or(&[]), 2.5, x.len())?;
+        Ok(dt)
+    })
 }
 
 /// `seed.pool_in_place`: the worker adds one in place and hands the array back, ms.
@@ -174,18 +157,4 @@ pub fn serde_pipe(scale: &Scale) -> Result<Vec<f64>> {
         check(&y, 2.5, scale.seed_len)?;
         Ok(dt)
     })
-}
-
-/// `mem.copy_peak`: memory added during one `seed.pool_copy` call, in seed sizes.
-pub fn copy_peak(scale: &Scale) -> Result<Vec<f64>> {
-    let pool = pool(1)?;
-    let x = input(scale);
-    repeat(scale, || copy_once(&pool, &x, Figure::PeakMemory))
-}
-
-/// `mem.zero_copy_peak`: the same for `seed.pool_zero_copy` (input already in shm).
-pub fn zero_copy_peak(scale: &Scale) -> Result<Vec<f64>> {
-    let pool = pool(1)?;
-    let x = frozen_input(scale)?;
-    repeat(scale, || zero_copy_once(&pool, &x, Figure::PeakMemory))
 }

@@ -1,0 +1,142 @@
+//! The `package` step of `cargo xtask test`: what `cargo publish` would
+//! upload, checked from the `.crate` files themselves rather than from this
+//! checkout, so that a file outside a crate's directory (an `include_str!`
+//! of `../`, an example reading `../data`) or a dev-dependency without a
+//! version (stripped on packaging) shows up before a release does.
+//!
+//! Two stages:
+//! 1. `cargo package` of the published crates, with cargo's verification:
+//!    each crate is built from its `.crate` against the packaged forms of
+//!    the others (cargo's overlay of unpublished versions). That builds the
+//!    libraries only.
+//! 2. The examples of the packaged crates, checked in a scratch workspace of
+//!    the unpacked `.crate`s whose `[patch.crates-io]` points each crate at
+//!    its packaged form: what a user who downloads the crate gets.
+//!
+//! The packaged crates' tests are not built: most of them use
+//! `npshmex-testkit`, which is not published and is stripped from their
+//! dev-dependencies on packaging, so they build only inside this checkout.
+
+use crate::util::{self, cargo, run_cmd as sh};
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs both stages; `allow_dirty` packages uncommitted files too.
+pub fn run(allow_dirty: bool) -> Result<()> {
+    let mut cmd = cargo();
+    // Every member but the two that are never published.
+    cmd.args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--exclude",
+        "npshmex-testkit",
+    ]);
+    if allow_dirty {
+        cmd.arg("--allow-dirty");
+    }
+    sh(&mut cmd)?;
+    examples_from_crates(&published()?)
+}
+
+/// The workspace members that may be published, as `(name, version)`.
+fn published() -> Result<Vec<(String, String)>> {
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        out.status
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let mut names = Vec::new();
+    for p in meta["packages"]
+        .as_array()
+        .context("no packages in cargo metadata")?
+    {
+        // `publish = false` is an empty registry list; absent means crates.io.
+        let never = p["publish"].as_array().is_some_and(|r| r.is_empty());
+        if !never {
+            let name = p["name"].as_str().context("a package without a name")?;
+            let version = p["version"]
+                .as_str()
+                .context("a package without a version")?;
+            names.push((name.to_string(), version.to_string()));
+        }
+    }
+    Ok(names)
+}
+
+/// Stage 2: the examples, built from the unpacked `.crate` files.
+fn examples_from_crates(crates: &[(String, String)]) -> Result<()> {
+    let target = util::target_dir();
+    let packaged = target.join("package");
+    let scratch = target.join("package-check");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("clearing {}", scratch.display()))?;
+    }
+    std::fs::create_dir_all(&scratch)?;
+    let mut manifest = String::from("# written by `cargo xtask test` (package step)\n[workspace]\nresolver = \"2\"\nmembers = [");
+    let mut patch = String::from("\n[patch.crates-io]\n");
+    for (krate, version) in crates {
+        let dir = format!("{krate}-{version}");
+        unpack(&packaged.join(format!("{dir}.crate")), &scratch)?;
+        let _ = write!(manifest, "\"{dir}\", ");
+        let _ = writeln!(patch, "{krate} = {{ path = \"{dir}\" }}");
+    }
+    manifest.push_str("]\n");
+    manifest.push_str(&patch);
+    std::fs::write(scratch.join("Cargo.toml"), manifest)
+        .with_context(|| format!("writing {}/Cargo.toml", scratch.display()))?;
+    // `check`, not `build`: what this stage catches (a missing file, an
+    // unresolved crate) are compile errors, and codegen of every
+    // dev-dependency would double its time (~2 min cold here).
+    sh(cargo()
+        .current_dir(&scratch)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["check", "--workspace", "--examples"]))
+}
+
+fn unpack(krate: &Path, into: &Path) -> Result<()> {
+    sh(Command::new("tar")
+        .arg("-xzf")
+        .arg(krate)
+        .arg("-C")
+        .arg(into))
+    .with_context(|| format!("unpacking {}", krate.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_libraries_are_published_and_the_tools_are_not() {
+        let names: Vec<String> = published().unwrap().into_iter().map(|(n, _)| n).collect();
+        for lib in [
+            "npshmex-shm",
+            "npshmex-codec",
+            "npshmex-pool",
+            "npshmex-ndarray",
+            "npshmex-arrow",
+        ] {
+            assert!(
+                names.iter().any(|n| n == lib),
+                "{lib} missing from {names:?}"
+            );
+        }
+        for tool in ["xtask", "npshmex-testkit"] {
+            assert!(
+                !names.iter().any(|n| n == tool),
+                "{tool} would be published"
+            );
+        }
+    }
+}
