@@ -45,6 +45,7 @@
 
 mod batch;
 mod check;
+mod compression;
 mod decode;
 mod encode;
 mod error;
@@ -53,6 +54,7 @@ mod transfer;
 pub mod via_shm;
 
 pub use batch::{Keep, ShmBatch};
+pub use compression::IpcCompression;
 pub use decode::ReadPath;
 pub use error::{ArrowShmError, Result};
 pub use transfer::{take_last_error, Transfer};
