@@ -1,9 +1,11 @@
 //! [`ShmBatch`]: record batches stored as an Arrow IPC file in a shared-memory
 //! segment, and named segments other processes (pyarrow) can open.
 
-use crate::decode::{decode, ReadPath};
+use crate::decode::{decode, guarded, ReadPath};
 use crate::encode::FileLayout;
 use crate::error::{ArrowShmError, Result};
+use crate::file::{write_ipc_file, WriteOptions};
+use crate::inflate;
 use crate::transfer::Transfer;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
@@ -23,6 +25,13 @@ use std::sync::Arc;
 /// nothing is copied twice); one that was read ([`open`](Self::open), received
 /// from another process) holds batches whose buffers point into the segment,
 /// which stays mapped as long as any of their arrays lives.
+///
+/// A compressed file (LZ4 frame or ZSTD bodies, as pyarrow writes with
+/// `compression=` and `feather.write_feather` by default) is read by
+/// decompressing each buffer once into a fresh anonymous segment laid out as
+/// the uncompressed file and sealed against writes; that segment is the one
+/// the batch then holds ([`segment`](Self::segment)). To write compressed
+/// files (for disk), see [`write_ipc_file`](Self::write_ipc_file).
 ///
 /// Cloning is cheap (reference counts).
 ///
@@ -171,6 +180,10 @@ impl ShmBatch {
     /// [`read_path`](Self::read_path)). The contents are untrusted and fully
     /// validated.
     ///
+    /// A file with compressed bodies is decompressed into a new segment
+    /// first (see the type's docs), sealed against writes
+    /// ([`Transfer::ReadOnly`]), and `segment` is let go.
+    ///
     /// Validation cannot protect against another process *changing* the
     /// bytes afterwards: open only segments nobody writes any more, or
     /// sealed ones ([`Transfer::ReadOnly`]).
@@ -178,20 +191,41 @@ impl ShmBatch {
     /// # Errors
     /// [`ArrowShmError::Malformed`], [`ArrowShmError::Flatbuffer`],
     /// [`ArrowShmError::Invalid`] or [`ArrowShmError::DecoderPanicked`] for
-    /// anything that is not a valid IPC file.
+    /// anything that is not a valid IPC file; for a compressed file also the
+    /// errors about its compressed buffers (from
+    /// [`ArrowShmError::CompressedBufferTooShort`] to
+    /// [`ArrowShmError::DecompressedLong`]), and [`ArrowShmError::Shm`] when
+    /// the segment for the decompressed file cannot be created.
     pub fn open(segment: Segment) -> Result<ShmBatch> {
         let len = segment.len();
         ShmBatch::read(segment, len, Transfer::Move)
     }
 
     pub(crate) fn read(segment: Segment, file_len: usize, transfer: Transfer) -> Result<ShmBatch> {
-        let segment = Arc::new(segment);
-        let whole = Buffer::from(bytes::Bytes::from_owner(Mapping(segment.clone())));
-        if file_len > whole.len() {
-            return Err(ArrowShmError::Malformed {
+        ShmBatch::read_shared(Arc::new(segment), file_len, transfer)
+    }
+
+    fn read_shared(segment: Arc<Segment>, file_len: usize, transfer: Transfer) -> Result<ShmBatch> {
+        let file = segment
+            .as_slice()
+            .get(..file_len)
+            .ok_or(ArrowShmError::Malformed {
                 reason: "file length exceeds the segment",
-            });
+            })?;
+        if inflate::is_compressed(file) {
+            let inflated = guarded(|| inflate::inflate(file))?;
+            let len = inflated.len();
+            return ShmBatch::read_in_place(Arc::new(inflated), len, Transfer::ReadOnly);
         }
+        ShmBatch::read_in_place(segment, file_len, transfer)
+    }
+
+    fn read_in_place(
+        segment: Arc<Segment>,
+        file_len: usize,
+        transfer: Transfer,
+    ) -> Result<ShmBatch> {
+        let whole = Buffer::from(bytes::Bytes::from_owner(Mapping(segment.clone())));
         let decoded = decode(&whole.slice_with_length(0, file_len))?;
         Ok(ShmBatch {
             segment,
@@ -215,20 +249,35 @@ impl ShmBatch {
     }
 
     /// Opens the named segment like [`open_named`](Self::open_named) and, with
-    /// [`Keep::No`], removes its name (the data lives on in this mapping).
+    /// [`Keep::No`], removes its name (the data lives on in this mapping, or
+    /// in the decompressed segment of a compressed file).
     ///
     /// # Errors
     /// As [`open_named`](Self::open_named); the name is not removed when the
     /// file is invalid.
     pub fn pop(name: &str, keep: Keep) -> Result<ShmBatch> {
-        let batch = ShmBatch::open_named(name)?;
+        let segment = Arc::new(
+            Segment::open_named(name, Access::ReadOnly)
+                .map_err(ArrowShmError::shm("open named segment"))?,
+        );
+        let len = segment.len();
+        let batch = ShmBatch::read_shared(segment.clone(), len, Transfer::Move)?;
         if keep == Keep::No {
-            batch
-                .segment
+            segment
                 .unlink()
                 .map_err(ArrowShmError::shm("remove named segment"))?;
         }
         Ok(batch)
+    }
+
+    /// Writes the batches to `out` as an IPC file, compressed as `options`
+    /// says (see [`write_ipc_file`](crate::write_ipc_file)); returns the
+    /// number of bytes written.
+    ///
+    /// # Errors
+    /// As [`write_ipc_file`](crate::write_ipc_file).
+    pub fn write_ipc_file(&self, out: impl std::io::Write, options: &WriteOptions) -> Result<u64> {
+        write_ipc_file(out, &self.schema, &self.batches, options)
     }
 
     /// Chooses how a receiver gets this batch when it is serialized; see
