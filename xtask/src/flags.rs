@@ -13,7 +13,8 @@ commands:
   ndarray-interop                only the `test` step of that name: ShmArray keys <-> numpy
   arrow-interop                  only the `test` step of that name: IPC files in shm <-> pyarrow
   roundtrip IN OUT               read each IN/*.npy, decode, write OUT/NAME; `ok NAME` / `refused NAME: reason`
-                                 (IN/*.arrow: read, sent through a pool worker, written back)
+                                 (IN/*.arrow, IN/*.feather, also LZ4/ZSTD-compressed: read,
+                                 sent through a pool worker, written back uncompressed)
   help                           this text";
 
 /// A parsed command line.
