@@ -373,3 +373,28 @@ fn byte_flips_in_compressed_files_never_panic() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_compressed_named_segment_pops_and_its_name_goes() -> TestResult {
+    let before = npshmex_testkit::own_shm_entries();
+    let batch = compressible()?;
+    let bytes = file(IpcCompression::Lz4Frame, std::slice::from_ref(&batch))?;
+    let mut named = Segment::create_named_unique(bytes.len())?;
+    named.as_mut_slice()?.copy_from_slice(&bytes);
+    let name = named.name().ok_or("unnamed")?.to_owned();
+    drop(named);
+    let kept = ShmBatch::pop(&name, crate::Keep::Yes)?;
+    assert_eq!(kept.batch()?, &batch);
+    assert_eq!(kept.name(), None); // it lives in the decompressed segment
+    let popped = ShmBatch::pop(&name, crate::Keep::No)?;
+    assert_eq!(popped.batch()?, &batch);
+    assert!(matches!(
+        ShmBatch::open_named(&name),
+        Err(ArrowShmError::Shm {
+            source: npshmex_shm::ShmError::NotFound { .. },
+            ..
+        })
+    ));
+    assert_eq!(npshmex_testkit::own_shm_entries(), before);
+    Ok(())
+}
