@@ -8,9 +8,11 @@
 //! files, which cannot be sealed, are read through a sealed copy, or in
 //! place under an `unsafe` promise ([`ShmBatch::open_named_mapped`]).
 
-use crate::decode::{decode, ReadPath};
+use crate::decode::{decode, guarded, ReadPath};
 use crate::encode::FileLayout;
 use crate::error::{ArrowShmError, Result};
+use crate::file::{write_ipc_file, WriteOptions};
+use crate::inflate;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_schema::SchemaRef;
@@ -30,6 +32,13 @@ use std::sync::Arc;
 /// nothing is copied twice); one that was read ([`open`](Self::open), received
 /// from another process) holds batches whose buffers point into the segment,
 /// which stays mapped as long as any of their arrays lives.
+///
+/// A compressed file (LZ4 frame or ZSTD bodies, as pyarrow writes with
+/// `compression=` and `feather.write_feather` by default) is read by
+/// decompressing each buffer once into a fresh anonymous segment laid out as
+/// the uncompressed file and sealed against writes; that segment is the one
+/// the batch then holds ([`segment`](Self::segment)). To write compressed
+/// files (for disk), see [`write_ipc_file`](Self::write_ipc_file).
 ///
 /// Cloning is cheap (reference counts).
 ///
@@ -176,11 +185,20 @@ impl ShmBatch {
     /// change the bytes afterwards. [`ShmBatch::open_unchecked`] reads any
     /// segment under that promise.
     ///
+    /// A file with compressed bodies (LZ4 frame or ZSTD, as Feather V2 and
+    /// `pandas.DataFrame.to_feather` write by default) is decompressed once
+    /// into a new segment laid out as the uncompressed file, frozen before
+    /// it is read, and `segment` is let go.
+    ///
     /// # Errors
     /// [`ArrowShmError::MissingSeals`] for a segment that is not
     /// write-sealed; [`ArrowShmError::Malformed`], [`ArrowShmError::Flatbuffer`],
     /// [`ArrowShmError::Invalid`] or [`ArrowShmError::DecoderPanicked`] for
-    /// anything that is not a valid IPC file.
+    /// anything that is not a valid IPC file; for a compressed file also the
+    /// errors about its compressed buffers (from
+    /// [`ArrowShmError::CompressedBufferTooShort`] to
+    /// [`ArrowShmError::DecompressedLong`]), and [`ArrowShmError::Shm`] when
+    /// the segment for the decompressed file cannot be created.
     pub fn open(segment: Segment) -> Result<ShmBatch> {
         let seals = segment.seals().map_err(ArrowShmError::shm("read seals"))?;
         if !seals.contains(Seals::WRITE | Seals::SHRINK) {
@@ -211,13 +229,25 @@ impl ShmBatch {
     }
 
     pub(crate) fn read(slot: Slot, file_len: usize) -> Result<ShmBatch> {
+        let file = slot
+            .segment()
+            .as_slice()
+            .get(..file_len)
+            .ok_or(ArrowShmError::Malformed {
+                reason: "file length exceeds the segment",
+            })?;
+        if inflate::is_compressed(file) {
+            let inflated = guarded(|| inflate::inflate(file))?;
+            let len = inflated.len();
+            let slot = Slot::uncached(inflated).map_err(ArrowShmError::shm("identify segment"))?;
+            return ShmBatch::read_in_place(slot, len);
+        }
+        ShmBatch::read_in_place(slot, file_len)
+    }
+
+    fn read_in_place(slot: Slot, file_len: usize) -> Result<ShmBatch> {
         let slot = Arc::new(slot);
         let whole = Buffer::from(bytes::Bytes::from_owner(Mapping(slot.clone())));
-        if file_len > whole.len() {
-            return Err(ArrowShmError::Malformed {
-                reason: "file length exceeds the segment",
-            });
-        }
         let decoded = decode(&whole.slice_with_length(0, file_len))?;
         Ok(ShmBatch {
             slot,
@@ -288,6 +318,17 @@ impl ShmBatch {
             ShmBatch::del(name)?;
         }
         Ok(batch)
+    }
+
+    /// Writes the batches as an Arrow IPC file to `out` (a file on disk, for
+    /// instance), compressed as `options` says (see
+    /// [`write_ipc_file`](crate::write_ipc_file)); returns the number of
+    /// bytes written. Segments in shared memory stay uncompressed.
+    ///
+    /// # Errors
+    /// As [`write_ipc_file`](crate::write_ipc_file).
+    pub fn write_ipc_file(&self, out: impl std::io::Write, options: &WriteOptions) -> Result<u64> {
+        write_ipc_file(out, &self.schema, &self.batches, options)
     }
 
     /// Removes the named segment `/dev/shm/<name>` (batches already read

@@ -22,6 +22,11 @@
 //!    not print (the message is in the error); all other panics still reach
 //!    the previous hook.
 //!
+//! Compressed files never get here: `ShmBatch` decompresses them first
+//! (`inflate`, which shares this module's footer, block and message parsing)
+//! into a sealed segment holding the uncompressed file, which is then
+//! validated like any other.
+//!
 //! Buffers that are not aligned for their type (pyarrow aligns to 8 bytes
 //! only, which is too little for 128-bit decimals) are copied by arrow into
 //! aligned memory; [`ReadPath`] says whether that happened.
@@ -65,9 +70,15 @@ pub(crate) struct Decoded {
 
 /// Decodes the IPC file in `file`, validating everything.
 pub(crate) fn decode(file: &Buffer) -> Result<Decoded> {
+    guarded(|| decode_checked(file))
+}
+
+/// Runs `f` (which reads untrusted bytes) with panics caught and returned as
+/// [`ArrowShmError::DecoderPanicked`], printing nothing.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     install_quiet_hook();
     QUIET.with(|q| q.set(true));
-    let result = catch_unwind(AssertUnwindSafe(|| decode_checked(file)));
+    let result = catch_unwind(AssertUnwindSafe(f));
     QUIET.with(|q| q.set(false));
     match result {
         Ok(r) => r,
@@ -108,8 +119,9 @@ fn malformed(reason: &'static str) -> ArrowShmError {
     ArrowShmError::Malformed { reason }
 }
 
-fn decode_checked(file: &Buffer) -> Result<Decoded> {
-    let bytes = file.as_slice();
+/// The footer of the IPC file `bytes` and the offset where it starts, after
+/// checking the magic numbers, the footer length and the flatbuffer.
+pub(crate) fn footer(bytes: &[u8]) -> Result<(arrow_ipc::Footer<'_>, usize)> {
     let n = bytes.len();
     // "ARROW1" + 2 bytes padding at the start; length + "ARROW1" at the end
     if n < 8 + 10 {
@@ -135,6 +147,99 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
             source,
         }
     })?;
+    Ok((footer, footer_start))
+}
+
+/// Where a block of the footer lies: `(offset, metadata length, body
+/// length)`, checked to lie in `[8, footer_start)` with its body at a
+/// multiple of 8 bytes.
+pub(crate) fn block_range(block: &Block, footer_start: usize) -> Result<(usize, usize, usize)> {
+    let offset = usize::try_from(block.offset()).map_err(|_| malformed("negative block offset"))?;
+    let meta = usize::try_from(block.metaDataLength())
+        .map_err(|_| malformed("negative metadata length"))?;
+    let body =
+        usize::try_from(block.bodyLength()).map_err(|_| malformed("negative body length"))?;
+    let end = offset
+        .checked_add(meta)
+        .and_then(|e| e.checked_add(body))
+        .ok_or(malformed("block size overflows"))?;
+    if offset < 8 || meta < 8 || end > footer_start {
+        return Err(malformed("block outside the file"));
+    }
+    if (offset + meta) % 8 != 0 {
+        return Err(malformed("message body not at a multiple of 8 bytes"));
+    }
+    Ok((offset, meta, body))
+}
+
+/// The flatbuffer of the encapsulated message that starts `meta` (its
+/// length prefix, with or without the continuation marker, stripped).
+pub(crate) fn framed(meta: &[u8]) -> Result<&[u8]> {
+    if meta.len() < 8 {
+        return Err(malformed("message metadata shorter than its prefix"));
+    }
+    let (prefix, declared) = if meta[..4] == CONTINUATION {
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&meta[4..8]);
+        (8, i32::from_le_bytes(l))
+    } else {
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&meta[..4]);
+        (4, i32::from_le_bytes(l))
+    };
+    let declared =
+        usize::try_from(declared).map_err(|_| malformed("negative message metadata length"))?;
+    if declared > meta.len() - prefix {
+        return Err(malformed("message metadata length exceeds its block"));
+    }
+    Ok(&meta[prefix..prefix + declared])
+}
+
+/// The encapsulated message in `meta` (a block's metadata: prefix and
+/// flatbuffer), verified, of metadata version V4 or later.
+pub(crate) fn message(meta: &[u8]) -> Result<arrow_ipc::Message<'_>> {
+    let message =
+        arrow_ipc::root_as_message(framed(meta)?).map_err(|source| ArrowShmError::Flatbuffer {
+            what: "message",
+            source,
+        })?;
+    if message.version() < arrow_ipc::MetadataVersion::V4 {
+        return Err(malformed(
+            "metadata version before V4 (Arrow < 0.15) is not supported",
+        ));
+    }
+    Ok(message)
+}
+
+/// The record batch of a record batch or dictionary message and, for a
+/// dictionary, its id; `None` for a message without header.
+pub(crate) fn batch_of<'a>(
+    message: &arrow_ipc::Message<'a>,
+) -> Result<Option<(arrow_ipc::RecordBatch<'a>, Option<i64>)>> {
+    match message.header_type() {
+        MessageHeader::RecordBatch => Ok(Some((
+            message
+                .header_as_record_batch()
+                .ok_or(malformed("record batch message without a header"))?,
+            None,
+        ))),
+        MessageHeader::DictionaryBatch => {
+            let d = message
+                .header_as_dictionary_batch()
+                .ok_or(malformed("dictionary message without a header"))?;
+            let data = d
+                .data()
+                .ok_or(malformed("dictionary message without data"))?;
+            Ok(Some((data, Some(d.id()))))
+        }
+        MessageHeader::NONE => Ok(None),
+        _ => Err(malformed("unexpected message type in a file block")),
+    }
+}
+
+fn decode_checked(file: &Buffer) -> Result<Decoded> {
+    let bytes = file.as_slice();
+    let (footer, footer_start) = footer(bytes)?;
     let fb_schema = footer.schema().ok_or(malformed("footer has no schema"))?;
     if !fb_schema.endianness().equals_to_target_endianness() {
         return Err(malformed(
@@ -152,22 +257,7 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
 
     // Blocks: checked to lie in [8, footer_start) before anything slices them.
     let block_buffer = |block: &Block| -> Result<(Buffer, usize)> {
-        let offset =
-            usize::try_from(block.offset()).map_err(|_| malformed("negative block offset"))?;
-        let meta = usize::try_from(block.metaDataLength())
-            .map_err(|_| malformed("negative metadata length"))?;
-        let body =
-            usize::try_from(block.bodyLength()).map_err(|_| malformed("negative body length"))?;
-        let end = offset
-            .checked_add(meta)
-            .and_then(|e| e.checked_add(body))
-            .ok_or(malformed("block size overflows"))?;
-        if offset < 8 || meta < 8 || end > footer_start {
-            return Err(malformed("block outside the file"));
-        }
-        if (offset + meta) % 8 != 0 {
-            return Err(malformed("message body not at a multiple of 8 bytes"));
-        }
+        let (offset, meta, body) = block_range(block, footer_start)?;
         check_message(&bytes[offset..offset + meta], body, &types)?;
         Ok((file.slice_with_length(offset, meta + body), meta))
     };
@@ -204,60 +294,20 @@ fn decode_checked(file: &Buffer) -> Result<Decoded> {
 /// Checks the metadata of one message: prefix, flatbuffer, header kind, and
 /// that every buffer lies inside the body of `body_len` bytes.
 fn check_message(meta: &[u8], body_len: usize, types: &Types) -> Result<()> {
-    let (prefix, declared) = if meta[..4] == CONTINUATION {
-        let mut l = [0u8; 4];
-        l.copy_from_slice(&meta[4..8]);
-        (8, i32::from_le_bytes(l))
-    } else {
-        let mut l = [0u8; 4];
-        l.copy_from_slice(&meta[..4]);
-        (4, i32::from_le_bytes(l))
-    };
-    let declared =
-        usize::try_from(declared).map_err(|_| malformed("negative message metadata length"))?;
-    if declared > meta.len() - prefix {
-        return Err(malformed("message metadata length exceeds its block"));
-    }
-    let message =
-        arrow_ipc::root_as_message(&meta[prefix..prefix + declared]).map_err(|source| {
-            ArrowShmError::Flatbuffer {
-                what: "message",
-                source,
-            }
-        })?;
-    if message.version() < arrow_ipc::MetadataVersion::V4 {
-        return Err(malformed(
-            "metadata version before V4 (Arrow < 0.15) is not supported",
-        ));
-    }
-    let (batch, columns) = match message.header_type() {
-        MessageHeader::RecordBatch => (
-            message
-                .header_as_record_batch()
-                .ok_or(malformed("record batch message without a header"))?,
-            Some(types.columns.clone()),
-        ),
-        MessageHeader::DictionaryBatch => {
-            let d = message
-                .header_as_dictionary_batch()
-                .ok_or(malformed("dictionary message without a header"))?;
-            let data = d
-                .data()
-                .ok_or(malformed("dictionary message without data"))?;
-            (
-                data,
-                types.dictionaries.get(&d.id()).map(|t| vec![t.clone()]),
-            )
-        }
-        MessageHeader::NONE => return Ok(()),
-        _ => return Err(malformed("unexpected message type in a file block")),
+    let message = message(meta)?;
+    let (batch, columns) = match batch_of(&message)? {
+        None => return Ok(()),
+        Some((batch, None)) => (batch, Some(types.columns.clone())),
+        Some((batch, Some(id))) => (batch, types.dictionaries.get(&id).map(|t| vec![t.clone()])),
     };
     if batch.length() < 0 {
         return Err(malformed("negative batch length"));
     }
     if batch.compression().is_some() {
+        // `ShmBatch` decompresses a compressed file (`inflate`) before it
+        // gets here; arrow-ipc would decompress into unchecked allocations
         return Err(malformed(
-            "compressed IPC bodies are not supported (write without compression)",
+            "internal: a compressed message reached the in-place decoder",
         ));
     }
     let buffers = batch

@@ -29,11 +29,17 @@
 //! Rejected alternative: growing a mapping while writing (`mremap`): it still
 //! needs arrow-ipc's body `Vec`, so it saves nothing.
 //!
+//! For files on disk ([`write_ipc_file`](crate::write_ipc_file)) every body
+//! buffer can be compressed as the layout is planned
+//! ([`FileLayout::with_compression`]); the planned file then holds the
+//! compressed buffers. Segments are never compressed.
+//!
 //! The walk indexes an array's buffers and children by position: the input
 //! is a `RecordBatch` built through arrow's safe constructors, whose layout
 //! invariants guarantee them (untrusted bytes never reach this module; they
 //! are validated into arrays by `decode` first).
 
+use crate::compression::{Compressor, IpcCompression};
 use crate::error::{ArrowShmError, Result};
 use arrow_array::{types, Array, ArrowNativeTypeOp, RecordBatch, RunArray};
 use arrow_buffer::{ArrowNativeType, Buffer, BufferBuilder, MutableBuffer, OffsetBuffer};
@@ -41,8 +47,8 @@ use arrow_data::{layout, ArrayData, ArrayDataBuilder, BufferSpec};
 use arrow_ipc::convert::IpcSchemaEncoder;
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_ipc::{
-    Block, DictionaryBatchBuilder, FieldNode, FooterBuilder, MessageBuilder, MessageHeader,
-    MetadataVersion, RecordBatchBuilder,
+    Block, BodyCompressionBuilder, BodyCompressionMethod, DictionaryBatchBuilder, FieldNode,
+    FooterBuilder, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
 };
 use arrow_schema::{DataType, SchemaRef, UnionMode};
 use flatbuffers::FlatBufferBuilder;
@@ -55,7 +61,7 @@ pub(crate) const MAGIC: &[u8; 6] = b"ARROW1";
 /// Marks the start of an encapsulated message (IPC format >= 0.15).
 pub(crate) const CONTINUATION: [u8; 4] = [0xff; 4];
 /// File header: magic padded to the alignment, so bodies are 64-aligned.
-const HEADER_LEN: usize = ALIGNMENT;
+pub(crate) const HEADER_LEN: usize = ALIGNMENT;
 /// The metadata version written (the current one; pyarrow >= 1.0 reads it).
 const VERSION: MetadataVersion = MetadataVersion::V5;
 
@@ -81,7 +87,8 @@ pub(crate) struct FileLayout {
     len: usize,
 }
 
-fn pad(len: usize) -> usize {
+/// `len` rounded up to the alignment.
+pub(crate) fn pad(len: usize) -> usize {
     len.div_ceil(ALIGNMENT) * ALIGNMENT
 }
 
@@ -95,6 +102,17 @@ fn to_i64(what: &'static str, v: usize) -> Result<i64> {
 impl FileLayout {
     /// Plans an IPC file holding `batches`, all with schema `schema`.
     pub(crate) fn new(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<FileLayout> {
+        FileLayout::with_compression(schema, batches, IpcCompression::None)
+    }
+
+    /// [`new`](Self::new) with every record batch and dictionary body
+    /// compressed with `codec` (each buffer compressed here, so the planned
+    /// file holds the compressed buffers instead of references).
+    pub(crate) fn with_compression(
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        codec: IpcCompression,
+    ) -> Result<FileLayout> {
         for (index, b) in batches.iter().enumerate() {
             if b.schema_ref().fields() != schema.fields() {
                 return Err(ArrowShmError::SchemaMismatch { index });
@@ -123,13 +141,13 @@ impl FileLayout {
                         return Err(ArrowShmError::DictionaryReplaced { dict_id: id });
                     }
                     written.insert(id, values.clone());
-                    let mut body = Body::default();
+                    let mut body = Body::new(codec);
                     body.array(values)?;
                     messages.push((true, body.finish(Header::Dictionary(id), values.len())?));
                     Ok(())
                 })?;
             }
-            let mut body = Body::default();
+            let mut body = Body::new(codec);
             for column in batch.columns() {
                 body.array(&column.to_data())?;
             }
@@ -205,38 +223,89 @@ impl FileLayout {
             });
         }
         let mut w = Cursor { out, pos: 0 };
-        w.put(MAGIC);
-        w.zeros(HEADER_LEN - MAGIC.len());
+        self.emit(&mut w)?;
+        debug_assert_eq!(w.pos, self.len);
+        Ok(())
+    }
+
+    /// Writes the file to `out` (a file on disk, a socket), [`len`](Self::len) bytes.
+    pub(crate) fn write_into(&self, out: impl std::io::Write) -> Result<()> {
+        let mut w = WriteSink { out };
+        self.emit(&mut w)?;
+        w.out.flush().map_err(|source| ArrowShmError::Io { source })
+    }
+
+    fn emit(&self, w: &mut impl Sink) -> Result<()> {
+        w.put(MAGIC)?;
+        w.zeros(HEADER_LEN - MAGIC.len())?;
         for m in std::iter::once(&self.schema_message).chain(&self.messages) {
             let meta_len = m.meta_len();
-            w.put(&CONTINUATION);
+            w.put(&CONTINUATION)?;
             // fits: checked in `new` (schema message is small)
-            w.put(&((meta_len - 8) as i32).to_le_bytes());
-            w.put(&m.metadata);
-            w.zeros(meta_len - 8 - m.metadata.len());
+            w.put(&((meta_len - 8) as i32).to_le_bytes())?;
+            w.put(&m.metadata)?;
+            w.zeros(meta_len - 8 - m.metadata.len())?;
             for b in &m.body {
-                w.put(b.as_slice());
-                w.zeros(pad(b.len()) - b.len());
+                w.put(b.as_slice())?;
+                w.zeros(pad(b.len()) - b.len())?;
             }
         }
-        w.put(&CONTINUATION);
-        w.zeros(4);
-        w.put(&self.footer);
-        w.put(&(self.footer.len() as i32).to_le_bytes());
-        w.put(MAGIC);
-        debug_assert_eq!(w.pos, self.len);
+        w.put(&CONTINUATION)?;
+        w.zeros(4)?;
+        w.put(&self.footer)?;
+        w.put(&(self.footer.len() as i32).to_le_bytes())?;
+        w.put(MAGIC)
+    }
+}
+
+/// Where [`FileLayout`] writes: a slice sized in advance or an `io::Write`.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]) -> Result<()>;
+    fn zeros(&mut self, n: usize) -> Result<()>;
+}
+
+impl Sink for Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        Cursor::put(self, bytes);
+        Ok(())
+    }
+
+    fn zeros(&mut self, n: usize) -> Result<()> {
+        Cursor::zeros(self, n);
+        Ok(())
+    }
+}
+
+struct WriteSink<W> {
+    out: W,
+}
+
+impl<W: std::io::Write> Sink for WriteSink<W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|source| ArrowShmError::Io { source })
+    }
+
+    fn zeros(&mut self, mut n: usize) -> Result<()> {
+        const ZEROS: [u8; ALIGNMENT] = [0; ALIGNMENT];
+        while n > 0 {
+            let k = n.min(ZEROS.len());
+            self.put(&ZEROS[..k])?;
+            n -= k;
+        }
         Ok(())
     }
 }
 
 /// A sequential writer over a slice whose size was computed in advance.
-struct Cursor<'a> {
-    out: &'a mut [u8],
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) out: &'a mut [u8],
+    pub(crate) pos: usize,
 }
 
 impl Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) {
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
         // The layout computed every length in advance and `write_to` checked
         // the destination size, so this range is in bounds.
         self.out[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
@@ -244,9 +313,16 @@ impl Cursor<'_> {
     }
 
     // Explicit zeros: the segment may come from a cache and hold old data.
-    fn zeros(&mut self, n: usize) {
+    pub(crate) fn zeros(&mut self, n: usize) {
         self.out[self.pos..self.pos + n].fill(0);
         self.pos += n;
+    }
+
+    /// The next `n` bytes, to be filled by the caller.
+    pub(crate) fn take(&mut self, n: usize) -> &mut [u8] {
+        let start = self.pos;
+        self.pos += n;
+        &mut self.out[start..self.pos]
     }
 }
 
@@ -256,17 +332,32 @@ enum Header {
 }
 
 /// The nodes and buffers of one message body, in IPC order.
-#[derive(Default)]
 struct Body {
     nodes: Vec<FieldNode>,
     buffers: Vec<arrow_ipc::Buffer>,
     parts: Vec<Buffer>,
     len: usize,
     variadic_counts: Vec<i64>,
+    compressor: Compressor,
 }
 
 impl Body {
+    fn new(codec: IpcCompression) -> Body {
+        Body {
+            nodes: Vec::new(),
+            buffers: Vec::new(),
+            parts: Vec::new(),
+            len: 0,
+            variadic_counts: Vec::new(),
+            compressor: Compressor::new(codec),
+        }
+    }
+
     fn push(&mut self, b: Buffer) -> Result<()> {
+        let b = match self.compressor.codec() {
+            IpcCompression::None => b,
+            _ => Buffer::from_vec(self.compressor.compress(b.as_slice())?),
+        };
         self.buffers.push(arrow_ipc::Buffer::new(
             to_i64("message body", self.len)?,
             to_i64("buffer", b.len())?,
@@ -412,6 +503,12 @@ impl Body {
         let nodes = fbb.create_vector(&self.nodes);
         let variadic =
             (!self.variadic_counts.is_empty()).then(|| fbb.create_vector(&self.variadic_counts));
+        let compression = self.compressor.codec().to_fb().map(|codec| {
+            let mut c = BodyCompressionBuilder::new(&mut fbb);
+            c.add_codec(codec);
+            c.add_method(BodyCompressionMethod::BUFFER);
+            c.finish()
+        });
         let batch = {
             let mut b = RecordBatchBuilder::new(&mut fbb);
             b.add_length(to_i64("batch length", length)?);
@@ -419,6 +516,9 @@ impl Body {
             b.add_buffers(buffers);
             if let Some(v) = variadic {
                 b.add_variadicBufferCounts(v);
+            }
+            if let Some(c) = compression {
+                b.add_compression(c);
             }
             b.finish()
         };

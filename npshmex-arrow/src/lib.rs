@@ -12,6 +12,11 @@
 //! - Named segments: [`ShmBatch::put`] writes `/dev/shm/<name>`, which
 //!   pyarrow opens with `pa.ipc.open_file(pa.memory_map('/dev/shm/<name>'))`;
 //!   [`ShmBatch::open_named`] / [`ShmBatch::pop`] read files pyarrow wrote.
+//! - Compressed IPC files (LZ4 frame or ZSTD bodies: pyarrow's
+//!   `compression=`, feather's default) are read by decompressing each
+//!   buffer once into a fresh segment, sealed, laid out as the uncompressed
+//!   file; [`write_ipc_file`] writes files for disk, compressed as
+//!   [`WriteOptions`] says ([`IpcCompression`]).
 //! - Untrusted input (received segments, named files) is fully validated;
 //!   malformed files are errors, never panics ([`ArrowShmError`]). Buffers
 //!   misaligned for their type are copied, and [`ReadPath`] says so. As a
@@ -45,16 +50,21 @@
 
 mod batch;
 mod check;
+mod compression;
 mod decode;
 mod encode;
 mod error;
+mod file;
+mod inflate;
 pub mod sample;
 mod transfer;
 pub mod via_shm;
 
 pub use batch::ShmBatch;
+pub use compression::IpcCompression;
 pub use decode::ReadPath;
 pub use error::{ArrowShmError, Result};
+pub use file::{write_ipc_file, WriteOptions};
 /// Whether [`ShmBatch::pop`] leaves the named segment in place (shared by
 /// the adapters).
 pub use npshmex_shm::Keep;

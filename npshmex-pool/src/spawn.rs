@@ -147,7 +147,10 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
                 cmd.arg0(arg0);
             }
             crate::sys::prepare_child(&mut cmd, fd);
-            let c = cmd.spawn().map_err(|source| PoolError::Spawn {
+            // std forks (then execs): no writable mapping may be half made
+            // meanwhile, or the child would hold a copy until its exec.
+            let spawned = npshmex_shm::without_mappings_in_flight(|| cmd.spawn());
+            let c = spawned.map_err(|source| PoolError::Spawn {
                 op: "executing /proc/self/exe",
                 source,
             })?;

@@ -220,7 +220,7 @@ impl Slot {
     /// Freezes a segment nobody else can map writable (a fresh copy).
     fn freeze_fresh(mut self) -> Result<Slot> {
         let seg = self.seg.take().expect("segment present until drop");
-        self.seg = Some(seg.freeze()?);
+        self.seg = Some(seg.freeze_fresh()?);
         Ok(self)
     }
 

@@ -355,8 +355,13 @@ impl Segment {
     /// # Errors
     /// As [`Segment::seal`]; the segment is gone either way.
     pub fn into_sealed_fd(self) -> Result<OwnedFd> {
+        let exclusive = self.is_exclusive();
         let fd = self.into_fd();
-        add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE)?;
+        if exclusive {
+            seal_fresh(fd.as_fd())?;
+        } else {
+            add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE)?;
+        }
         Ok(fd)
     }
 
@@ -424,6 +429,15 @@ impl Segment {
         Segment::map(fd, len, Access::ReadOnly, Basis::Sealed).map_err(|e| (e, None))
     }
 
+    /// [`Segment::freeze`] of a segment nobody else ever mapped (a fresh
+    /// copy), where `EBUSY` can only be a passing fork: see [`seal_fresh`].
+    pub(crate) fn freeze_fresh(self) -> Result<Segment> {
+        let Segment { map, fd, len, .. } = self;
+        drop(map);
+        seal_fresh(fd.as_fd())?;
+        Segment::map(fd, len, Access::ReadOnly, Basis::Sealed)
+    }
+
     /// A new mapping of the same write-sealed file, [`Access::ReadOnly`] or
     /// [`Access::CopyOnWrite`].
     ///
@@ -449,6 +463,28 @@ impl Segment {
     pub fn advise_hugepage(&self) {
         if let Some(m) = &self.map {
             m.advise_hugepage();
+        }
+    }
+}
+
+/// Seals the size and writes of a file nobody but this process ever mapped
+/// writable (an exclusive segment just unmapped). `EBUSY` can then only be
+/// a `fork` of this process (by code that does not fork inside
+/// [`without_mappings_in_flight`](crate::without_mappings_in_flight)) that
+/// copied the mapping and has not yet called `exec`: it passes within
+/// moments, so the seal is retried for a bounded time.
+pub(crate) fn seal_fresh(fd: BorrowedFd<'_>) -> Result<()> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+    let start = std::time::Instant::now();
+    loop {
+        match add_seals(fd, Seals::SIZE | Seals::WRITE) {
+            Err(ShmError::Io { source, .. })
+                if source.raw_os_error() == Some(Errno::BUSY.raw_os_error())
+                    && start.elapsed() < PATIENCE =>
+            {
+                std::thread::yield_now();
+            }
+            other => return other,
         }
     }
 }

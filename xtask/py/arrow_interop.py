@@ -4,12 +4,14 @@ The table built by `expected()` is the same, value for value and type for
 type, as `npshmex_arrow::sample::every_type()` in Rust (keep them in sync).
 
     arrow_interop.py check MANIFEST.json
-        Rust wrote IPC files into /dev/shm; open each with
-        pa.ipc.open_file(pa.memory_map(path)) and compare it with the
-        expected table of its variant.
+        Rust wrote IPC files into /dev/shm (and compressed ones to disk);
+        open each with pa.ipc.open_file(pa.memory_map(path)) and compare it
+        with the expected table of its variant.
     arrow_interop.py write PREFIX OUT.json
-        Write the variants into /dev/shm/PREFIX-*.arrow (plus deliberately
-        bad files) for Rust to read; the manifest goes to OUT.json.
+        Write the variants into /dev/shm/PREFIX-*.arrow, uncompressed, LZ4-
+        and ZSTD-compressed, plus a pyarrow.feather.write_feather file with
+        its defaults (LZ4) and deliberately bad files, for Rust to read; the
+        manifest goes to OUT.json.
     arrow_interop.py write-dir DIR OUT.json
         The same files into DIR (input of `cargo xtask roundtrip`).
     arrow_interop.py compare IN OUT MANIFEST.json
@@ -23,6 +25,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 
 D = decimal.Decimal
@@ -189,6 +192,10 @@ def variant(name):
         return [t, t.slice(2, 3)]
     if name == "empty":
         return [t.slice(0, 0)]
+    if name == "repeated":
+        # 1000 rows: buffers long enough that both codecs really compress
+        # them (the 5-row buffers are stored uncompressed, prefix -1)
+        return [pa.concat_tables([t] * 200).combine_chunks()]
     if name == "no-16-byte":
         # pyarrow aligns buffers to 8 bytes; arrow-rs copies buffers of
         # 16-byte elements (decimals, string/binary views) that are not
@@ -224,19 +231,31 @@ def read(path):
         return reader.read_all(), reader.num_record_batches
 
 
+def uncompressed_size(tables):
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, tables[0].schema) as w:
+        for t in tables:
+            w.write_table(t)
+    return sink.getvalue().size
+
+
 def check(manifest_path):
     with open(manifest_path) as f:
         manifest = json.load(f)
     for entry in manifest:
         path, var = entry["path"], entry["variant"]
+        codec = entry.get("compression")
         got, nbatches = read(path)
         want = concat(variant(var))
         if not got.equals(want):
             raise SystemExit(
                 f"pyarrow: {path} ({var}) differs: {describe_difference(got, want)}"
             )
-        print(f"pyarrow ok {os.path.basename(path)} {var}: "
-              f"{got.num_rows} rows, {got.num_columns} columns, {nbatches} batches")
+        size = os.path.getsize(path)
+        if codec and var == "repeated" and size >= uncompressed_size(variant(var)) // 2:
+            raise SystemExit(f"pyarrow: {path} ({codec}) is not compressed: {size} bytes")
+        print(f"pyarrow ok {os.path.basename(path)} {var} {codec or ''}: "
+              f"{got.num_rows} rows, {got.num_columns} columns, {nbatches} batches, {size} bytes")
 
 
 def write_file(path, var, **options):
@@ -268,9 +287,17 @@ def write_all(path_of, out_json):
     write_file(p, "v4", metadata_version=ipc.MetadataVersion.V4)
     good.append({"path": p, "variant": "v4"})
 
-    p = path_of("lz4.arrow")
-    write_file(p, "full", compression="lz4")
-    bad.append({"path": p, "error": "Malformed"})
+    # compressed bodies, both codecs of the IPC format
+    for codec in ["lz4", "zstd"]:
+        for var in ["full", "sliced", "batches", "empty", "repeated"]:
+            p = path_of(f"{codec}-{var}.arrow")
+            write_file(p, var, compression=codec)
+            good.append({"path": p, "variant": var, "compression": codec})
+    # what pyarrow.feather / pandas' to_feather write with their defaults
+    # (feather V2: an IPC file, LZ4-compressed)
+    p = path_of("defaults.feather")
+    feather.write_feather(concat(variant("repeated")), p)
+    good.append({"path": p, "variant": "repeated", "compression": "lz4"})
     full = path_of("full.arrow")
     with open(full, "rb") as f:
         data = f.read()

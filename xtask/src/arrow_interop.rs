@@ -4,18 +4,23 @@
 //!
 //! 1. Rust puts IPC files of a table with every type family
 //!    (`npshmex_arrow::sample::every_type`: whole, sliced, two batches,
-//!    empty) under names in `/dev/shm`; pyarrow opens each with
+//!    empty) under names in `/dev/shm`, and writes them (and the table
+//!    repeated to 1000 rows) LZ4- and ZSTD-compressed to disk with
+//!    `write_ipc_file`; pyarrow opens each with
 //!    `pa.ipc.open_file(pa.memory_map(path))` and compares it with the same
 //!    table built in Python (`xtask/py/arrow_interop.py`).
-//! 2. pyarrow writes the same variants (also with metadata V4) into
-//!    `/dev/shm`; Rust pops each (one inside a pool worker), compares it with
-//!    the Rust table and checks it was read zero-copy (except buffers of
-//!    16-byte elements, decimals and views: pyarrow aligns buffers to 8
-//!    bytes only, arrow-rs copies those); the bad files (compressed, truncated, garbage) must be refused
+//! 2. pyarrow writes the same variants (also with metadata V4, and LZ4- and
+//!    ZSTD-compressed, and a `pyarrow.feather.write_feather` file with its
+//!    defaults) into `/dev/shm`; Rust pops each (an uncompressed and a
+//!    compressed one also inside a pool worker), compares it with the Rust
+//!    table and checks it was read zero-copy (except buffers of 16-byte
+//!    elements, decimals and views: pyarrow aligns buffers to 8 bytes only,
+//!    arrow-rs copies those) and that compressed ones were decompressed into
+//!    a sealed segment; the bad files (truncated, garbage) must be refused
 //!    with the typed error.
 //! 3. pyarrow writes the files into a directory, `roundtrip` sends each
 //!    through a worker into another directory, and pyarrow checks the output
-//!    equals the input.
+//!    equals the input (compressed inputs come out uncompressed).
 //!
 //! Every file is removed whatever happens. Without Python the step is
 //! skipped loudly, never failed.
@@ -24,7 +29,9 @@ use crate::python::{self, Venv};
 use crate::roundtrip::FileOutcome;
 use anyhow::{bail, ensure, Context, Result};
 use arrow_array::RecordBatch;
-use npshmex_arrow::{sample, ArrowShmError, Keep, ReadPath, ShmBatch};
+use npshmex_arrow::{
+    sample, write_ipc_file, ArrowShmError, IpcCompression, Keep, ReadPath, ShmBatch, WriteOptions,
+};
 use npshmex_shm::Segment;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -52,6 +59,12 @@ fn variant(name: &str) -> Result<Vec<RecordBatch>> {
         "sliced" => vec![t.slice(1, 3)],
         "batches" => vec![t.clone(), t.slice(2, 3)],
         "empty" => vec![t.slice(0, 0)],
+        // 1000 rows, one batch: long enough buffers that both codecs
+        // really compress them (5-row buffers are stored uncompressed)
+        "repeated" => vec![arrow_select::concat::concat_batches(
+            &t.schema(),
+            &vec![t.clone(); 200],
+        )?],
         // pyarrow aligns to 8 bytes; buffers of 16-byte elements (decimals,
         // views) need 16 in arrow-rs and are copied
         "no-16-byte" => {
@@ -110,6 +123,12 @@ fn pop_in_worker(name: String) -> Result<(usize, bool), String> {
     Ok((b.num_rows(), b.read_path() == Some(ReadPath::ZeroCopy)))
 }
 
+/// The two codecs, with the names pyarrow and the manifests use.
+const CODECS: [(IpcCompression, &str); 2] = [
+    (IpcCompression::Lz4Frame, "lz4"),
+    (IpcCompression::Zstd, "zstd"),
+];
+
 /// Runs the whole check.
 pub fn run() -> Result<Interop> {
     let venv = match python::venv(&[python::PYARROW, python::NUMPY])? {
@@ -138,6 +157,27 @@ pub fn run() -> Result<Interop> {
         manifest.push(json!({"path": format!("/dev/shm/{name}"), "variant": var}));
         kept.push(b);
     }
+    for (codec, codec_name) in CODECS {
+        for var in ["full", "sliced", "batches", "empty", "repeated"] {
+            let batches = variant(var)?;
+            let path = dir.join(format!("rust-{codec_name}-{var}.arrow"));
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let options = WriteOptions::default().with_compression(codec);
+            write_ipc_file(
+                std::io::BufWriter::new(file),
+                &batches[0].schema(),
+                &batches,
+                &options,
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
+            manifest.push(json!({
+                "path": path_str(&path)?,
+                "variant": var,
+                "compression": codec_name,
+            }));
+        }
+    }
     let put_manifest = dir.join("rust-put.json");
     std::fs::write(&put_manifest, serde_json::to_vec_pretty(&manifest)?)?;
     py(&venv, &["check", path_str(&put_manifest)?])?;
@@ -155,10 +195,15 @@ pub fn run() -> Result<Interop> {
     let bad = m["bad"].as_array().context("manifest: bad")?;
     let pool = npshmex_pool::ProcessPoolExecutor::new(1)?;
     let mut popped = 0;
+    let first_compressed = good
+        .iter()
+        .position(|e| e.get("compression").is_some())
+        .context("manifest: no compressed file")?;
     for (i, e) in good.iter().enumerate() {
         let name = shm_name(e)?;
         let var = e["variant"].as_str().context("manifest: variant")?;
-        if i == 0 {
+        let compressed = e.get("compression").is_some();
+        if i == 0 || i == first_compressed {
             let (rows, zero_copy) = pool
                 .submit(pop_in_worker, name.to_owned())?
                 .result()?
@@ -176,13 +221,18 @@ pub fn run() -> Result<Interop> {
             same_rows(b.batches(), &variant(var)?),
             "{name}: differs from the Rust table {var}"
         );
-        if var == "no-16-byte" || var == "empty" {
+        if var == "no-16-byte" || var == "empty" || compressed {
+            // decompressed buffers are 64-byte aligned: all read in place
             ensure!(
                 b.read_path() == Some(ReadPath::ZeroCopy),
                 "{name}: read path {:?}",
                 b.read_path()
             );
         }
+        ensure!(
+            b.segment().seals()?.contains(npshmex_shm::Seals::WRITE),
+            "{name}: read from a segment that is not write-sealed"
+        );
         eprintln!("rust ok {name} {var}: read path {:?}", b.read_path());
         popped += 1;
     }
@@ -274,10 +324,11 @@ fn reencode(b: ShmBatch) -> Result<ShmBatch, String> {
     ShmBatch::from_batches(b.schema().clone(), b.batches()).map_err(|e| e.to_string())
 }
 
-/// The `.arrow` handler of `cargo xtask roundtrip`: the file is read like
-/// data from outside (validated, into shared memory), written again by
-/// `npshmex-arrow`, sent through a pool worker that decodes it and encodes
-/// it once more, and the worker's file is written to `output`.
+/// The `.arrow` / `.feather` handler of `cargo xtask roundtrip`: the file is
+/// read like data from outside (validated, into shared memory; a compressed
+/// one is decompressed on the way in), written again by `npshmex-arrow`,
+/// sent through a pool worker that decodes it and encodes it once more, and
+/// the worker's (uncompressed) file is written to `output`.
 pub fn roundtrip_file(input: &Path, output: &Path) -> Result<FileOutcome> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let shm = match into_shm(&bytes) {

@@ -50,8 +50,9 @@ xflags::xflags! {
         /// Only the `test` step of that name: IPC files in shm <-> pyarrow.
         cmd arrow-interop {}
 
-        /// Read each IN/*.npy (and IN/*.arrow), send it through a pool worker
-        /// and write it to OUT/NAME; prints `ok NAME` or `refused NAME: reason`.
+        /// Read each IN/*.npy (and IN/*.arrow, IN/*.feather, also LZ4/ZSTD
+        /// compressed), send it through a pool worker and write it to OUT/NAME
+        /// (uncompressed); prints `ok NAME` or `refused NAME: reason`.
         cmd roundtrip {
             /// Directory of input files.
             required input: PathBuf

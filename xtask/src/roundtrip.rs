@@ -2,8 +2,9 @@
 //! into the in-memory model and written to OUT under the same name; one line
 //! per file, `ok NAME` or `refused NAME: reason`.
 //!
-//! Files are dispatched on their extension ([`handler`]), so further formats
-//! (`.arrow`) and further legs of the trip (through a pool worker) plug in as
+//! Files are dispatched on their extension ([`handler`]: `.npy`, and
+//! `.arrow` / `.feather` for Arrow IPC files, compressed or not), so further
+//! formats and further legs of the trip (through a pool worker) plug in as
 //! one more handler or one more step inside a handler. A refusal is a clean
 //! outcome (the input was bad and the codec said why); only an I/O failure
 //! makes the command fail.
@@ -28,7 +29,8 @@ type Handler = fn(&Path, &Path) -> Result<FileOutcome>;
 pub fn handler(path: &Path) -> Option<Handler> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => Some(npy),
-        Some("arrow") => Some(crate::arrow_interop::roundtrip_file),
+        // feather V2 files are Arrow IPC files (LZ4-compressed by default)
+        Some("arrow" | "feather") => Some(crate::arrow_interop::roundtrip_file),
         _ => None,
     }
 }

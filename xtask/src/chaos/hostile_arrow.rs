@@ -1,5 +1,6 @@
 //! Hostile Arrow IPC files: a seed corpus (every Arrow type family as laid
-//! out by npshmex-arrow, plus a file from arrow-ipc's own writer) mutated at
+//! out by npshmex-arrow, plus a file from arrow-ipc's own writer, plus LZ4-
+//! and ZSTD-compressed files whose buffers are real frames) mutated at
 //! random, each put in a fresh segment and opened with `ShmBatch::open`, the
 //! untrusted reader. Every input must give `Ok` or a typed `Err`: no panic,
 //! no slow input; and what it accepts must pass arrow's full validation.
@@ -7,7 +8,7 @@
 use super::mutate::Mutator;
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use npshmex_arrow::ShmBatch;
+use npshmex_arrow::{write_ipc_file, IpcCompression, ShmBatch, WriteOptions};
 use npshmex_shm::Segment;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -45,6 +46,21 @@ pub fn corpus() -> Result<Vec<Vec<u8>>> {
         w.finish()?;
     }
     out.push(theirs);
+    // compressed: 3-row buffers are stored (prefix -1), 2000-row ones are frames
+    let ids: Vec<i64> = (0..2000).map(|i| i % 7).collect();
+    let names: Vec<Option<&str>> = (0..2000).map(|i| (i % 5 != 0).then_some("abc")).collect();
+    let long = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("name", Arc::new(StringArray::from(names)) as ArrayRef),
+    ])?;
+    for codec in [IpcCompression::Lz4Frame, IpcCompression::Zstd] {
+        let options = WriteOptions::default().with_compression(codec);
+        for b in [&small, &long] {
+            let mut file = Vec::new();
+            write_ipc_file(&mut file, &b.schema(), std::slice::from_ref(b), &options)?;
+            out.push(file);
+        }
+    }
     Ok(out)
 }
 
