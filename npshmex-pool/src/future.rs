@@ -23,7 +23,7 @@ use crate::wire::{self, Incoming};
 pub(crate) trait Completion: Send + Sync {
     /// Pending -> running on the worker `at`; false if the future was
     /// cancelled.
-    fn start(&self, at: &Assigned) -> bool;
+    fn start(&self, at: Option<&Assigned>) -> bool;
     /// Decodes the result and keeps it aside (the future is not done yet,
     /// so the caller can release the received memory first).
     fn stage(&self, bytes: &[u8], fds: Incoming);
@@ -242,12 +242,12 @@ fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
 }
 
 impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
-    fn start(&self, at: &Assigned) -> bool {
+    fn start(&self, at: Option<&Assigned>) -> bool {
         let mut s = self.lock();
         match s.phase {
             Phase::Pending | Phase::Running => {
                 s.phase = Phase::Running;
-                s.assigned = Some(at.clone());
+                s.assigned = at.cloned();
                 true
             }
             Phase::Finished | Phase::Cancelled => false,

@@ -78,8 +78,10 @@
 //! a worker that dies can always be matched with the task that killed it.
 #![deny(unsafe_code)]
 
+pub mod backend;
 mod builder;
 mod error;
+mod executor;
 mod future;
 mod init;
 mod map;
@@ -96,6 +98,7 @@ mod worker;
 
 pub use builder::{PoolBuilder, StartMethod};
 pub use error::{PanicInfo, PoolError, SharedCause, TaskError, WorkerExit};
+pub use executor::Executor;
 pub use future::Future;
 pub use init::init;
 pub use map::{MapIter, MapOptions};

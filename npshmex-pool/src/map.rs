@@ -1,5 +1,5 @@
-//! [`ProcessPoolExecutor::map`]: an ordered, lazy map over an iterator,
-//! with `chunksize` and a total timeout.
+//! [`Executor::map`]: an ordered, lazy map over an iterator, with
+//! `chunksize` and a total timeout, the same for every executor.
 //!
 //! Arguments are grouped into chunks, each chunk is one task (one trampoline
 //! call runs the function on every element, catching panics per element),
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::backend::{self, TaskFn};
 use crate::error::{PanicInfo, PoolError, TaskError};
+use crate::executor::Executor;
 use crate::future::Future;
-use crate::remote_fn::{call_chunk_offset, fn_offset};
-use crate::ProcessPoolExecutor;
 
 /// Options of [`ProcessPoolExecutor::map`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +40,10 @@ impl Default for MapOptions {
 
 type Chunk<R> = Vec<Result<R, PanicInfo>>;
 
-/// The iterator [`ProcessPoolExecutor::map`] returns: one
-/// `Result<R, TaskError>` per argument, in order.
-pub struct MapIter<'p, A, R, I> {
-    pool: &'p ProcessPoolExecutor,
+/// The iterator [`Executor::map`] returns: one `Result<R, TaskError>` per
+/// argument, in order.
+pub struct MapIter<'p, E, A, R, I> {
+    executor: &'p E,
     f: fn(A) -> R,
     args: I,
     chunksize: usize,
@@ -55,7 +55,7 @@ pub struct MapIter<'p, A, R, I> {
     finished: bool,
 }
 
-impl<A, R, I> std::fmt::Debug for MapIter<'_, A, R, I> {
+impl<E, A, R, I> std::fmt::Debug for MapIter<'_, E, A, R, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MapIter")
             .field("chunksize", &self.chunksize)
@@ -64,57 +64,32 @@ impl<A, R, I> std::fmt::Debug for MapIter<'_, A, R, I> {
     }
 }
 
-impl ProcessPoolExecutor {
-    /// `f` over every item of `args`, like Python's `Executor.map`: ordered,
-    /// but lazy (a bounded window of chunks is in flight at a time). Each
-    /// item's outcome is its own: a panic fails only that item.
-    ///
-    /// # Errors
-    /// [`PoolError::InvalidConfig`] for a zero chunksize,
-    /// [`PoolError::ShutDown`] / [`PoolError::Broken`] if the pool takes no
-    /// tasks. Errors while the iterator submits later chunks are yielded as
-    /// [`TaskError::Pool`].
-    pub fn map<A, R, I>(
-        &self,
+impl<'p, E, A, R, I> MapIter<'p, E, A, R, I>
+where
+    E: Executor,
+    I: Iterator<Item = A>,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The iteration of [`Executor::map`], with its first chunks submitted.
+    pub(crate) fn start(
+        executor: &'p E,
         f: fn(A) -> R,
         args: I,
         opts: MapOptions,
-    ) -> Result<MapIter<'_, A, R, I::IntoIter>, PoolError>
-    where
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
+    ) -> Result<Self, PoolError> {
         if opts.chunksize == 0 {
             return Err(PoolError::InvalidConfig {
                 reason: "chunksize must be at least 1",
             });
         }
-        {
-            let st = self.inner().lock();
-            if let Some(reason) = &st.broken {
-                return Err(PoolError::Broken {
-                    reason: reason.clone(),
-                });
-            }
-            if st.shutting_down {
-                return Err(PoolError::ShutDown);
-            }
-        }
-        // Enough chunks to keep every worker's pipeline busy.
-        let per_worker = self
-            .inner()
-            .cfg
-            .max_in_flight
-            .div_ceil(opts.chunksize)
-            .max(2);
-        let window = self.max_workers().saturating_mul(per_worker).max(2);
+        executor.check_open()?;
         let mut it = MapIter {
-            pool: self,
+            executor,
             f,
-            args: args.into_iter(),
+            args,
             chunksize: opts.chunksize,
-            window,
+            window: executor.map_window(opts.chunksize),
             // A timeout past the end of time (Duration::MAX) is no timeout.
             deadline: opts
                 .timeout
@@ -127,14 +102,7 @@ impl ProcessPoolExecutor {
         it.fill();
         Ok(it)
     }
-}
 
-impl<A, R, I> MapIter<'_, A, R, I>
-where
-    I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned + Send + 'static,
-{
     /// Submits chunks until the window is full or the arguments run out.
     fn fill(&mut self) {
         while !self.stop_submitting && self.in_flight.len() < self.window {
@@ -143,12 +111,10 @@ where
                 return;
             }
             let n = chunk.len();
-            let submitted = call_chunk_offset::<A, R>()
-                .and_then(|tramp| Ok((tramp, fn_offset(self.f)?)))
-                .and_then(|(tramp, func)| {
-                    let p = self.pool.pack(chunk)?;
-                    self.pool.submit_packet::<Chunk<R>>(tramp, func, p)
-                });
+            let submitted = TaskFn::chunk_of(self.f).and_then(|f| {
+                let arg = backend::encode(chunk)?;
+                self.executor.submit_encoded::<Chunk<R>>(f, arg)
+            });
             match submitted {
                 Ok(fut) => self.in_flight.push_back((fut, n)),
                 Err(e) => {
@@ -165,8 +131,9 @@ where
     }
 }
 
-impl<A, R, I> Iterator for MapIter<'_, A, R, I>
+impl<E, A, R, I> Iterator for MapIter<'_, E, A, R, I>
 where
+    E: Executor,
     I: Iterator<Item = A>,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned + Send + 'static,
@@ -210,7 +177,7 @@ where
     }
 }
 
-impl<A, R, I> MapIter<'_, A, R, I> {
+impl<E, A, R, I> MapIter<'_, E, A, R, I> {
     /// Cancels every chunk not yet sent and ends the iteration.
     fn cancel_rest(&mut self) {
         for (fut, _) in self.in_flight.drain(..) {
@@ -221,7 +188,7 @@ impl<A, R, I> MapIter<'_, A, R, I> {
     }
 }
 
-impl<A, R, I> Drop for MapIter<'_, A, R, I> {
+impl<E, A, R, I> Drop for MapIter<'_, E, A, R, I> {
     fn drop(&mut self) {
         // Abandoned chunks that have not been sent are not worth running.
         for (fut, _) in self.in_flight.drain(..) {

@@ -6,12 +6,14 @@ use std::thread::JoinHandle;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::backend::{Encoded, TaskFn};
 use crate::builder::PoolBuilder;
 use crate::error::{PoolError, TaskError};
+use crate::executor::Executor;
 use crate::future::Future;
-use crate::remote_fn::{call_offset, fn_offset};
+use crate::map::{MapIter, MapOptions};
 use crate::state::{Config, Inner, Job, SlotState, State};
-use crate::wire::{self, ExeId, PackError, Packet};
+use crate::wire::{ExeId, PackError, Packet};
 
 /// Whether [`shutdown`](ProcessPoolExecutor::shutdown) blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,18 +156,31 @@ impl ProcessPoolExecutor {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let (tramp, func) = (call_offset::<A, R>()?, fn_offset(f)?);
-        let packet = self.pack(arg)?;
-        self.submit_packet(tramp, func, packet)
+        Executor::submit(self, f, arg)
     }
 
-    /// Encodes `value` (consumed: segments it holds move, see
-    /// `npshmex_shm::oob`).
-    pub(crate) fn pack<T: Serialize>(&self, value: T) -> Result<Packet, PoolError> {
-        wire::pack(value, self.inner.cfg.inline_max).map_err(|e| match e {
-            PackError::Encode(source) => PoolError::Encode { source },
-            PackError::Shm(op, source) => PoolError::Transport { op, source },
-        })
+    /// `f` over every item of `args`, like Python's `Executor.map`: ordered,
+    /// but lazy (a bounded window of chunks is in flight at a time). Each
+    /// item's outcome is its own: a panic fails only that item. For several
+    /// iterables, zip them into tuples.
+    ///
+    /// # Errors
+    /// [`PoolError::InvalidConfig`] for a zero chunksize,
+    /// [`PoolError::ShutDown`] / [`PoolError::Broken`] if the pool takes no
+    /// tasks. Errors while the iterator submits later chunks are yielded as
+    /// [`TaskError::Pool`].
+    pub fn map<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        args: I,
+        opts: MapOptions,
+    ) -> Result<MapIter<'_, Self, A, R, I::IntoIter>, PoolError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Executor::map(self, f, args, opts)
     }
 
     pub(crate) fn submit_packet<R>(
@@ -200,13 +215,22 @@ impl ProcessPoolExecutor {
         Ok(fut)
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
-    }
-
     /// The number of worker processes.
     pub fn max_workers(&self) -> usize {
         self.inner.cfg.max_workers
+    }
+
+    fn check_open(&self) -> Result<(), PoolError> {
+        let st = self.inner.lock();
+        if let Some(reason) = &st.broken {
+            return Err(PoolError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if st.shutting_down {
+            return Err(PoolError::ShutDown);
+        }
+        Ok(())
     }
 
     /// Pids of the live worker processes (for monitoring and leak checks).
@@ -268,6 +292,43 @@ impl ProcessPoolExecutor {
             }
             Wait::Return => self.detached.store(true, Ordering::SeqCst),
         }
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn submit_encoded<R>(&self, f: TaskFn, arg: Encoded) -> Result<Future<R>, PoolError>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        let packet = Packet::from_encoded(arg, self.inner.cfg.inline_max).map_err(|e| match e {
+            PackError::Encode(source) => PoolError::Encode { source },
+            PackError::Shm(op, source) => PoolError::Transport { op, source },
+        })?;
+        let (tramp, func) = f.to_raw();
+        self.submit_packet(tramp, func, packet)
+    }
+
+    fn max_workers(&self) -> usize {
+        self.inner.cfg.max_workers
+    }
+
+    fn map_window(&self, chunksize: usize) -> usize {
+        // Enough chunks to keep every worker's pipeline busy.
+        let per_worker = self
+            .inner
+            .cfg
+            .max_in_flight
+            .div_ceil(chunksize.max(1))
+            .max(2);
+        self.inner.cfg.max_workers.saturating_mul(per_worker).max(2)
+    }
+
+    fn check_open(&self) -> Result<(), PoolError> {
+        ProcessPoolExecutor::check_open(self)
+    }
+
+    fn shutdown(&self, opts: ShutdownOptions) {
+        ProcessPoolExecutor::shutdown(self, opts);
     }
 }
 

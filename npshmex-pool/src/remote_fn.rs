@@ -28,11 +28,11 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{PanicInfo, PoolError};
 use crate::remote_error::RemoteCause;
-use crate::wire::{decode, pack, Failure, Incoming, Packet};
+use crate::wire::{decode, encode as encode_value, Encoded, Failure, Incoming};
 
 /// The signature every trampoline has: user function address, argument
-/// bytes, argument fds, inline limit for the result.
-pub(crate) type Trampoline = fn(usize, &[u8], Incoming, usize) -> Result<Packet, Failure>;
+/// bytes, argument's out-of-band items; returns the encoded result.
+pub(crate) type Trampoline = fn(usize, &[u8], Incoming) -> Result<Encoded, Failure>;
 
 /// The fixed point offsets are measured from. Never inlined, so it has an
 /// address of its own.
@@ -168,8 +168,7 @@ pub(crate) fn invoke(
     func: i64,
     bytes: &[u8],
     fds: Incoming,
-    inline_max: usize,
-) -> Result<Packet, Failure> {
+) -> Result<Encoded, Failure> {
     let (t_addr, f_addr) = (addr_of_offset(tramp), addr_of_offset(func));
     if !in_exe_text(t_addr) || !in_exe_text(f_addr) {
         return Err(Failure::ArgumentDecode(RemoteCause::new(format!(
@@ -180,7 +179,7 @@ pub(crate) fn invoke(
     // call_chunk_offset in a process running this executable, and lands in
     // its code.
     let t = unsafe { trampoline_at(t_addr) };
-    t(f_addr, bytes, fds, inline_max)
+    t(f_addr, bytes, fds)
 }
 
 /// Runs the initializer at `offset` (sent by the parent, see [`invoke`]);
@@ -306,8 +305,8 @@ fn decode_arg<A: DeserializeOwned>(bytes: &[u8], fds: Incoming) -> Result<A, Fai
 // User `Serialize` impls run here too: a panic in one fails the task with a
 // typed error instead of killing the worker (and, with it, the unrelated
 // tasks pipelined behind).
-fn encode<R: Serialize>(value: R, inline_max: usize) -> Result<Packet, Failure> {
-    catch_unwind(AssertUnwindSafe(|| pack(value, inline_max)))
+fn encode<R: Serialize>(value: R) -> Result<Encoded, Failure> {
+    catch_unwind(AssertUnwindSafe(|| encode_value(value)))
         .map_err(|p| {
             Failure::ResultEncode(RemoteCause::new(format!(
                 "encoding panicked: {}",
@@ -318,12 +317,7 @@ fn encode<R: Serialize>(value: R, inline_max: usize) -> Result<Packet, Failure> 
 }
 
 /// Decodes `A`, calls the function at `f_addr`, encodes `R`.
-fn call<A, R>(
-    f_addr: usize,
-    bytes: &[u8],
-    fds: Incoming,
-    inline_max: usize,
-) -> Result<Packet, Failure>
+fn call<A, R>(f_addr: usize, bytes: &[u8], fds: Incoming) -> Result<Encoded, Failure>
 where
     A: DeserializeOwned,
     R: Serialize,
@@ -335,17 +329,12 @@ where
     let f = unsafe { user_fn::<A, R>(f_addr) };
     let out =
         catch_unwind(AssertUnwindSafe(|| f(arg))).map_err(|p| Failure::Panicked(panicked(&*p)))?;
-    encode(out, inline_max)
+    encode(out)
 }
 
 /// `call` over a chunk: decodes `Vec<A>`, calls the function on each
 /// element (a panic fails only its element), encodes `Vec<Result<R, PanicInfo>>`.
-fn call_chunk<A, R>(
-    f_addr: usize,
-    bytes: &[u8],
-    fds: Incoming,
-    inline_max: usize,
-) -> Result<Packet, Failure>
+fn call_chunk<A, R>(f_addr: usize, bytes: &[u8], fds: Incoming) -> Result<Encoded, Failure>
 where
     A: DeserializeOwned,
     R: Serialize,
@@ -357,7 +346,7 @@ where
         .into_iter()
         .map(|a| catch_unwind(AssertUnwindSafe(|| f(a))).map_err(|p| panicked(&*p)))
         .collect();
-    encode(out, inline_max)
+    encode(out)
 }
 
 #[cfg(test)]
@@ -391,7 +380,7 @@ mod tests {
         // Offsets that do not land in the executable are never called.
         let far = offset_of(in_libc);
         assert!(matches!(
-            invoke(far, far, &[], Incoming::new(Vec::new(), &[]), 0),
+            invoke(far, far, &[], Incoming::new(Vec::new(), &[])),
             Err(Failure::ArgumentDecode(_))
         ));
         assert!(run_initializer(far).is_err());

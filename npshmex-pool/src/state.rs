@@ -244,7 +244,7 @@ impl State {
                 break;
             };
             // A cancelled future's task is dropped here, unsent.
-            if !job.completion.start(&at) {
+            if !job.completion.start(Some(&at)) {
                 continue;
             }
             bytes += len;

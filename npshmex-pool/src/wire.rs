@@ -215,10 +215,40 @@ impl PackError {
     }
 }
 
-/// Serializes `value` inside an fd collector, drops it (so that segments it
-/// held can move), and resolves its out-of-band fds; past `inline_max`
-/// bytes the encoding moves to a sealed memfd.
-pub(crate) fn pack<T: Serialize>(value: T, inline_max: usize) -> Result<Packet, PackError> {
+/// A value encoded for any transport: its bytes, and the out-of-band items
+/// its `Serialize` impls handed over, not yet resolved (the value itself is
+/// gone, so moved segments can move). The local pool resolves them into
+/// fds ([`Packet::from_encoded`]); a transport that carries contents uses
+/// [`oob::Collected::finish_local`].
+pub struct Encoded {
+    bytes: Vec<u8>,
+    collected: oob::Collected,
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("bytes", &self.bytes.len())
+            .field("out_of_band", &self.collected.len())
+            .finish()
+    }
+}
+
+impl Encoded {
+    /// The serialized bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes and the out-of-band items.
+    pub fn into_parts(self) -> (Vec<u8>, oob::Collected) {
+        (self.bytes, self.collected)
+    }
+}
+
+/// Serializes `value` inside an fd collector (postcard) and drops it, so
+/// that segments it held can move.
+pub(crate) fn encode<T: Serialize>(value: T) -> Result<Encoded, PackError> {
     let (bytes, mut collected) = oob::collect(|| postcard::to_allocvec(&value));
     let bytes = match bytes {
         Ok(b) => b,
@@ -231,53 +261,68 @@ pub(crate) fn pack<T: Serialize>(value: T, inline_max: usize) -> Result<Packet, 
         }
     };
     drop(value);
-    let out = collected
-        .finish()
-        .map_err(|e| PackError::Shm("handing out the value's segments", e))?;
-    let (fds, moved) = out.into_parts();
-    let moved: Vec<u32> = moved
-        .iter()
-        .enumerate()
-        .filter(|(_, &m)| m)
-        .map(|(i, _)| i as u32)
-        .collect();
-    // One spare for the payload memfd.
-    if fds.len() >= npshmex_shm::MAX_FRAME_FDS as usize {
-        return Err(PackError::Shm(
-            "collecting out-of-band fds",
-            ShmError::Frame {
-                reason: format!(
-                    "{} fds in one value; at most {} fit a frame",
-                    fds.len(),
-                    npshmex_shm::MAX_FRAME_FDS - 1
-                ),
-            },
-        ));
-    }
-    if bytes.len() <= inline_max && u32::try_from(bytes.len()).is_ok() {
-        return Ok(Packet {
-            body: PacketBody::Inline(bytes),
+    Ok(Encoded { bytes, collected })
+}
+
+/// [`encode`], then [`Packet::from_encoded`].
+#[cfg(test)]
+pub(crate) fn pack<T: Serialize>(value: T, inline_max: usize) -> Result<Packet, PackError> {
+    Packet::from_encoded(encode(value)?, inline_max)
+}
+
+impl Packet {
+    /// Resolves an encoded value's out-of-band items into fds; past
+    /// `inline_max` bytes the encoding moves to a sealed memfd.
+    pub(crate) fn from_encoded(enc: Encoded, inline_max: usize) -> Result<Packet, PackError> {
+        let Encoded { bytes, collected } = enc;
+        let out = collected
+            .finish()
+            .map_err(|e| PackError::Shm("handing out the value's segments", e))?;
+        let (fds, moved) = out.into_parts();
+        let moved: Vec<u32> = moved
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m)
+            .map(|(i, _)| i as u32)
+            .collect();
+        // One spare for the payload memfd.
+        if fds.len() >= npshmex_shm::MAX_FRAME_FDS as usize {
+            return Err(PackError::Shm(
+                "collecting out-of-band fds",
+                ShmError::Frame {
+                    reason: format!(
+                        "{} fds in one value; at most {} fit a frame",
+                        fds.len(),
+                        npshmex_shm::MAX_FRAME_FDS - 1
+                    ),
+                },
+            ));
+        }
+        if bytes.len() <= inline_max && u32::try_from(bytes.len()).is_ok() {
+            return Ok(Packet {
+                body: PacketBody::Inline(bytes),
+                fds,
+                moved,
+            });
+        }
+        let len = bytes.len();
+        let mut seg =
+            Segment::anonymous(len).map_err(|e| PackError::Shm("creating a payload memfd", e))?;
+        seg.as_mut_slice()
+            .map_err(|e| PackError::Shm("writing a payload memfd", e))?[..len]
+            .copy_from_slice(&bytes);
+        drop(bytes);
+        // Sealed against resizing and writes: the receiver maps it read-only
+        // and decodes from the mapping, so its bytes must not change (or vanish).
+        let fd = seg
+            .into_sealed_fd()
+            .map_err(|e| PackError::Shm("sealing a payload memfd", e))?;
+        Ok(Packet {
+            body: PacketBody::Memfd { fd, len },
             fds,
             moved,
-        });
+        })
     }
-    let len = bytes.len();
-    let mut seg =
-        Segment::anonymous(len).map_err(|e| PackError::Shm("creating a payload memfd", e))?;
-    seg.as_mut_slice()
-        .map_err(|e| PackError::Shm("writing a payload memfd", e))?[..len]
-        .copy_from_slice(&bytes);
-    drop(bytes);
-    // Sealed against resizing and writes: the receiver maps it read-only
-    // and decodes from the mapping, so its bytes must not change (or vanish).
-    let fd = seg
-        .into_sealed_fd()
-        .map_err(|e| PackError::Shm("sealing a payload memfd", e))?;
-    Ok(Packet {
-        body: PacketBody::Memfd { fd, len },
-        fds,
-        moved,
-    })
 }
 
 /// Why `value` could not be encoded, when no adapter recorded a typed
@@ -338,11 +383,27 @@ impl Packet {
     }
 }
 
-/// The out-of-band fds of one received value, with the moves its sender
-/// proved.
-pub(crate) struct Incoming {
-    fds: Vec<OwnedFd>,
-    moved: Vec<bool>,
+/// The out-of-band items of one received value. Crate-private: the move
+/// flags of `Fds` are trusted (see `decode`), so only this crate makes them.
+pub(crate) enum Incoming {
+    /// Fds from this pool's socket, with the moves its sender proved.
+    Fds {
+        /// The fds, in index order.
+        fds: Vec<OwnedFd>,
+        /// Per fd, whether the peer proved it a move.
+        moved: Vec<bool>,
+    },
+    /// Items of a transport that carries segment contents.
+    Local(Vec<oob::Inbound>),
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incoming::Fds { fds, .. } => write!(f, "Incoming::Fds({})", fds.len()),
+            Incoming::Local(items) => write!(f, "Incoming::Local({})", items.len()),
+        }
+    }
 }
 
 impl Incoming {
@@ -354,13 +415,16 @@ impl Incoming {
                 *f = true;
             }
         }
-        Incoming { fds, moved: flags }
+        Incoming::Fds { fds, moved: flags }
     }
 
-    /// Number of fds.
+    /// Number of items.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.fds.len()
+        match self {
+            Incoming::Fds { fds, .. } => fds.len(),
+            Incoming::Local(items) => items.len(),
+        }
     }
 }
 
@@ -375,18 +439,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     incoming: Incoming,
 ) -> Result<T, SharedCause> {
-    let Incoming { fds, moved } = incoming;
-    // SAFETY: the move flags come from the frame header our peer wrote:
-    // the other end of this pool's private socket, a process running this
-    // very executable (checked at handshake) whose pool code sets a flag
-    // only for fds `Collected::finish` proved to be moves (the sender's
-    // last handle was dropped; no writable fd or mapping of the file is
-    // left to it outside its segment cache, which never writes a lent
-    // segment). User code in the peer cannot write frame headers.
-    let (decoded, cause) = unsafe {
-        oob::with_received_moves(fds, &moved, || {
-            catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes)))
-        })
+    let run = || catch_unwind(AssertUnwindSafe(|| postcard::from_bytes::<T>(bytes)));
+    let (decoded, cause) = match incoming {
+        // SAFETY: `Incoming::Fds` is made only by this crate, from the frame
+        // header our peer wrote (`Incoming::new`): the other end of this
+        // pool's private socket, a process running this very executable
+        // (checked at handshake) whose pool code sets a flag only for fds
+        // `Collected::finish` proved to be moves (the sender's last handle
+        // was dropped; no writable fd or mapping of the file is left to it
+        // outside its segment cache, which never writes a lent segment).
+        // User code in the peer cannot write frame headers.
+        Incoming::Fds { fds, moved } => unsafe { oob::with_received_moves(fds, &moved, run) },
+        Incoming::Local(items) => oob::with_received_local(items, run),
     };
     match decoded {
         Ok(Ok(value)) => Ok(value),

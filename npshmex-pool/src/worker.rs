@@ -209,7 +209,12 @@ impl Worker<'_> {
                 &task.moved,
                 &mut inline,
                 &mut fds,
-                |bytes, fds| invoke(task.tramp, task.func, bytes, fds, inline_max),
+                |bytes, fds| {
+                    invoke(task.tramp, task.func, bytes, fds).and_then(|enc| {
+                        Packet::from_encoded(enc, inline_max)
+                            .map_err(|e| Failure::ResultEncode(e.to_cause()))
+                    })
+                },
             );
             let outcome = match outcome {
                 Ok(o) => o,

@@ -162,6 +162,11 @@ impl Slot {
         Ok(slot)
     }
 
+    /// The segment, taken out of the cache's reach (dropping it unmaps it).
+    pub fn into_segment(mut self) -> Segment {
+        self.seg.take().expect("segment present until drop")
+    }
+
     /// The segment.
     pub fn segment(&self) -> &Segment {
         // Invariant: `seg` is only `None` inside `Drop`.

@@ -129,9 +129,43 @@ struct CollectFrame {
 }
 
 struct ReceiveFrame {
-    fds: Vec<Option<OwnedFd>>,
-    moved: Vec<bool>,
+    items: Vec<Option<Received>>,
     cause: Option<Cause>,
+}
+
+/// One out-of-band item of a value being decoded.
+enum Received {
+    /// An fd, and whether its sender proved it a move.
+    Fd { fd: OwnedFd, moved: bool },
+    /// A segment this process filled itself (a transport that carries
+    /// segment contents, not fds).
+    Slot(Slot),
+}
+
+/// An out-of-band item of an encoded value, for a transport that carries
+/// segment *contents* rather than fds (across machines, say): see
+/// [`Collected::finish_local`].
+#[derive(Debug)]
+pub enum Outbound {
+    /// A segment moved out of the value: this process's handle, readable
+    /// (its pages are the value's; nothing else writes them).
+    Slot(Slot),
+    /// An fd a `Serialize` impl pushed ([`push_fd`]) or a write-sealed
+    /// segment shared ([`Transfer::ReadOnly`], [`Transfer::CopyOnWrite`]).
+    Fd(OwnedFd),
+}
+
+/// An out-of-band item of a value to decode, for
+/// [`with_received_local`].
+#[derive(Debug)]
+pub enum Inbound {
+    /// A segment this process made and filled with what the sender's
+    /// [`Outbound::Slot`] or sealed [`Outbound::Fd`] held; [`receive`]
+    /// hands it over in the mode the value asks for (sealing it first for
+    /// the shared modes).
+    Slot(Slot),
+    /// An fd from outside, untrusted (as [`with_received`] treats them).
+    Fd(OwnedFd),
 }
 
 thread_local! {
@@ -155,6 +189,26 @@ impl fmt::Debug for Collected {
 }
 
 impl Collected {
+    /// The items as a transport that carries contents needs them: each
+    /// moved segment as this process's own [`Slot`] (copied first if the
+    /// encoded value's handle is still alive, as in [`Collected::finish`]),
+    /// each pushed fd as it is. Call it after dropping the encoded value.
+    ///
+    /// # Errors
+    /// As [`Collected::finish`].
+    pub fn finish_local(self) -> Result<Vec<Outbound>> {
+        self.items
+            .into_iter()
+            .map(|item| match item {
+                Item::Fd(fd) => Ok(Outbound::Fd(fd)),
+                Item::Move(slot) => Ok(Outbound::Slot(match Arc::try_unwrap(slot) {
+                    Ok(slot) => slot,
+                    Err(shared) => shared.copy_to_new(shared.segment().len())?,
+                })),
+            })
+            .collect()
+    }
+
     /// Number of fds the value will send.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -369,8 +423,11 @@ pub fn is_collecting() -> bool {
 /// sealed against writes and mapped privately (the receiver may still
 /// write it, privately), or refused if someone else maps it writable.
 pub fn with_received<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> (T, Option<Cause>) {
-    let moved = vec![false; fds.len()];
-    enter_received(fds, moved, f)
+    let items = fds
+        .into_iter()
+        .map(|fd| Received::Fd { fd, moved: false })
+        .collect();
+    enter_received(items, f)
 }
 
 /// [`with_received`] where `moved[i]` says that fd `i` is a proven move:
@@ -389,21 +446,35 @@ pub unsafe fn with_received_moves<T>(
     moved: &[bool],
     f: impl FnOnce() -> T,
 ) -> (T, Option<Cause>) {
-    let moved = (0..fds.len())
-        .map(|i| moved.get(i).copied().unwrap_or(false))
+    let items = fds
+        .into_iter()
+        .enumerate()
+        .map(|(i, fd)| Received::Fd {
+            fd,
+            moved: moved.get(i).copied().unwrap_or(false),
+        })
         .collect();
-    enter_received(fds, moved, f)
+    enter_received(items, f)
 }
 
-fn enter_received<T>(
-    fds: Vec<OwnedFd>,
-    moved: Vec<bool>,
-    f: impl FnOnce() -> T,
-) -> (T, Option<Cause>) {
+/// [`with_received`] for a transport that carries segment contents: the
+/// items are segments this process filled ([`Inbound::Slot`], safe: nobody
+/// else has them) or untrusted fds ([`Inbound::Fd`]).
+pub fn with_received_local<T>(items: Vec<Inbound>, f: impl FnOnce() -> T) -> (T, Option<Cause>) {
+    let items = items
+        .into_iter()
+        .map(|i| match i {
+            Inbound::Slot(slot) => Received::Slot(slot),
+            Inbound::Fd(fd) => Received::Fd { fd, moved: false },
+        })
+        .collect();
+    enter_received(items, f)
+}
+
+fn enter_received<T>(items: Vec<Received>, f: impl FnOnce() -> T) -> (T, Option<Cause>) {
     RECEIVERS.with(|r| {
         r.borrow_mut().push(ReceiveFrame {
-            fds: fds.into_iter().map(Some).collect(),
-            moved,
+            items: items.into_iter().map(Some).collect(),
             cause: None,
         })
     });
@@ -412,18 +483,16 @@ fn enter_received<T>(
     (value, guard.finish())
 }
 
-/// Takes fd `index` of the innermost receiver, with its move flag.
-fn take(index: u32) -> Result<(OwnedFd, bool)> {
+/// Takes item `index` of the innermost receiver.
+fn take(index: u32) -> Result<Received> {
     RECEIVERS.with(|r| {
         let mut stack = r.borrow_mut();
         let top = stack.last_mut().ok_or(ShmError::NoCollector)?;
-        let available = u32::try_from(top.fds.len()).unwrap_or(u32::MAX);
-        let fd = top
-            .fds
+        let available = u32::try_from(top.items.len()).unwrap_or(u32::MAX);
+        top.items
             .get_mut(index as usize)
             .and_then(Option::take)
-            .ok_or(ShmError::MissingFd { index, available })?;
-        Ok((fd, top.moved.get(index as usize).copied().unwrap_or(false)))
+            .ok_or(ShmError::MissingFd { index, available })
     })
 }
 
@@ -433,7 +502,11 @@ fn take(index: u32) -> Result<(OwnedFd, bool)> {
 /// [`ShmError::MissingFd`] when `index` is out of range or already taken,
 /// [`ShmError::NoCollector`] outside [`with_received`].
 pub fn take_fd(index: u32) -> Result<OwnedFd> {
-    take(index).map(|(fd, _)| fd)
+    match take(index)? {
+        Received::Fd { fd, .. } => Ok(fd),
+        // This process's own segment, given up: the fd is all that is left.
+        Received::Slot(slot) => Ok(slot.into_segment().into_fd()),
+    }
 }
 
 /// Maps the segment `r` refers to, in its receive mode, as a [`Slot`]:
@@ -449,7 +522,10 @@ pub fn take_fd(index: u32) -> Result<OwnedFd> {
 /// [`ShmError::NotSealed`], [`ShmError::NotExclusive`] (an unproven move of
 /// a file someone maps writable), and as [`take_fd`].
 pub fn receive(r: SegmentRef) -> Result<Slot> {
-    let (fd, moved) = take(r.index)?;
+    let (fd, moved) = match take(r.index)? {
+        Received::Fd { fd, moved } => (fd, moved),
+        Received::Slot(slot) => return receive_local(slot, r.transfer),
+    };
     let key = segment::FileKey::of(fd.as_fd())?;
     match r.transfer {
         Transfer::Move if moved => {
@@ -484,6 +560,25 @@ pub fn receive(r: SegmentRef) -> Result<Slot> {
         Transfer::CopyOnWrite => {
             let seg = Segment::from_fd_sealed(fd, Access::CopyOnWrite, 0)?;
             Ok(Slot::new(seg, key, Origin::Received))
+        }
+    }
+}
+
+/// A segment this process filled, in the mode `transfer` asks: as it is
+/// for a move; sealed for the shared modes (a receiver of those expects
+/// pages nobody can change), privately mapped for copy-on-write.
+fn receive_local(slot: Slot, transfer: Transfer) -> Result<Slot> {
+    match transfer {
+        Transfer::Move => Ok(slot),
+        Transfer::ReadOnly => {
+            let len = slot.segment().len();
+            slot.freeze(len)
+        }
+        Transfer::CopyOnWrite => {
+            let len = slot.segment().len();
+            let frozen = slot.freeze(len)?;
+            let private = frozen.segment().remap(Access::CopyOnWrite)?;
+            Slot::uncached(private)
         }
     }
 }

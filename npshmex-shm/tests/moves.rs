@@ -81,3 +81,45 @@ fn plain_fds_are_never_taken_for_moves() -> Result<()> {
     assert_eq!(out.moved(), &[false]);
     Ok(())
 }
+
+#[test]
+fn contents_transports_hand_segments_over_as_slots() -> Result<()> {
+    // What a transport that carries contents does: the sender reads each
+    // moved slot, the receiver fills a slot of its own and decodes.
+    let (mut slot, _) = cache::alloc(4096)?;
+    slot.segment_mut().as_mut_slice()?[..3].copy_from_slice(b"abc");
+    let slot = Arc::new(slot);
+    let (refs, collected) = collect(|| {
+        Ok::<_, npshmex_shm::ShmError>((send(&slot, Transfer::Move)?, send(&slot, Transfer::Move)?))
+    });
+    let (r1, r2) = refs?;
+    drop(slot);
+    let out = collected.finish_local()?;
+    assert_eq!(out.len(), 2);
+    let mut inbound = Vec::new();
+    for item in &out {
+        let oob::Outbound::Slot(s) = item else {
+            panic!("a moved segment arrives as a slot");
+        };
+        let bytes = s.segment().as_slice();
+        let (mut mine, _) = cache::alloc(bytes.len())?;
+        mine.segment_mut().as_mut_slice()?[..bytes.len()].copy_from_slice(bytes);
+        inbound.push(oob::Inbound::Slot(mine));
+    }
+    let (got, cause) = oob::with_received_local(inbound, || {
+        Ok::<_, npshmex_shm::ShmError>((
+            receive(r1)?,
+            receive(r2.with_transfer(Transfer::ReadOnly))?,
+        ))
+    });
+    assert!(cause.is_none());
+    let (moved, shared) = got?;
+    assert_eq!(&moved.segment().as_slice()[..3], b"abc");
+    assert_eq!(moved.segment().access(), Access::ReadWrite);
+    assert_eq!(shared.segment().access(), Access::ReadOnly);
+    assert!(shared
+        .segment()
+        .seals()?
+        .contains(npshmex_shm::Seals::WRITE));
+    Ok(())
+}
