@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::error::PoolError;
 
-/// Largest `inline_max`: frames stay far below the socket's frame limit.
-const MAX_INLINE: usize = 16 << 20;
+/// Largest `inline_max`: a frame of tasks must fit a ring entry of the
+/// control channel (larger payloads travel in a memfd of their own).
+const MAX_INLINE: usize = 128 << 10;
 use crate::state::Config;
 use crate::ProcessPoolExecutor;
 
@@ -97,8 +98,8 @@ impl PoolBuilder {
     }
 
     /// Payloads (arguments and results) larger than this many encoded bytes
-    /// travel in a sealed memfd instead of through the socket (default
-    /// 64 KiB, at most 16 MiB).
+    /// travel in a sealed memfd instead of inline in the control channel
+    /// (default 64 KiB, at most 128 KiB).
     pub fn inline_max(mut self, bytes: usize) -> Self {
         self.cfg.inline_max = bytes;
         self
@@ -140,7 +141,7 @@ impl PoolBuilder {
         }
         if c.inline_max > MAX_INLINE {
             return Err(PoolError::InvalidConfig {
-                reason: "inline_max must be at most 16 MiB (larger payloads belong in a memfd)",
+                reason: "inline_max must be at most 128 KiB (larger payloads belong in a memfd)",
             });
         }
         if let Some(f) = c.initializer {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::error::TaskError;
-use crate::state::Assigned;
+use crate::rx::Assigned;
 use crate::wire::{self, Incoming};
 
 /// What the pool does with a task's future, without knowing `R`.
@@ -47,6 +47,11 @@ enum Phase {
 
 struct Slot<R> {
     phase: Phase,
+    /// The outcome is decided but its callbacks still run (on the thread
+    /// that completed it, which holds the value meanwhile): takers wait.
+    settling: bool,
+    /// The outcome is an error other than cancellation.
+    failed: bool,
     value: Option<Result<R, TaskError>>,
     /// A decoded result not published yet.
     staged: Option<Result<R, TaskError>>,
@@ -85,8 +90,9 @@ impl<R> std::fmt::Debug for Future<R> {
 
 impl<R> Shared<R> {
     fn lock(&self) -> MutexGuard<'_, Slot<R>> {
-        // Callbacks run under this lock inside catch_unwind, so a poisoned
-        // slot is still consistent.
+        // Every mutation under this lock is a plain field store, and user
+        // code (callbacks) never runs under it: a poisoned slot is still
+        // consistent.
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -98,8 +104,16 @@ impl<R> Shared<R> {
         );
     }
 
-    /// Stores the outcome if the current phase passes `allowed`; runs the
-    /// callbacks and wakes waiters. Returns whether it stored.
+    /// Decides the outcome if the current phase passes `allowed`, runs the
+    /// callbacks with no lock held, then stores the value and wakes
+    /// waiters. Returns whether it decided.
+    ///
+    /// The callbacks run on this thread with the value held here (not in
+    /// the slot), so no lock is held while user code runs (it may submit,
+    /// cancel or drop the pool: see the lock order in `rx`); meanwhile the
+    /// future is already `done()` (a callback that wakes a waiter, as
+    /// `as_completed` does, finds it done) but taking its value waits for
+    /// the callbacks to finish.
     fn complete_if(
         &self,
         allowed: fn(Phase) -> bool,
@@ -111,21 +125,33 @@ impl<R> Shared<R> {
             return false;
         }
         s.phase = phase;
-        s.value = Some(value);
-        // Done before the callbacks run: a callback that wakes a waiter
-        // (as_completed, wait) must find the future done.
+        s.settling = true;
+        s.failed = phase == Phase::Finished && value.is_err();
         self.done.store(true, Ordering::Release);
-        let callbacks = std::mem::take(&mut s.callbacks);
-        for cb in callbacks {
-            run_callback(&s, cb);
+        let mut callbacks = std::mem::take(&mut s.callbacks);
+        drop(s);
+        loop {
+            for cb in callbacks {
+                run_callback(&value, cb);
+            }
+            let mut s = self.lock();
+            // Callbacks added while these ran (`add_done_callback` queues
+            // them while settling) run too, before the value is stored.
+            callbacks = std::mem::take(&mut s.callbacks);
+            if callbacks.is_empty() {
+                s.value = Some(value);
+                s.settling = false;
+                let waker = s.waker.take();
+                if s.waiters > 0 {
+                    self.cond.notify_all();
+                }
+                drop(s);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return true;
+            }
         }
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
-        if s.waiters > 0 {
-            self.cond.notify_all();
-        }
-        true
     }
 
     /// Pending -> cancelled, atomically with respect to dispatch (which
@@ -152,7 +178,7 @@ impl<R> Shared<R> {
         let assigned = self.lock().assigned.clone();
         let helping = assigned
             .and_then(|a| a.inner.upgrade().map(|inner| (a, inner)))
-            .filter(|(a, inner)| crate::slot::worth_helping(inner, a));
+            .filter(|(a, inner)| crate::rx::worth_helping(inner, a));
         if let Some((a, _)) = &helping {
             a.rx.helpers.fetch_add(1, Ordering::SeqCst);
         }
@@ -166,7 +192,7 @@ impl<R> Shared<R> {
                 break;
             }
             if let Some((a, inner)) = &helping {
-                crate::slot::help(inner, a);
+                crate::rx::help(inner, a);
                 if self.done.load(Ordering::Acquire) {
                     done = true;
                     break;
@@ -175,22 +201,22 @@ impl<R> Shared<R> {
             std::thread::yield_now();
         }
         if let Some((a, inner)) = &helping {
-            crate::slot::stop_helping(inner, a);
+            crate::rx::stop_helping(inner, a);
         }
         done
     }
 
-    /// Waits until done or `deadline`; true if done.
+    /// Waits until done or `deadline`; true if done (and settled: the
+    /// value is stored, its callbacks have run).
     fn wait(&self, deadline: Option<Instant>) -> bool {
-        if self.done.load(Ordering::Acquire) {
-            return true;
-        }
-        if !self.spin.is_zero() && self.spin_and_help(deadline) {
-            return true;
-        }
+        let decided = self.done.load(Ordering::Acquire)
+            || (!self.spin.is_zero() && self.spin_and_help(deadline));
+        // Decided, maybe still settling: its callbacks are short, so wait
+        // for them whatever the deadline.
+        let deadline = if decided { None } else { deadline };
         let mut s = self.lock();
         s.waiters += 1;
-        while !matches!(s.phase, Phase::Finished | Phase::Cancelled) {
+        while !s.settled() {
             match deadline {
                 None => s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
@@ -207,7 +233,14 @@ impl<R> Shared<R> {
             }
         }
         s.waiters -= 1;
-        matches!(s.phase, Phase::Finished | Phase::Cancelled)
+        s.settled()
+    }
+}
+
+impl<R> Slot<R> {
+    /// Whether the outcome is decided and its callbacks have run.
+    fn settled(&self) -> bool {
+        matches!(self.phase, Phase::Finished | Phase::Cancelled) && !self.settling
     }
 }
 
@@ -224,12 +257,10 @@ pub(crate) fn in_callback() -> bool {
     IN_CALLBACK.with(|c| c.get() > 0)
 }
 
-fn run_callback<R>(s: &Slot<R>, cb: Callback<R>) {
-    let taken = TaskError::ResultTaken;
-    let arg = match &s.value {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(e),
-        None => Err(&taken),
+fn run_callback<R>(value: &Result<R, TaskError>, cb: Callback<R>) {
+    let arg = match value {
+        Ok(v) => Ok(v),
+        Err(e) => Err(e),
     };
     // A panicking callback must not take the pool thread down; Python logs
     // and ignores callback exceptions too.
@@ -286,6 +317,8 @@ impl<R: DeserializeOwned + Send + 'static> Future<R> {
             shared: Arc::new(Shared {
                 slot: Mutex::new(Slot {
                     phase: Phase::Pending,
+                    settling: false,
+                    failed: false,
                     value: None,
                     staged: None,
                     assigned: None,
@@ -337,6 +370,7 @@ impl<R> Future<R> {
     }
 
     fn take(&self) -> Result<R, TaskError> {
+        // `wait` returned: settled (callbacks done, value stored).
         self.shared
             .lock()
             .value
@@ -362,8 +396,7 @@ impl<R> Future<R> {
     /// Whether the future is done with an error other than cancellation
     /// (for [`ReturnWhen::FirstException`](crate::ReturnWhen)).
     pub(crate) fn failed(&self) -> bool {
-        let s = self.shared.lock();
-        s.phase == Phase::Finished && matches!(s.value, Some(Err(_)))
+        self.shared.lock().failed
     }
 
     /// Runs `f` with the outcome once the future is done (at once, in this
@@ -375,10 +408,23 @@ impl<R> Future<R> {
         F: FnOnce(Result<&R, &TaskError>) + Send + 'static,
     {
         let mut s = self.shared.lock();
-        if matches!(s.phase, Phase::Finished | Phase::Cancelled) {
-            run_callback(&s, Box::new(f));
-        } else {
+        if !s.settled() {
+            // Pending, running, or settling: the completing thread runs it.
             s.callbacks.push(Box::new(f));
+            return;
+        }
+        // Run here, with no lock held: the value is lent out of the slot
+        // meanwhile. Nothing else can take it: that needs this very handle
+        // by value or `&mut`, and it is borrowed by this call.
+        let value = s.value.take();
+        drop(s);
+        match &value {
+            Some(v) => run_callback(v, Box::new(f)),
+            None => run_callback(&Err(TaskError::ResultTaken), Box::new(f)),
+        }
+        let mut s = self.shared.lock();
+        if s.value.is_none() {
+            s.value = value;
         }
     }
 }
@@ -388,7 +434,7 @@ impl<R> std::future::Future for Future<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = self.shared.lock();
-        if matches!(s.phase, Phase::Finished | Phase::Cancelled) {
+        if s.settled() {
             return Poll::Ready(s.value.take().unwrap_or(Err(TaskError::ResultTaken)));
         }
         match &mut s.waker {

@@ -80,6 +80,7 @@
 
 pub mod backend;
 mod builder;
+mod channel;
 mod error;
 mod executor;
 mod future;
@@ -88,6 +89,7 @@ mod map;
 mod pool;
 mod remote_error;
 mod remote_fn;
+mod rx;
 mod slot;
 mod spawn;
 mod state;

@@ -202,8 +202,9 @@ impl ProcessPoolExecutor {
         if st.shutting_down {
             return Err(PoolError::ShutDown);
         }
-        let id = st.next_id;
+        // Ids start at 1: a worker announces 0 for "no task" (see `channel`).
         st.next_id += 1;
+        let id = st.next_id;
         st.queue.push_back(Job {
             id,
             tramp,

@@ -1,67 +1,59 @@
 //! One worker slot: a parent thread that starts a worker, receives its
-//! results, notices its death or a timeout, and replaces it.
+//! results (see `rx`), notices its death or a timeout, and replaces it.
 //!
-//! The thread receives with a bounded spin (non-blocking polls) after every
-//! frame before it blocks, so back-to-back tasks are answered without a
-//! sleeping-thread wake-up. Receiving is a role a caller waiting on the
-//! worker's only task may take over (`help`): one task awaited at a time
-//! then involves two threads (caller and worker), not three, which matters
-//! on a two-core machine. The alternative, a shared-memory ring with futex
-//! parking, would also remove the socket syscalls from the round trip; it
-//! is the next step if the ~7 µs round trip must shrink. Death is seen as EOF on the socket (the worker
-//! holds its only other end), then the process is reaped with `waitpid` for
-//! its exit status. The thread is also the one that started the worker,
-//! which matters: `PR_SET_PDEATHSIG` fires when the *thread* that forked the
-//! child ends, and this thread lives as long as the slot.
+//! After every frame the thread polls the worker's response ring for the
+//! pool's `spin` time, then parks on the ring's futex, so back-to-back
+//! tasks are answered without a sleeping-thread wake-up and an idle slot
+//! burns nothing. While parked it wakes on a timeout to check the task's
+//! deadline and whether the worker process still lives (its death cannot
+//! wake a futex; `waitid` without reaping tells). The thread is also the one
+//! that started the worker, which matters: `PR_SET_PDEATHSIG` fires when the
+//! *thread* that forked the child ends, and this thread lives as long as
+//! the slot.
+//!
+//! # Faults
+//! A worker killed from outside at any moment is replaced, and only a task
+//! that really ran in it fails: the worker announces each task in the
+//! control region before running any of its code, so after a death the
+//! first unanswered task failed only if it was announced; the others go
+//! back to the queue. A worker that dies while starting, before or after
+//! its handshake, is replaced too when a signal killed it (SIGKILL never
+//! comes from the worker itself); only a slot whose workers keep ending on
+//! their own before they are ready (a failing initializer or start-up code)
+//! breaks the pool.
 
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use npshmex_shm::{FdSocket, Message, ShmError};
-use rustix::event::{PollFd, PollFlags, Timespec};
-
+use crate::channel::Channel;
 use crate::error::{PoolError, TaskError, WorkerExit};
-use crate::remote_error::RemoteCause;
+use crate::rx::{self, End, Rx};
 use crate::spawn::{self, WorkerProc};
-use crate::state::{close, Assigned, Inner, Job, Rx};
-use crate::wire::{self, ResultHead, ToParent};
+use crate::state::{Inner, Job};
 
-/// How often a blocked receive re-checks the running task's deadline.
-const TIMEOUT_POLL: Duration = Duration::from_millis(50);
+/// How often a parked slot checks the running task's deadline.
+const TIMEOUT_POLL: Duration = Duration::from_millis(20);
 /// Longest park of the slot thread while callers receive for it (it also
 /// re-checks timeouts then).
 const HELPED_PARK: Duration = Duration::from_millis(1);
-/// How often a blocked receive checks that the worker process still lives
-/// (EOF is the fast path; this catches a worker whose socket a forked
-/// grandchild still holds).
-const LIVENESS_POLL: Duration = Duration::from_millis(200);
+/// How often a parked slot checks that its worker process still lives
+/// while tasks are in flight...
+const BUSY_LIVENESS: Duration = Duration::from_millis(20);
+/// ...and while it is idle (nothing is lost by noticing later).
+const IDLE_LIVENESS: Duration = Duration::from_millis(250);
 
-/// Workers of one slot in a row that may end on their own (not SIGKILL)
-/// before they are ready before the pool is declared broken (instead of
-/// respawning in a loop).
+/// Workers of one slot in a row that may end on their own (not by a
+/// signal) before they are ready before the pool is declared broken
+/// (instead of respawning in a loop).
 const MAX_START_DEATHS: u32 = 3;
 
-/// Why serving a worker ended.
-pub(crate) enum End {
-    /// EOF: the worker exited (or was told to).
-    Closed,
-    /// The head task passed the timeout.
-    TimedOut,
-    /// The worker broke the protocol or the transport failed.
-    Transport(ShmError),
-    /// Shutdown and nothing left: we closed it.
-    Retired,
-    /// The initializer failed; the pool is broken.
-    InitFailed,
-    /// The worker reported why it cannot go on, and ends.
-    Fatal(RemoteCause),
-    /// The worker ended before its initializer finished: it is replaced,
-    /// unless the slot's workers keep doing so (`MAX_START_DEATHS`), when
-    /// replacing them would most likely loop and the pool is broken.
-    DiedStarting,
+/// Whether a worker that ended before it was up should be replaced: a
+/// signal came from outside (an operator, the OOM killer); anything else
+/// it did itself.
+fn killed_from_outside(exit: WorkerExit) -> bool {
+    matches!(exit, WorkerExit::Signal(sig) if sig == rustix::process::Signal::KILL.as_raw())
 }
 
 /// The slot thread's body. `ready` gets the outcome of the first start.
@@ -70,14 +62,34 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
     loop {
         let (mut proc, conn) = match spawn::start(&inner.cfg, &inner.exe) {
             Ok(x) => x,
-            Err(e) => {
+            Err(f) => {
+                let give_up = match f.exit {
+                    Some(exit) if killed_from_outside(exit) => false,
+                    Some(_) => {
+                        let mut st = inner.lock();
+                        let slot = &mut st.slots[index];
+                        slot.start_deaths += 1;
+                        slot.start_deaths >= MAX_START_DEATHS
+                    }
+                    None => true,
+                };
+                let stopped = {
+                    let st = inner.lock();
+                    st.broken.is_some() || st.shutting_down
+                };
+                if !give_up && !stopped {
+                    continue;
+                }
                 if let Some(tx) = ready.take() {
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Err(f.error));
                     return;
                 }
-                let reason = format!("could not replace a worker: {e}");
+                if stopped {
+                    return;
+                }
+                let reason = format!("could not replace a worker: {}", f.error);
                 let lost = inner.lock().break_pool(reason);
-                let e = Arc::new(e);
+                let e = Arc::new(f.error);
                 for job in lost {
                     job.into_completion()
                         .fail(TaskError::Pool { source: e.clone() });
@@ -120,7 +132,7 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
 fn teardown(
     inner: &Inner,
     index: usize,
-    conn: &FdSocket,
+    conn: &Channel,
     proc: &mut WorkerProc,
     rx: &Rx,
     end: End,
@@ -136,27 +148,25 @@ fn teardown(
         slot.in_flight_bytes = 0;
         (std::mem::take(&mut slot.in_flight), broken)
     };
-    close(conn);
+    // The task the worker announced last (0: none), read before anything
+    // else can touch the region.
+    let running = conn.running();
+    conn.close();
     // A broken pool has already failed every task it held: a worker still
     // running one (maybe for hours, or hung) is killed rather than waited
     // for, or dropping the pool would block on work nobody will receive.
-    if broken || matches!(end, End::TimedOut | End::Transport(_)) {
+    if broken || matches!(end, End::TimedOut | End::Transport(_) | End::Fatal(_)) {
         proc.kill();
     }
     let exit = proc.wait();
     if matches!(end, End::DiedStarting) {
-        // A worker killed while starting (kill -9, the OOM killer) is
-        // replaced and its tasks, none of which started, run on another:
-        // SIGKILL never comes from the worker itself, however often it
-        // happens. Only a slot whose workers keep ending on their own
-        // before they are ready (a crashing initializer or start-up code)
-        // breaks the pool instead of respawning in a loop.
         let mut st = inner.lock();
         let slot = &mut st.slots[index];
-        if exit != WorkerExit::Signal(libc::SIGKILL) {
+        if !killed_from_outside(exit) {
             slot.start_deaths += 1;
         }
         if slot.start_deaths < MAX_START_DEATHS {
+            // Nothing it held ever started: run it on another worker.
             for f in in_flight.into_iter().rev() {
                 st.queue.push_front(f.job);
             }
@@ -183,28 +193,37 @@ fn teardown(
         return false;
     }
     let mut failed: Vec<(Job, TaskError)> = Vec::new();
-    let mut rest = in_flight.into_iter();
-    if let Some(head) = rest.next() {
-        let err = match end {
-            End::TimedOut => TaskError::TimedOut {
-                // TimedOut is only produced when a timeout is configured.
-                limit: inner.cfg.task_timeout.unwrap_or_default(),
-            },
-            End::Transport(e) => TaskError::transport("receiving a result", e),
-            End::Fatal(why) => TaskError::transport("sending the task to the worker", why),
-            End::Closed | End::Retired | End::InitFailed | End::DiedStarting => {
-                TaskError::WorkerDied {
-                    pid: proc.pid(),
-                    exit,
+    let mut rest = in_flight.into_iter().peekable();
+    // The head task failed only if it was running: announced by the
+    // worker, or past its deadline. A worker killed while idle, or between
+    // two tasks, leaves every task it held unstarted.
+    let head_ran = rest
+        .peek()
+        .is_some_and(|h| h.job.id == running || matches!(end, End::TimedOut | End::Fatal(_)));
+    if head_ran {
+        if let Some(head) = rest.next() {
+            let err = match end {
+                End::TimedOut => TaskError::TimedOut {
+                    // TimedOut is only produced when a timeout is configured.
+                    limit: inner.cfg.task_timeout.unwrap_or_default(),
+                },
+                End::Transport(e) => TaskError::transport("receiving a result", e),
+                End::Fatal(why) => TaskError::transport("sending the task to the worker", why),
+                End::Closed | End::Retired | End::InitFailed | End::DiedStarting => {
+                    TaskError::WorkerDied {
+                        pid: proc.pid(),
+                        exit,
+                    }
                 }
-            }
-        };
-        failed.push((head.job, err));
+            };
+            failed.push((head.job, err));
+        }
     }
     let again = {
         let mut st = inner.lock();
-        // The tasks behind the head were not started: run them elsewhere.
-        for f in rest.rev() {
+        // The tasks that were not started: run them elsewhere.
+        let rest: Vec<_> = rest.collect();
+        for f in rest.into_iter().rev() {
             st.queue.push_front(f.job);
         }
         let stop = st.broken.is_some() || (st.shutting_down && st.queue.is_empty());
@@ -218,278 +237,115 @@ fn teardown(
     again
 }
 
+/// How a worker that is gone ends the slot.
+fn gone(inner: &Inner, index: usize) -> End {
+    let st = inner.lock();
+    // Our own close during shutdown is not a failed start.
+    if !st.slots[index].ready && !st.shutting_down {
+        End::DiedStarting
+    } else {
+        End::Closed
+    }
+}
+
 /// Receives and completes results until the worker ends.
 ///
-/// Receiving is a role (`Rx::role`) that a caller waiting on one of this
-/// worker's futures may take too (see [`help`]): then the result goes
-/// straight from the worker to the waiting thread, without waking this one.
-/// While callers help, this thread parks; otherwise it spins briefly after
-/// every frame, then blocks in `poll` on the socket.
-fn serve(inner: &Inner, index: usize, conn: &Arc<FdSocket>, proc: &WorkerProc, rx: &Rx) -> End {
+/// While callers help (see `rx`), this thread parks; otherwise it polls
+/// the ring for the spin time after every frame, then parks on its futex.
+fn serve(inner: &Inner, index: usize, conn: &Arc<Channel>, proc: &WorkerProc, rx: &Rx) -> End {
+    let mut checked = Instant::now();
     loop {
         // Everything that is ready now.
-        {
+        let got = {
             let _role = rx.lock_role();
             if let Some(end) = rx.take_end() {
                 return end;
             }
-            if let Err(end) = drain(inner, index, conn) {
+            let had = conn.has_incoming();
+            if let Err(end) = rx::drain(inner, index, conn) {
                 return end;
             }
+            had
+        };
+        if conn.is_closed() {
+            // Closed by us (shutdown, a broken pool): wait for the exit.
+            return End::Closed;
         }
-        // A bounded spin, unless callers are receiving for us.
-        // A spin past the end of time (Duration::MAX) spins without end
-        // rather than panicking this thread.
-        let until = Instant::now().checked_add(inner.cfg.spin);
-        let mut got = false;
-        while !inner.cfg.spin.is_zero() && rx.helpers.load(Ordering::SeqCst) == 0 {
-            {
+        let (busy, deadline) = {
+            let st = inner.lock();
+            let slot = &st.slots[index];
+            let started = slot.in_flight.front().and_then(|f| f.started);
+            // A limit past the end of time (Duration::MAX) never expires.
+            let deadline = inner
+                .cfg
+                .task_timeout
+                .and_then(|limit| started.and_then(|t| t.checked_add(limit)));
+            (!slot.in_flight.is_empty() || !slot.ready, deadline)
+        };
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return End::TimedOut;
+        }
+        let liveness = if busy { BUSY_LIVENESS } else { IDLE_LIVENESS };
+        if now.saturating_duration_since(checked) >= liveness {
+            checked = now;
+            if proc.has_exited() {
+                // Whatever it published before dying is read first.
                 let _role = rx.lock_role();
-                match conn.try_recv() {
-                    Ok(Some(m)) => {
-                        got = true;
-                        if let Some(end) = process(inner, index, conn, m) {
-                            return end;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return closed(inner, index, e),
+                if let Err(end) = rx::drain(inner, index, conn) {
+                    return end;
                 }
+                return gone(inner, index);
             }
-            if got || until.is_some_and(|u| Instant::now() >= u) {
-                break;
-            }
-            std::thread::yield_now();
         }
         if got {
             continue;
         }
-        // Block: until a frame, the head task's deadline, or a liveness check.
-        let mut wait = LIVENESS_POLL;
-        if let Some(limit) = inner.cfg.task_timeout {
+        let mut wait = liveness;
+        if inner.cfg.task_timeout.is_some() {
             wait = wait.min(TIMEOUT_POLL);
-            let started = inner.lock().slots[index]
-                .in_flight
-                .front()
-                .and_then(|f| f.started);
-            // A limit past the end of time (Duration::MAX) never expires;
-            // `t + limit` would panic this thread and hang the slot.
-            if let Some(deadline) = started.and_then(|t| t.checked_add(limit)) {
-                let now = Instant::now();
-                if now >= deadline {
-                    return End::TimedOut;
-                }
-                wait = wait.min(deadline - now);
-            }
+        }
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(now));
         }
         if rx.helpers.load(Ordering::SeqCst) > 0 {
             rx.park(wait.min(HELPED_PARK));
             continue;
         }
-        let mut fds = [PollFd::from_borrowed_fd(conn.as_fd(), PollFlags::IN)];
-        let timeout = Timespec::try_from(wait.max(Duration::from_millis(1))).ok();
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => {
-                if proc.has_exited() {
-                    // Whatever it sent before dying is read first.
-                    let _role = rx.lock_role();
-                    if let Err(end) = drain(inner, index, conn) {
-                        return end;
-                    }
-                    return closed(inner, index, ShmError::PeerClosed);
-                }
-            }
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => {
-                return End::Transport(ShmError::Io {
-                    op: "poll",
-                    source: e.into(),
-                })
+        // A bounded poll of the ring, then the futex.
+        let spin = if busy { inner.cfg.spin } else { Duration::ZERO };
+        let spun = spin_for(conn, rx, spin);
+        if !spun {
+            let _role = rx.lock_role();
+            if !conn.has_incoming() {
+                drop(_role);
+                conn.park(wait.max(Duration::from_micros(100)));
             }
         }
     }
 }
 
-/// How an ended stream ends the slot.
-fn closed(inner: &Inner, index: usize, e: ShmError) -> End {
-    match e {
-        ShmError::PeerClosed => {
-            let st = inner.lock();
-            // Our own close during shutdown is not a failed start.
-            if !st.slots[index].ready && !st.shutting_down {
-                End::DiedStarting
-            } else {
-                End::Closed
-            }
-        }
-        e => End::Transport(e),
+/// Polls the ring for at most `spin` (stopping when callers take over);
+/// whether something arrived.
+fn spin_for(conn: &Channel, rx: &Rx, spin: Duration) -> bool {
+    if spin.is_zero() {
+        return false;
     }
-}
-
-/// Processes every frame ready now (the caller holds the role).
-fn drain(inner: &Inner, index: usize, conn: &Arc<FdSocket>) -> Result<(), End> {
+    // A spin past the end of time (Duration::MAX) spins without end.
+    let until = Instant::now().checked_add(spin);
+    let mut polls = 0u32;
     loop {
-        match conn.try_recv() {
-            Ok(Some(m)) => {
-                if let Some(end) = process(inner, index, conn, m) {
-                    return Err(end);
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(closed(inner, index, e)),
+        if conn.has_incoming() {
+            return true;
         }
-    }
-}
-
-/// A caller waiting on a future of this worker receives for it: takes the
-/// role if free and processes what is ready. An ending it runs into is
-/// left for the slot thread (which it wakes by closing the socket).
-pub(crate) fn help(inner: &Inner, a: &Assigned) {
-    let Some(_role) = a.rx.try_lock_role() else {
-        return;
-    };
-    loop {
-        match a.conn.try_recv() {
-            Ok(Some(m)) => {
-                if let Some(end) = process(inner, a.index, &a.conn, m) {
-                    a.rx.set_end(end);
-                    close(&a.conn);
-                    return;
-                }
-            }
-            // EOF and errors are sticky on the socket: the slot thread
-            // sees them itself.
-            Ok(None) | Err(_) => return,
+        if rx.helpers.load(Ordering::SeqCst) > 0 || until.is_some_and(|u| Instant::now() >= u) {
+            return false;
         }
-    }
-}
-
-/// Whether a caller waiting on a task of this worker should receive for
-/// it: only when that task is all the worker holds (one caller waiting on
-/// one task at a time, where the slot thread would be a third spinning
-/// thread in the round trip). With a backlog the slot thread is busy
-/// anyway, and handing the role back and forth would only add wake-ups.
-pub(crate) fn worth_helping(inner: &Inner, a: &Assigned) -> bool {
-    let st = inner.lock();
-    let slot = &st.slots[a.index];
-    slot.in_flight.len() <= 1 && slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &a.conn))
-}
-
-/// A caller stops helping; the last one hands receiving back to the slot
-/// thread at once if the worker still holds tasks.
-pub(crate) fn stop_helping(inner: &Inner, a: &Assigned) {
-    if a.rx.helpers.fetch_sub(1, Ordering::SeqCst) == 1 {
-        let busy = !inner.lock().slots[a.index].in_flight.is_empty();
-        if busy {
-            a.rx.unpark();
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
-    }
-}
-
-/// Handles one frame of the worker in slot `index` (role held). Frames of
-/// a worker that is no longer the slot's (read late by a helper) are
-/// dropped: its tasks were already failed or requeued.
-fn process(inner: &Inner, index: usize, conn: &Arc<FdSocket>, msg: Message) -> Option<End> {
-    let (head, mut inline) = match wire::decode_frame::<ToParent>(&msg.bytes) {
-        Ok(x) => x,
-        Err(e) => {
-            return Some(End::Transport(frame_error(format!(
-                "malformed frame from a worker: {e}"
-            ))))
-        }
-    };
-    let current = |st: &crate::state::State| {
-        st.slots[index]
-            .conn
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, conn))
-    };
-    let heads = match head {
-        ToParent::Results(heads) => heads,
-        ToParent::Ready(None) => {
-            let mut st = inner.lock();
-            if current(&st) {
-                st.slots[index].mark_ready(Instant::now());
-            }
-            return None;
-        }
-        ToParent::Ready(Some(message)) => {
-            let lost = inner
-                .lock()
-                .break_pool(format!("a worker initializer failed: {message}"));
-            for job in lost {
-                job.into_completion()
-                    .fail(TaskError::Initializer(message.clone()));
-            }
-            return Some(End::InitFailed);
-        }
-        ToParent::Hello(_) => {
-            return Some(End::Transport(frame_error("a second hello from a worker")))
-        }
-        ToParent::Fatal(why) => return Some(End::Fatal(why)),
-    };
-    let now = Instant::now();
-    let mut done: Vec<(Job, ResultHead)> = Vec::with_capacity(heads.len());
-    let mut mismatch = false;
-    let retire = {
-        let mut st = inner.lock();
-        if !current(&st) {
-            return None;
-        }
-        let slot = &mut st.slots[index];
-        for h in heads {
-            match slot.in_flight.front() {
-                Some(f) if f.job.id == h.id => {}
-                _ => {
-                    mismatch = true;
-                    break;
-                }
-            }
-            if let Some(f) = slot.in_flight.pop_front() {
-                if let Some(t) = f.started {
-                    slot.observe(now.saturating_duration_since(t));
-                }
-                slot.in_flight_bytes = slot
-                    .in_flight_bytes
-                    .saturating_sub(f.job.packet.inline().len());
-                done.push((f.job, h));
-            }
-        }
-        if let Some(next) = slot.in_flight.front_mut() {
-            next.started = Some(now);
-        }
-        let idle = slot.in_flight.is_empty();
-        st.dispatch(inner);
-        st.shutting_down && st.queue.is_empty() && idle
-    };
-    let mut fds = msg.fds.into_iter();
-    for (job, h) in done {
-        let c = job.into_completion();
-        match h.outcome {
-            Ok(p) => {
-                let staged =
-                    wire::with_payload(p.body, p.fds, &p.moved, &mut inline, &mut fds, |b, f| {
-                        c.stage(b, f)
-                    });
-                match staged {
-                    // Published after the result's memfd is unmapped.
-                    Ok(()) => c.publish(),
-                    Err(e) => c.fail(TaskError::transport("receiving a result", e)),
-                }
-            }
-            Err(f) => c.fail(f.into()),
-        }
-    }
-    if mismatch {
-        return Some(End::Transport(frame_error(
-            "a worker answered out of order",
-        )));
-    }
-    retire.then_some(End::Retired)
-}
-
-fn frame_error(reason: impl Into<String>) -> ShmError {
-    ShmError::Frame {
-        reason: reason.into(),
     }
 }

@@ -18,6 +18,7 @@ use npshmex_shm::{FdSocket, ShmError};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
+use crate::channel::Channel;
 use crate::error::{PoolError, WorkerExit};
 use crate::remote_fn::{initializer_offset, probe_offset};
 use crate::state::Config;
@@ -33,6 +34,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) struct WorkerProc {
     pid: i32,
     reaped: bool,
+    /// How it ended, when it ended on its own before we killed it.
+    exit_before_kill: Option<WorkerExit>,
 }
 
 impl WorkerProc {
@@ -129,8 +132,25 @@ fn transport(op: &'static str) -> impl FnOnce(ShmError) -> PoolError {
     move |source| PoolError::Transport { op, source }
 }
 
-/// Starts a worker, checks it, sends its settings.
-pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket), PoolError> {
+/// Why a worker could not be started.
+pub(crate) struct StartFailure {
+    /// What went wrong.
+    pub(crate) error: PoolError,
+    /// How the worker ended, when it ended before it was up (then starting
+    /// again may work); `None` when it never ran or cannot be trusted
+    /// (starting again would fail the same way).
+    pub(crate) exit: Option<WorkerExit>,
+}
+
+impl From<PoolError> for StartFailure {
+    fn from(error: PoolError) -> StartFailure {
+        StartFailure { error, exit: None }
+    }
+}
+
+/// Starts a worker, checks it, and sends its settings and its end of the
+/// control region.
+pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, Channel), StartFailure> {
     let (parent, child) = FdSocket::pair().map_err(transport("creating a worker socket"))?;
     let token = random_token();
     let ppid = std::process::id() as i32;
@@ -158,6 +178,7 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
             WorkerProc {
                 pid: c.id() as i32,
                 reaped: false,
+                exit_before_kill: None,
             }
         }
         StartMethod::Fork => {
@@ -169,14 +190,22 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
             WorkerProc {
                 pid: forked.pid,
                 reaped: false,
+                exit_before_kill: None,
             }
         }
     };
-    if let Err(e) = handshake(&parent, token, exe, &mut proc) {
+    if let Err(error) = handshake(&parent, token, exe, &mut proc) {
         proc.kill();
-        let _ = proc.wait();
-        return Err(e);
+        let exit = proc.wait();
+        // A worker that ended before it could say hello (killed from
+        // outside, say) may be replaced; one that answered wrong may not.
+        let exit = match error {
+            PoolError::ExecutableMismatch { .. } => None,
+            _ => proc.exit_before_kill.take().or(Some(exit)),
+        };
+        return Err(StartFailure { error, exit });
     }
+    let channel = Channel::parent(parent).map_err(transport("creating the control region"))?;
     let setup = ToWorker::Setup(Setup {
         initializer: cfg.initializer.map(initializer_offset).transpose()?,
         max_tasks: cfg.max_tasks_per_child,
@@ -186,10 +215,21 @@ pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, FdSocket),
     let bytes = wire::encode_frame(&setup, 0).map_err(|e| PoolError::Handshake {
         reason: format!("encoding the worker settings: {e}"),
     })?;
-    parent
-        .send(&bytes, &[])
-        .map_err(transport("sending the worker settings"))?;
-    Ok((proc, parent))
+    channel
+        .socket()
+        .send(&bytes, &[channel.region_fd()])
+        .map_err(|e| StartFailure {
+            error: PoolError::Transport {
+                op: "sending the worker settings",
+                source: e,
+            },
+            // It was up a moment ago: it died (or was killed) since.
+            exit: Some({
+                proc.kill();
+                proc.exit_before_kill.take().unwrap_or_else(|| proc.wait())
+            }),
+        })?;
+    Ok((proc, channel))
 }
 
 fn handshake(
@@ -210,6 +250,7 @@ fn handshake(
         }
         Err(ShmError::PeerClosed) => {
             let exit = proc.wait();
+            proc.exit_before_kill = Some(exit);
             return Err(PoolError::Handshake {
                 reason: format!("worker {} ended before the handshake: {exit}", proc.pid()),
             });

@@ -11,21 +11,20 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use npshmex_shm::FdSocket;
-
+use crate::channel::Channel;
 use crate::future::Completion;
-use crate::slot::End;
+use crate::rx::{Assigned, Rx};
 use crate::wire::{self, ExeId, Packet, TaskHead, ToWorker};
 use crate::StartMethod;
 
 /// Most tasks in one frame.
 const MAX_FRAME_TASKS: usize = 64;
-/// Most inline payload bytes in flight to one worker (below the default
-/// unix socket buffer of ~208 KiB, so sends do not block).
+/// Most inline payload bytes in flight to one worker (far below the
+/// request ring's size, so a send never waits for room while the state
+/// lock is held).
 const MAX_IN_FLIGHT_BYTES: usize = 96 * 1024;
 
 /// The builder's settings, fixed for the pool's life.
@@ -56,71 +55,6 @@ impl Inner {
         // it), so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Who receives from one slot's worker: the slot thread, or a caller
-/// waiting on one of its futures, whoever holds `role`.
-#[derive(Default)]
-pub(crate) struct Rx {
-    role: Mutex<()>,
-    /// Callers currently spinning on this slot's socket.
-    pub(crate) helpers: AtomicUsize,
-    /// An ending a helper ran into, for the slot thread.
-    end: Mutex<Option<End>>,
-    /// The slot thread parks here while callers help.
-    parked: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Rx {
-    pub(crate) fn lock_role(&self) -> MutexGuard<'_, ()> {
-        self.role.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn try_lock_role(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.role.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    pub(crate) fn set_end(&self, end: End) {
-        let mut e = self.end.lock().unwrap_or_else(|p| p.into_inner());
-        e.get_or_insert(end);
-    }
-
-    pub(crate) fn take_end(&self) -> Option<End> {
-        self.end.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    /// Parks the slot thread for at most `d` (or until `unpark`).
-    pub(crate) fn park(&self, d: Duration) {
-        let mut woken = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        if !*woken {
-            woken = self
-                .wake
-                .wait_timeout(woken, d)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *woken = false;
-    }
-
-    pub(crate) fn unpark(&self) {
-        *self.parked.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.wake.notify_one();
-    }
-}
-
-/// Where a dispatched task is, so that a caller waiting on its future can
-/// receive for that worker.
-#[derive(Clone)]
-pub(crate) struct Assigned {
-    pub(crate) inner: Weak<Inner>,
-    pub(crate) index: usize,
-    pub(crate) conn: Arc<FdSocket>,
-    pub(crate) rx: Arc<Rx>,
 }
 
 /// One task, encoded and ready to send.
@@ -154,7 +88,7 @@ pub(crate) struct SlotState {
     /// The receiving role of this slot (lives across worker restarts).
     pub(crate) rx: Arc<Rx>,
     /// The live worker's socket; `None` while (re)starting or stopped.
-    pub(crate) conn: Option<Arc<FdSocket>>,
+    pub(crate) conn: Option<Arc<Channel>>,
     pub(crate) pid: u32,
     pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
@@ -280,18 +214,18 @@ impl State {
                 for j in &batch {
                     j.packet.push_fds(&mut fds);
                 }
-                // A failed send means the worker is gone (or the stream is
+                // A failed send means the worker is gone (or the channel is
                 // broken, then closing it makes it so): its slot thread sees
-                // EOF and requeues or fails what is in flight.
-                if conn.send_vectored(&parts, &fds).is_err() {
-                    close(&conn);
+                // that and requeues or fails what is in flight.
+                if conn.send(&parts, &fds).is_err() {
+                    conn.close();
                 }
             }
             Err(_) => {
                 // Headers are plain integers; postcard cannot fail on them
                 // short of running out of memory. Should it, closing the
                 // worker makes its slot requeue or fail what is in flight.
-                close(&conn);
+                conn.close();
             }
         }
         let now = Instant::now();
@@ -316,7 +250,7 @@ impl State {
             lost.extend(slot.in_flight.drain(..).map(|f| f.job));
             slot.in_flight_bytes = 0;
             if let Some(conn) = &slot.conn {
-                close(conn);
+                conn.close();
             }
         }
         lost
@@ -331,7 +265,7 @@ impl State {
         for slot in &mut self.slots {
             if slot.in_flight.is_empty() {
                 if let Some(conn) = &slot.conn {
-                    close(conn);
+                    conn.close();
                 }
             }
         }
@@ -374,10 +308,4 @@ impl SlotState {
             && self.budget.is_none_or(|b| b > 0)
             && (self.in_flight.is_empty() || self.in_flight_bytes < MAX_IN_FLIGHT_BYTES)
     }
-}
-
-/// Shuts a worker socket down both ways: the worker reads EOF and exits,
-/// and our own blocked receive on it returns at once.
-pub(crate) fn close(conn: &FdSocket) {
-    let _ = rustix::net::shutdown(conn.as_fd(), rustix::net::Shutdown::Both);
 }

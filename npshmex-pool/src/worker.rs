@@ -2,18 +2,20 @@
 //! initializer) and the loop that runs tasks in order and answers them.
 //!
 //! Tasks arrive in batches (one frame may carry many), but every result is
-//! sent as soon as it exists: held-back results would make a crash blame
-//! the wrong task. After a frame the worker spins (bounded, polling the
-//! socket without blocking, yielding the CPU between polls) before it
-//! blocks in `recv`, so a parent that submits the next task right away does
-//! not pay a sleeping-CPU wake-up; an idle worker blocks and burns nothing.
+//! sent as soon as it exists, so results come in order. Before a task runs,
+//! its id is announced in the control region, so a death is blamed on the
+//! task that was really running. Frames come through the channel's request
+//! ring: after each one the worker polls it for the pool's `spin` time,
+//! then parks on its futex, so a parent that submits the next task right
+//! away costs no wake-up, and an idle worker burns nothing.
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use npshmex_shm::{FdSocket, Message, ShmError};
 
+use crate::channel::Channel;
 use crate::remote_error::RemoteCause;
 use crate::remote_fn::{invoke, probe_offset, run_initializer};
 use crate::wire::{self, ExeId, Failure, Hello, Packet, ResultHead, ToParent, ToWorker};
@@ -49,13 +51,13 @@ pub(crate) fn main_spawned(value: OsString) -> ! {
             std::process::exit(101);
         }
     };
-    std::process::exit(serve(&sock, token))
+    std::process::exit(serve(sock, token))
 }
 
 /// Entry of a forked worker (in the child); returns the exit code.
 pub(crate) fn main_forked(sock: OwnedFd, token: u64, ppid: i32, owner: u32) -> i32 {
     become_worker(ppid, owner);
-    serve(&FdSocket::from_fd(sock), token)
+    serve(FdSocket::from_fd(sock), token)
 }
 
 /// Process-level set-up: comm name, die with the parent, panic reports,
@@ -80,7 +82,7 @@ fn become_worker(ppid: i32, owner: u32) {
 }
 
 /// Handshake, initializer, task loop. Returns the exit code.
-fn serve(sock: &FdSocket, token: u64) -> i32 {
+fn serve(sock: FdSocket, token: u64) -> i32 {
     let exe = match ExeId::current() {
         Ok(e) => e,
         Err(e) => {
@@ -94,29 +96,44 @@ fn serve(sock: &FdSocket, token: u64) -> i32 {
         exe,
         probe: probe_offset(),
     });
-    if send_head(sock, &hello, &[], &[]).is_err() {
+    let Ok(hello) = wire::encode_frame(&hello, 0) else {
+        return 104;
+    };
+    if sock.send(&hello, &[]).is_err() {
         return 0;
     }
-    let setup = match sock.recv() {
-        Ok(m) => match wire::decode_frame::<ToWorker>(&m.bytes) {
-            Ok((ToWorker::Setup(s), _)) => s,
+    let (setup, region) = match sock.recv() {
+        Ok(m) => match (
+            wire::decode_frame::<ToWorker>(&m.bytes),
+            m.fds.into_iter().next(),
+        ) {
+            (Ok((ToWorker::Setup(s), _)), Some(region)) => (s, region),
             _ => return 105,
         },
         // The parent gave up on us (handshake refused or shutdown).
         Err(_) => return 0,
     };
+    let channel = match Channel::worker(sock, region) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("npshmex worker: cannot map the control region: {e}");
+            return 105;
+        }
+    };
     let init_error = setup.initializer.and_then(|off| run_initializer(off).err());
     let failed = init_error.is_some();
-    if send_head(sock, &ToParent::Ready(init_error), &[], &[]).is_err() {
+    if send_head(&channel, &ToParent::Ready(init_error), &[], &[]).is_err() {
         return 0;
     }
     if failed {
-        // The parent marks the pool broken and closes the socket.
-        while sock.recv().is_ok() {}
+        // The parent marks the pool broken and closes the channel.
+        while !channel.is_closed() {
+            channel.park(Duration::from_secs(1));
+        }
         return 0;
     }
     Worker {
-        sock,
+        channel: &channel,
         spin: Duration::from_nanos(setup.spin_ns),
         inline_max: usize::try_from(setup.inline_max).unwrap_or(usize::MAX),
         budget: setup.max_tasks,
@@ -125,7 +142,7 @@ fn serve(sock: &FdSocket, token: u64) -> i32 {
 }
 
 fn send_head(
-    sock: &FdSocket,
+    channel: &Channel,
     head: &ToParent,
     payloads: &[&[u8]],
     fds: &[BorrowedFd<'_>],
@@ -136,11 +153,15 @@ fn send_head(
     let mut parts = Vec::with_capacity(1 + payloads.len());
     parts.push(&bytes[..]);
     parts.extend_from_slice(payloads);
-    sock.send_vectored(&parts, fds)
+    channel.send(&parts, fds)
 }
 
+/// How long an idle worker parks before it looks around (the pool wakes it
+/// for every frame and when it closes; its death ends us anyway).
+const IDLE_PARK: Duration = Duration::from_secs(1);
+
 struct Worker<'a> {
-    sock: &'a FdSocket,
+    channel: &'a Channel,
     spin: Duration,
     inline_max: usize,
     budget: Option<u64>,
@@ -149,19 +170,20 @@ struct Worker<'a> {
 impl Worker<'_> {
     fn run(mut self) -> i32 {
         loop {
-            let msg = match self.next_frame() {
-                Ok(m) => m,
-                // EOF: the parent is done with us (or gone).
-                Err(ShmError::PeerClosed) => return 0,
+            let msg = match self.channel.recv_timeout(self.spin, IDLE_PARK) {
+                Ok(Some(m)) => m,
+                // The pool is done with us.
+                Ok(None) if self.channel.is_closed() => return 0,
+                Ok(None) => continue,
                 // Anything else (fds lost because this process ran out of
-                // them, a malformed stream): tell the parent why, for the
+                // them, a malformed ring entry): tell the parent why, for the
                 // task it sent, then end.
                 Err(e) => {
                     let why = RemoteCause::with_source(
                         "the worker could not receive its next task",
                         RemoteCause::from_error(&e),
                     );
-                    let _ = send_head(self.sock, &ToParent::Fatal(why), &[], &[]);
+                    let _ = send_head(self.channel, &ToParent::Fatal(why), &[], &[]);
                     return 107;
                 }
             };
@@ -171,25 +193,6 @@ impl Worker<'_> {
                 Err(code) => return code,
             }
         }
-    }
-
-    /// The next frame: a bounded spin of non-blocking polls (yielding the
-    /// CPU between them), then a blocking receive.
-    fn next_frame(&mut self) -> Result<Message, ShmError> {
-        if !self.spin.is_zero() {
-            // The parent's spin setting: past the end of time, no end.
-            let until = Instant::now().checked_add(self.spin);
-            loop {
-                if let Some(m) = self.sock.try_recv()? {
-                    return Ok(m);
-                }
-                if until.is_some_and(|u| Instant::now() >= u) {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-        }
-        self.sock.recv()
     }
 
     /// Runs the tasks of one frame in order. `Ok(false)`: stop (task budget
@@ -203,6 +206,9 @@ impl Worker<'_> {
         let mut fds = msg.fds.into_iter();
         let inline_max = self.inline_max;
         for task in tasks {
+            // Before any code of the task runs (decoding included): if it
+            // kills this process, the pool knows it started.
+            self.channel.set_running(task.id);
             let outcome = wire::with_payload(
                 task.body,
                 task.fds,
@@ -220,9 +226,8 @@ impl Worker<'_> {
                 Ok(o) => o,
                 Err(e) => Err(Failure::ArgumentDecode(RemoteCause::from_error(&e))),
             };
-            // Every result goes out before the next task starts: if that
-            // task kills the worker, the parent must be able to tell which
-            // one did (the first unanswered), so no result may be held back.
+            // Every result goes out before the next task starts, so results
+            // come in task order and a death is blamed on the task that ran.
             if self.answer(task.id, outcome).is_err() {
                 return Ok(false);
             }
@@ -245,10 +250,10 @@ impl Worker<'_> {
                 }]);
                 let mut fds = Vec::new();
                 p.push_fds(&mut fds);
-                send_head(self.sock, &head, &[p.inline()], &fds)
+                send_head(self.channel, &head, &[p.inline()], &fds)
             }
             Err(f) => send_head(
-                self.sock,
+                self.channel,
                 &ToParent::Results(vec![ResultHead {
                     id,
                     outcome: Err(f),

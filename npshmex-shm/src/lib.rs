@@ -101,6 +101,7 @@
 //! ```
 
 mod access;
+mod atomic;
 pub mod cache;
 mod carried;
 mod error;
@@ -114,6 +115,7 @@ mod segment;
 mod socket;
 
 pub use access::Access;
+pub use atomic::AtomicRegion;
 pub use carried::{Carried, CarriedBuf, Keep};
 pub use error::{Result, ShmError};
 pub use mapping::without_mappings_in_flight;

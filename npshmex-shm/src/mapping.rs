@@ -11,7 +11,7 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use rustix::mm::{Advice, MapFlags, ProtFlags};
@@ -99,10 +99,7 @@ impl Mapping {
             // the file from ever being write-sealed). Not inherited, the
             // child cannot reach them. Best effort: the mapping is fine
             // without it, so an error is ignored.
-            // SAFETY: `ptr..ptr+len` is exactly the mapping just made;
-            // MADV_DONTFORK only changes what a later fork copies, never
-            // this process's view of the pages.
-            let _ = unsafe { rustix::mm::madvise(ptr, len, Advice::LinuxDontFork) };
+            let _ = advise(ptr.cast(), len, Hint::DontFork);
         }
         Ok(Mapping {
             ptr: AtomicPtr::new(ptr.cast::<u8>()),
@@ -112,6 +109,7 @@ impl Mapping {
     }
 
     /// Start of the mapping (page aligned, never null).
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.load(Ordering::Relaxed)
     }
@@ -139,6 +137,32 @@ impl Mapping {
     pub(crate) fn advise_hugepage(&self) {
         let _ = madvise_hugepage(self.as_ptr(), self.len);
     }
+
+    /// The mapping as atomic words: `n32` 32-bit words from its start,
+    /// then 64-bit words (from the next multiple of 8 bytes) to its end.
+    /// For memory other processes write at the same time: atomics are the
+    /// one kind of view whose values may change under a shared borrow.
+    #[inline]
+    pub(crate) fn as_atomics(&self, n32: usize) -> Option<(&[AtomicU32], &[AtomicU64])> {
+        let bytes32 = n32.checked_mul(4)?;
+        let start64 = bytes32.checked_next_multiple_of(8)?;
+        let n64 = self.len.checked_sub(start64)? / 8;
+        let base = self.as_ptr();
+        // SAFETY: both ranges lie inside the `len` mapped bytes (checked
+        // above), are suitably aligned (the mapping is page aligned, the
+        // second range starts at a multiple of 8) and do not overlap; they
+        // live as long as `self`. Atomic types may be shared and mutated
+        // concurrently, by other threads or processes, so no `&[u8]` or
+        // `&mut` view is ever made of this memory by this code: a segment
+        // used this way is only ever viewed as atomics (see `AtomicRegion`).
+        let views = unsafe {
+            (
+                std::slice::from_raw_parts(base.cast::<AtomicU32>(), n32),
+                std::slice::from_raw_parts(base.add(start64).cast::<AtomicU64>(), n64),
+            )
+        };
+        Some(views)
+    }
 }
 
 impl Drop for Mapping {
@@ -152,14 +176,34 @@ impl Drop for Mapping {
 }
 
 /// `madvise(addr, len, MADV_HUGEPAGE)` on any range of this process.
-///
-/// Safe although it takes a raw address: `MADV_HUGEPAGE` only changes how
-/// the kernel backs the pages of the range from the next fault on (or
-/// collapses existing ones), never their contents, protection or whether
-/// they are mapped; an unmapped or unaligned range only makes it fail.
 pub(crate) fn madvise_hugepage(addr: *mut u8, len: usize) -> io::Result<()> {
-    // SAFETY: see above: no Rust object can observe MADV_HUGEPAGE, and the
-    // kernel validates the range itself.
-    unsafe { rustix::mm::madvise(addr.cast(), len, Advice::LinuxHugepage) }?;
+    advise(addr, len, Hint::HugePage)
+}
+
+/// The advice this crate gives: only kinds that leave the contents,
+/// protection and presence of this process's pages as they are.
+#[derive(Clone, Copy, Debug)]
+enum Hint {
+    /// `MADV_HUGEPAGE`: back the range with huge pages from the next fault
+    /// on (or collapse existing ones).
+    HugePage,
+    /// `MADV_DONTFORK`: a later `fork` does not copy the range into the
+    /// child.
+    DontFork,
+}
+
+/// `madvise(addr, len, hint)` on any range of this process.
+///
+/// Safe although it takes a raw address: neither hint changes what this
+/// process sees in the range (see [`Hint`]); an unmapped or unaligned range
+/// only makes it fail.
+fn advise(addr: *mut u8, len: usize, hint: Hint) -> io::Result<()> {
+    let advice = match hint {
+        Hint::HugePage => Advice::LinuxHugepage,
+        Hint::DontFork => Advice::LinuxDontFork,
+    };
+    // SAFETY: see above: no Rust object of this process can observe these
+    // hints, and the kernel validates the range itself.
+    unsafe { rustix::mm::madvise(addr.cast(), len, advice) }?;
     Ok(())
 }
