@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use npshmex_pool::{
     as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError,
@@ -17,6 +17,15 @@ npshmex_pool::test_support!();
 
 fn square(x: u64) -> u64 {
     x * x
+}
+
+/// Polls `cond` until it holds, failing after a generous deadline.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn sleep_ms(ms: u64) -> u64 {
@@ -173,12 +182,14 @@ fn map_timeout_ends_the_iteration() {
     let leaks = LeakCheck::start();
     {
         let p = pool(1);
+        // The first item must finish well within the timeout even on a
+        // loaded machine, the second never within it.
         let opts = MapOptions {
             chunksize: 1,
-            timeout: Some(Duration::from_millis(300)),
+            timeout: Some(Duration::from_millis(2_000)),
         };
         let got: Vec<Result<u64, TaskError>> = p
-            .map(sleep_ms, [10, 5_000, 10, 10], opts)
+            .map(sleep_ms, [10, 4_000, 10, 10], opts)
             .expect("map")
             .collect();
         assert!(matches!(got.first(), Some(Ok(10))), "{got:?}");
@@ -268,9 +279,7 @@ fn shutdown_can_cancel_pending_futures() {
         let pending: Vec<_> = (0..5)
             .map(|_| p.submit(sleep_ms, 300).expect("submit"))
             .collect();
-        while !running.running() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the first task is sent", || running.running());
         p.shutdown(ShutdownOptions {
             wait: Wait::UntilDone,
             cancel_futures: CancelFutures::CancelPending,
@@ -296,9 +305,7 @@ fn cancel_only_while_pending() {
         let first = p.submit(sleep_ms, 300).expect("submit");
         let second = p.submit(sleep_ms, 10).expect("submit");
         let third = p.submit(square, 3).expect("submit");
-        while !first.running() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the first task is sent", || first.running());
         assert!(!first.cancel(), "a running task cannot be cancelled");
         assert!(second.cancel());
         assert!(second.cancel(), "cancelling twice still says cancelled");
