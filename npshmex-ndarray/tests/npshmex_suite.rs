@@ -201,6 +201,83 @@ fn put_keys_survive_tasks_pop_keep_delete_clear() {
     leaks.finish();
 }
 
+fn put_and_report(n: usize) -> Result<(ShmKey, u32), String> {
+    let key = shm_put(&Array1::from_shape_fn(n, |i| i as f64 * 0.5)).map_err(|e| e.to_string())?;
+    Ok((key, std::process::id()))
+}
+
+fn worker_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Waits until the process `pid` has exited (gone, or a zombie whose end
+/// `clear_stale` also recognises), up to a deadline.
+fn wait_gone(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let gone = npshmex_testkit::proc_stat(pid).is_none_or(|p| p.state == 'Z');
+        if gone || std::time::Instant::now() >= deadline {
+            return gone;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Issue 11.8: a key put inside a task belongs to the program the pool
+/// serves (its name carries the caller's pid), so recycling the worker that
+/// made it, or dropping the whole pool, and then `clear_stale` keep it.
+#[test]
+fn a_key_outlives_the_worker_that_made_it() {
+    let leaks = common::leak_check();
+    let prefix = format!("npshmex-{}-", std::process::id());
+    let expect = |n: usize| Array1::from_shape_fn(n, |i| i as f64 * 0.5);
+
+    // A worker that is replaced after every task.
+    let pool = npshmex_pool::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let (recycled_key, maker) = pool
+        .submit(put_and_report, 1000)
+        .unwrap()
+        .result()
+        .unwrap()
+        .unwrap();
+    assert_ne!(maker, std::process::id());
+    assert!(
+        recycled_key.name().starts_with(&prefix),
+        "{recycled_key} is not named after the caller ({prefix})"
+    );
+    let next = pool.submit(worker_pid, ()).unwrap().result().unwrap();
+    assert_ne!(next, maker, "the worker was not recycled");
+    assert!(wait_gone(maker), "worker {maker} still runs");
+
+    // A pool dropped entirely while the caller keeps the key.
+    let pool2 = common::pool();
+    let (dropped_key, maker2) = pool2
+        .submit(put_and_report, 20_000)
+        .unwrap()
+        .result()
+        .unwrap()
+        .unwrap();
+    assert!(dropped_key.name().starts_with(&prefix), "{dropped_key}");
+    drop(pool2);
+    assert!(wait_gone(maker2), "worker {maker2} still runs");
+
+    npshmex_shm::clear_stale().unwrap();
+    for key in [&recycled_key, &dropped_key] {
+        assert!(key.path().exists(), "clear_stale removed {key}");
+    }
+    let a = shm_pop::<f64, Ix1>(&recycled_key, Keep::No).unwrap();
+    assert_eq!(a.view(), expect(1000));
+    let b = shm_pop::<f64, Ix1>(&dropped_key, Keep::No).unwrap();
+    assert_eq!(b.view(), expect(20_000));
+    assert!(!recycled_key.path().exists() && !dropped_key.path().exists());
+    drop((a, b, pool));
+    leaks.finish();
+}
+
 fn double_all(
     m: HashMap<String, ShmArray1<f64>>,
 ) -> Result<HashMap<String, ShmArray1<f64>>, String> {
