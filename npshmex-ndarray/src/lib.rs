@@ -68,6 +68,7 @@ mod array;
 pub mod cache {
     pub use npshmex_shm::cache::{clear, limits, set_limits, stats, CacheLimits, CacheStats};
 }
+mod encode;
 mod error;
 mod keys;
 mod layout;

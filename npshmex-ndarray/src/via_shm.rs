@@ -13,10 +13,11 @@
 //! bytes of a `.npy` file, so the same types also serialize anywhere.
 
 use crate::array::ShmArray;
+use crate::encode::encode_into;
 use crate::error::{NdarrayError, Result};
 use crate::layout::{order_of, Layout, MemOrder};
 use ndarray::{Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension};
-use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, Element};
+use npshmex_codec::{cast_slice, cast_slice_mut, Element};
 use npshmex_shm::oob::{self, SegmentRef};
 use npshmex_shm::{Carried, CarriedBuf, Transfer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -133,11 +134,11 @@ where
         ArrayViewMut::from_shape(layout.stride_shape(), data)?.assign(array);
     } else {
         // Records with padding: the codec's byte encoding, in memory order.
-        let ordered: Vec<A> = match layout.order {
-            MemOrder::C => array.iter().copied().collect(),
-            MemOrder::F => array.t().iter().copied().collect(),
+        let data = &mut out.bytes_mut()[range];
+        match layout.order {
+            MemOrder::C => encode_into(array.iter().copied(), data),
+            MemOrder::F => encode_into(array.t().iter().copied(), data),
         };
-        out.bytes_mut()[range].copy_from_slice(&to_bytes(&ordered));
     }
     Ok(out)
 }
