@@ -283,6 +283,32 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
 
     /// A mutable view of the data.
     ///
+    /// Records with padding bytes (a `u8` field followed by an `f64`, the
+    /// layout `#[repr(C)]` and numpy's `align=True` give) have no mutable
+    /// view: through a `&mut` record safe code could store a value whose
+    /// padding bytes are uninitialised into shared memory that numpy and
+    /// other processes read as bytes. Change them in place with
+    /// [`ShmArray::set`], [`ShmArray::map_inplace`] or
+    /// [`ShmArray::indexed_map_inplace`], which write through the codec's
+    /// byte encoding with the padding zeroed, as numpy stores it (and work
+    /// for every element type):
+    ///
+    /// ```
+    /// use npshmex_ndarray::{record, NdarrayError, ShmArray1};
+    /// record! {
+    ///     #[repr(C)]
+    ///     #[derive(Clone, Copy, Debug, PartialEq)]
+    ///     struct Hit { id: i64, flag: u8 } // 7 bytes of padding
+    /// }
+    /// let mut hits = ShmArray1::from_shape_fn(3, |i| Hit { id: i as i64, flag: 0 })?;
+    /// assert!(matches!(hits.view_mut(), Err(NdarrayError::Codec(_))));
+    /// hits.map_inplace(|h| h.flag = (h.id % 2) as u8)?;
+    /// hits.set(0, Hit { id: -1, flag: 9 })?;
+    /// assert_eq!(hits.view()[1], Hit { id: 1, flag: 1 });
+    /// assert_eq!(hits.view()[0], Hit { id: -1, flag: 9 });
+    /// # Ok::<(), npshmex_ndarray::NdarrayError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`NdarrayError::ReadOnly`] for a frozen array, one received in shared
     /// read-only mode, or a copy-on-write share handle;
@@ -694,7 +720,7 @@ mod tests {
     }
 
     #[test]
-    fn padded_records_are_readable_not_writable() {
+    fn padded_records_have_no_mutable_view_but_are_set() {
         crate::record! {
             #[repr(C)]
             #[derive(Clone, Copy, Debug, PartialEq)]
@@ -708,6 +734,8 @@ mod tests {
                 npshmex_codec::CodecError::Padding { .. }
             ))
         ));
+        z.set(1, Padded { a: 1, b: 2.0 }).unwrap();
+        assert_eq!(z.view()[1], Padded { a: 1, b: 2.0 });
         let f = ShmArray::<Padded, _>::from_shape_fn(2, |i| Padded { a: i as u8, b: 0.5 }).unwrap();
         assert_eq!(f.view()[1], Padded { a: 1, b: 0.5 });
     }

@@ -56,6 +56,34 @@ pub(crate) fn encode_into<A: Element>(
     at / size
 }
 
+/// Reads the elements of `data` chunk by chunk into a scratch buffer, lets
+/// `f` change them, and encodes them back in place. `data` is a whole
+/// number of `A`s at an address aligned for `A`; `dtype` is theirs.
+///
+/// # Errors
+/// What viewing a chunk returns (`InvalidBool` for data that changed
+/// under a vouched mapping; unreachable for data validated on receipt).
+pub(crate) fn update_encoded<A: Element>(
+    dtype: &npshmex_codec::DType,
+    data: &mut [u8],
+    mut f: impl FnMut(&mut [A]),
+) -> npshmex_codec::Result<()> {
+    let size = std::mem::size_of::<A>();
+    if size == 0 {
+        return Ok(());
+    }
+    let mut buf: Vec<A> = Vec::with_capacity(chunk_elems::<A>().min(data.len() / size));
+    for chunk in data.chunks_mut(chunk_elems::<A>() * size) {
+        buf.clear();
+        // Each chunk starts at a multiple of the element size from an
+        // aligned start, so it is aligned too.
+        buf.extend_from_slice(npshmex_codec::cast_slice::<A>(dtype, chunk)?);
+        f(&mut buf);
+        chunk.copy_from_slice(&to_bytes(&buf));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +115,29 @@ mod tests {
         assert_eq!(encode_into(all[..2].iter().copied(), &mut big), 2);
         assert_eq!(&big[16..], &[0xff; 16], "stops when the values run out");
         assert_eq!(chunk_elems::<[u8; 100_000]>(), 1);
+    }
+
+    #[test]
+    fn updates_go_through_the_encoding() {
+        let all: Vec<Gap> = (0..chunk_elems::<Gap>() + 1)
+            .map(|i| Gap { a: 1, b: i as u32 })
+            .collect();
+        let bytes = to_bytes(&all);
+        // A buffer aligned for `Gap` (4) without `unsafe`: skip to an
+        // aligned start.
+        let mut buf = vec![0u8; bytes.len() + 4];
+        let start = buf.as_ptr().align_offset(4).min(4);
+        let data = &mut buf[start..start + bytes.len()];
+        data.copy_from_slice(&bytes);
+        data[1] = 0xee; // dirty padding is zeroed by the update
+        let mut seen = 0;
+        update_encoded::<Gap>(&Gap::dtype(), data, |s| {
+            seen += s.len();
+            s.iter_mut().for_each(|g| g.a += 1);
+        })
+        .unwrap();
+        assert_eq!(seen, all.len());
+        let expect: Vec<Gap> = all.iter().map(|g| Gap { a: 2, b: g.b }).collect();
+        assert_eq!(data, &to_bytes(&expect)[..]);
     }
 }

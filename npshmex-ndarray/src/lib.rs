@@ -70,6 +70,7 @@ pub mod cache {
 }
 mod encode;
 mod error;
+mod inplace;
 mod keys;
 mod layout;
 mod transfer;
