@@ -5,7 +5,7 @@
 mod common;
 
 use common::pool;
-use ndarray::{arr1, Array1, Array2, Ix1, Ix2};
+use ndarray::{arr1, Array1, Array2, CowArray, Ix1, Ix2};
 use npshmex_ndarray::Access;
 use npshmex_ndarray::{
     record, shm_clear, shm_del, shm_pop, shm_put, via_shm, Keep, NdarrayError, Shm, ShmArg,
@@ -468,6 +468,65 @@ fn a_user_wrapper_of_arrays_round_trips() {
     assert_eq!(back.runs.len(), 2);
     assert_eq!(back.runs[1].view(), arr1(&[9u16, 9, 9]));
     drop((back, pool));
+    leaks.finish();
+}
+
+/// A task argument that lends the caller's arrays in its fields (issue
+/// 16.6): the caller keeps them, the worker gets owned copies.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LentJob<'a> {
+    /// ndarray's borrowed-or-owned array, through `via_shm`.
+    #[serde(with = "via_shm")]
+    pub x: CowArray<'a, f64, Ix2>,
+    /// A lent array that is a serde type itself.
+    pub mask: ShmArg<'a, bool, Ix1>,
+    /// Plain data.
+    pub scale: f64,
+}
+
+fn scaled_masked_sums(job: LentJob<'_>) -> (bool, Vec<f64>) {
+    let mask = job.mask.into_owned();
+    let sums = job
+        .x
+        .rows()
+        .into_iter()
+        .zip(&mask)
+        .map(|(row, &m)| if m { row.sum() * job.scale } else { 0.0 })
+        .collect();
+    (job.x.is_owned(), sums)
+}
+
+#[test]
+fn lent_arrays_in_struct_fields_go_to_a_worker() {
+    let leaks = common::leak_check();
+    let pool = pool();
+    for rows in [4, 500] {
+        let x = Array2::from_shape_fn((rows, 200), |(i, j)| (i + j) as f64);
+        let mask = Array1::from_shape_fn(rows, |i| i % 3 != 0);
+        let job = LentJob {
+            x: CowArray::from(&x),
+            mask: ShmArg::from(&mask),
+            scale: 0.5,
+        };
+        let (owned, sums) = pool
+            .submit(scaled_masked_sums, job)
+            .unwrap()
+            .result()
+            .unwrap();
+        assert!(owned, "the worker's field owns its array");
+        let expect: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .zip(&mask)
+            .map(|(row, &m)| if m { row.sum() * 0.5 } else { 0.0 })
+            .collect();
+        assert_eq!(sums, expect);
+        // The caller still holds (and may change) what it lent.
+        let mut x = x;
+        x[[0, 0]] = -1.0;
+        assert_eq!(mask.len(), rows);
+    }
+    drop(pool);
     leaks.finish();
 }
 
