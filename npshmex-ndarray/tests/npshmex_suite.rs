@@ -5,7 +5,7 @@
 mod common;
 
 use common::pool;
-use ndarray::{arr1, Array1, Array2, CowArray, Ix1, Ix2};
+use ndarray::{arr1, Array1, Array2, CowArray, Ix1, Ix2, ShapeBuilder};
 use npshmex_ndarray::Access;
 use npshmex_ndarray::{
     record, shm_clear, shm_del, shm_pop, shm_put, via_shm, Keep, NdarrayError, Shm, ShmArg,
@@ -527,6 +527,68 @@ fn lent_arrays_in_struct_fields_go_to_a_worker() {
         assert_eq!(mask.len(), rows);
     }
     drop(pool);
+    leaks.finish();
+}
+
+/// Every kind of lent field: ndarray's `CowArray` and `ArcArray` through
+/// `via_shm`, and a `ShmArg`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LentFields<'a> {
+    /// Borrowed when sent, owned when received.
+    #[serde(with = "via_shm")]
+    pub x: CowArray<'a, f64, Ix2>,
+    /// Shared ownership, copied through shared memory.
+    #[serde(with = "via_shm")]
+    pub shared: ndarray::ArcArray<u16, Ix1>,
+    /// A lent array that is a serde type itself.
+    pub arg: ShmArg<'a, i32, Ix1>,
+    /// Plain data.
+    pub label: String,
+}
+
+#[test]
+fn lent_fields_serialize_from_the_borrow_and_arrive_owned() {
+    let leaks = common::leak_check();
+    for (rows, segments) in [(3, 0), (400, 3)] {
+        let x = Array2::from_shape_fn((rows, 100).f(), |(i, j)| (i * 100 + j) as f64);
+        let y = Array1::from_shape_fn(rows * 100, |i| i as i32);
+        let shared = Array1::from_elem(rows * 100, 7u16).into_shared();
+        let lent = LentFields {
+            x: CowArray::from(&x),
+            shared: shared.clone(),
+            arg: ShmArg::from(&y),
+            label: "lent".into(),
+        };
+        assert!(lent.x.is_view());
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&lent));
+        assert_eq!(fds.len(), segments, "{rows} rows");
+        drop(lent);
+        let bytes = bytes.unwrap();
+        let (back, cause) =
+            npshmex_shm::oob::with_received(fds.finish().unwrap().into_fds(), || {
+                postcard::from_bytes::<LentFields<'static>>(&bytes)
+            });
+        assert!(cause.is_none());
+        let back = back.unwrap();
+        assert!(back.x.is_owned());
+        assert_eq!(back.x, x);
+        assert_eq!(back.x.strides(), x.strides(), "Fortran order kept");
+        assert_eq!(back.shared, shared);
+        assert!(matches!(back.arg, ShmArg::Owned(ref a) if a == y));
+        assert_eq!(back.label, "lent");
+        // The caller still has its arrays, and the testkit's round trip
+        // (with moves, as the pool does) agrees.
+        let again = npshmex_testkit::oob_roundtrip(LentFields {
+            x: CowArray::from(x.view()),
+            shared: shared.clone(),
+            arg: ShmArg::from(&y),
+            label: String::new(),
+        })
+        .unwrap();
+        assert_eq!(again.x, x);
+        assert_eq!(again.arg.view(), y);
+        drop((back, again));
+    }
     leaks.finish();
 }
 

@@ -69,7 +69,7 @@ record! {
 
 /// A record type the suite runs on: distinct values per index, and a
 /// change to them.
-trait Sample: Element + PartialEq + Debug + Send {
+trait Sample: Element + PartialEq + Debug {
     fn at(i: usize) -> Self;
     fn bump(self) -> Self;
 }
@@ -153,7 +153,10 @@ fn numpy_bytes<T: Element, D: Dimension>(expect: &ArrayView<'_, T, D>, fortran: 
 }
 
 /// `a` holds `expect`, and its bytes are exactly numpy's.
-fn assert_stored<T: Sample, D: Dimension>(a: &ShmArray<T, D>, expect: &ArrayView<'_, T, D>) {
+fn assert_stored<T: Element + PartialEq + Debug, D: Dimension>(
+    a: &ShmArray<T, D>,
+    expect: &ArrayView<'_, T, D>,
+) {
     assert_eq!(&a.view(), expect);
     assert_eq!(
         data_bytes(a),
@@ -552,5 +555,71 @@ fn padded_records_are_built_and_changed_in_a_worker() {
         .unwrap();
     assert_stored(&b, &expect.mapv(Padded::bump).view());
     drop((b, pool));
+    leaks.finish();
+}
+
+record! {
+    /// A small padded record (16 bytes, 7 of padding after `flag`).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Gap {
+        /// A field.
+        pub flag: bool,
+        /// A field.
+        pub v: f64,
+    }
+}
+
+#[test]
+fn indices_outside_the_shape_are_typed_errors() {
+    let leaks = common::leak_check();
+    let g = Gap { flag: true, v: 1.0 };
+    let mut empty = ShmArray1::<Gap>::zeros(0).unwrap();
+    let e = empty.set(0, g).unwrap_err();
+    assert!(matches!(&e, NdarrayError::OutOfBounds { shape, .. } if shape == &[0]));
+    assert_eq!(e.to_string(), "index 0 is out of bounds for shape [0]");
+    let mut a = ShmArray2::<Gap>::zeros((2, 2)).unwrap();
+    let e = a.set([1, 2], g).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "index [1, 2] is out of bounds for shape [2, 2]"
+    );
+    assert!(a.view().iter().all(|g| !g.flag), "nothing was written");
+    let mut frozen = a.into_read_only().unwrap();
+    assert!(matches!(frozen.set([0, 0], g), Err(NdarrayError::ReadOnly)));
+    drop((empty, frozen));
+    leaks.finish();
+}
+
+#[test]
+fn closures_see_every_element_once_in_memory_order_across_chunks() {
+    let leaks = common::leak_check();
+    // Several 64 KiB encoding chunks of 16-byte records, and a partial one.
+    let n = 3 * (64 * 1024 / 16) + 5;
+    let mut a = ShmArray1::from_shape_fn(n, |i| Gap {
+        flag: false,
+        v: i as f64,
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    a.indexed_map_inplace(|i, g| {
+        seen.push(i);
+        g.flag = i % 2 == 1;
+    })
+    .unwrap();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>());
+    let mut count = 0;
+    a.map_inplace(|g| {
+        count += 1;
+        g.v += 1.0;
+    })
+    .unwrap();
+    assert_eq!(count, n);
+    let expect = Array1::from_shape_fn(n, |i| Gap {
+        flag: i % 2 == 1,
+        v: i as f64 + 1.0,
+    });
+    assert_stored(&a, &expect.view());
+    drop(a);
     leaks.finish();
 }
