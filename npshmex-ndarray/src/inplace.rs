@@ -17,8 +17,8 @@
 use crate::array::{dense, ShmArray};
 use crate::encode::update_encoded;
 use crate::error::{NdarrayError, Result};
-use crate::layout::MemoryOrderIndices;
-use ndarray::{Dimension, NdIndex};
+use crate::layout::{MemOrder, MemoryOrderIndices};
+use ndarray::{ArrayView, Dimension, NdIndex, ShapeBuilder};
 use npshmex_codec::{cast_slice_mut, to_bytes, Element};
 
 impl<A: Element, D: Dimension> ShmArray<A, D> {
@@ -46,21 +46,11 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// [`NdarrayError::ReadOnly`] as [`ShmArray::view_mut`].
     pub fn set<I: NdIndex<D> + Clone>(&mut self, index: I, value: A) -> Result<()> {
         let size = std::mem::size_of::<A>();
-        let offset = {
-            let view = self.try_view()?;
-            let base = self.segment().as_slice()[self.layout.data_range()].as_ptr();
-            match view.get(index.clone()) {
-                // The element's distance from the start of the data: the
-                // view's data is that slice, so this is a whole number of
-                // elements inside it.
-                Some(elem) => std::ptr::from_ref(elem).addr() - base.addr(),
-                None => {
-                    return Err(NdarrayError::OutOfBounds {
-                        index: format!("{index:?}"),
-                        shape: self.shape().to_vec(),
-                    })
-                }
-            }
+        let Some(offset) = self.byte_offset(index.clone()) else {
+            return Err(NdarrayError::OutOfBounds {
+                index: format!("{index:?}"),
+                shape: self.shape().to_vec(),
+            });
         };
         let dtype = self.layout.dtype.clone();
         let bytes = &mut self.data_bytes_mut()?[offset..offset + size];
@@ -120,6 +110,31 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
                 f(i.into_pattern(), x);
             }
         })
+    }
+
+    /// Where the element at `index` starts in the data, in bytes; `None`
+    /// outside the shape. Indexes a view of the data's bytes whose strides
+    /// are the elements' scaled to bytes, so it neither views nor
+    /// validates the elements (which is O(n) for records with `bool`
+    /// fields).
+    fn byte_offset<I: NdIndex<D>>(&self, index: I) -> Option<usize> {
+        let data = &self.segment().as_slice()[self.layout.data_range()];
+        let dim = self.raw_dim();
+        let n = dim.ndim();
+        let mut strides = D::zeros(n);
+        let mut step = std::mem::size_of::<A>();
+        for k in 0..n {
+            let axis = match self.layout.order {
+                MemOrder::C => n - 1 - k,
+                MemOrder::F => k,
+            };
+            strides[axis] = step;
+            // Bounded by the data's length, which fits; saturate anyway.
+            step = step.saturating_mul(dim[axis]);
+        }
+        let bytes = ArrayView::from_shape(dim.strides(strides), data).ok()?;
+        let first = bytes.get(index)?;
+        Some(std::ptr::from_ref(first).addr() - data.as_ptr().addr())
     }
 
     /// Lets `f` change the elements, slice by slice in memory order: the
