@@ -25,7 +25,9 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// Stores `value` at `index` (any ndarray index: `[i, j]`, `(i, j)`,
     /// `i` for one axis). Records with padding bytes are stored as numpy
     /// stores them, with the padding zeroed, which is why this works where
-    /// [`ShmArray::view_mut`] refuses.
+    /// [`ShmArray::view_mut`] refuses. Each call encodes one record (a few
+    /// microseconds for a record type); to change many, use
+    /// [`ShmArray::indexed_map_inplace`], which encodes a chunk at a time.
     ///
     /// ```
     /// use npshmex_ndarray::{record, ShmArray1};
