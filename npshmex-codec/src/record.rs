@@ -53,7 +53,28 @@ pub fn record_dtype(size: usize, fields: &[FieldSpec]) -> DType {
 /// Write the struct as usual, including `#[repr(C)]` (recommended: a stable
 /// layout that matches numpy's `align=True`) and `#[derive(Clone, Copy)]`
 /// (required). Every field type must implement [`Element`]: scalars,
-/// arrays of elements (subarrays), other records.
+/// arrays of elements (subarrays), other records, and numpy's inline
+/// strings [`FixedBytes<N>`](crate::FixedBytes) (`'S<N>'`) and
+/// [`FixedUnicode<N>`](crate::FixedUnicode) (`'U<N>'`); a `[u8; N]` field
+/// is numpy's `('|u1', (N,))`, not a string.
+///
+/// # Records with padding bytes
+/// `#[repr(C)]` aligns every field, so a record such as
+/// `{ id: i64, x: f64, flag: u8, name: [u8; 16] }` has padding bytes (7
+/// here, after `name`), exactly as numpy's `align=True` lays it out. Such
+/// records are read through typed views ([`cast_slice`](crate::cast_slice))
+/// like any other, but have no mutable typed view
+/// ([`cast_slice_mut`](crate::cast_slice_mut) and
+/// [`as_bytes`](crate::as_bytes) refuse them with
+/// [`CodecError::Padding`](crate::CodecError::Padding)): a value written
+/// through a `&mut` may leave its padding bytes uninitialised, and those
+/// bytes would then be read as data by numpy or another process. Write
+/// them with [`to_bytes`](crate::to_bytes), which stores every field byte
+/// and zeroes the padding, as numpy does. In `npshmex-ndarray`, every
+/// `ShmArray` constructor takes them, `ShmArray::view_mut` refuses them,
+/// and `ShmArray::set`, `ShmArray::map_inplace` and
+/// `ShmArray::indexed_map_inplace` change them in place through that
+/// encoding.
 ///
 /// ```
 /// use npshmex_codec::{cast_slice, record, DType, Element};

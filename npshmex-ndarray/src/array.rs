@@ -7,14 +7,15 @@
 //! its segment never hands out a writable fd, which is what makes `view_mut`
 //! and `view` sound (see the safety model of `npshmex_shm`).
 
+use crate::encode::encode_into;
 use crate::error::{NdarrayError, Result};
-use crate::layout::{order_of, Layout, MemOrder};
+use crate::layout::{order_of, Layout, MemOrder, MemoryOrderIndices};
 use crate::transfer::Transfer;
 use ndarray::{
     Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6,
     IxDyn, Order, ShapeArg, ShapeBuilder, Zip,
 };
-use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, DType, Element};
+use npshmex_codec::{cast_slice, cast_slice_mut, DType, Element};
 use npshmex_shm::cache::{self, Fresh, Origin, Slot};
 use npshmex_shm::{Access, Seals, Segment};
 use std::fmt;
@@ -142,14 +143,34 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         if dense::<A>() {
             a.view_mut()?.fill(elem);
         } else {
-            a.write_from(&Array::from_elem(a.raw_dim(), elem))?;
+            let n = a.len();
+            a.write_memory_order(std::iter::repeat_n(elem, n))?;
         }
         Ok(a)
     }
 
     /// A new array in shared memory whose element at each index is `f(index)`
     /// (the index as a tuple for fixed dimensions, as ndarray's
-    /// `Array::from_shape_fn`). Elements are written in memory order.
+    /// `Array::from_shape_fn`). As ndarray does, `f` is called in memory
+    /// order: the last axis fastest, the first for Fortran order.
+    ///
+    /// Works for every element type, records with padding bytes included:
+    /// those are encoded as numpy stores them (padding zeroed), a bounded
+    /// chunk at a time, straight into the segment.
+    ///
+    /// ```
+    /// use ndarray::Order;
+    /// use npshmex_ndarray::ShmArray2;
+    /// let mut calls = Vec::new();
+    /// let f = ShmArray2::<u32>::from_shape_fn(((2, 3), Order::ColumnMajor), |(i, j)| {
+    ///     calls.push((i, j));
+    ///     (i * 10 + j) as u32
+    /// })?;
+    /// assert_eq!(f.view(), ndarray::arr2(&[[0, 1, 2], [10, 11, 12]]));
+    /// assert!(f.is_fortran_order());
+    /// assert_eq!(calls[..3], [(0, 0), (1, 0), (0, 1)]);
+    /// # Ok::<(), npshmex_ndarray::NdarrayError>(())
+    /// ```
     ///
     /// # Errors
     /// As [`ShmArray::zeros`].
@@ -160,9 +181,8 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     {
         let (dim, order) = shape.into_shape_and_order();
         let (mut a, _) = Self::alloc(dim, mem_order(order))?;
-        a.view_mut()?
-            .indexed_iter_mut()
-            .for_each(|(i, x)| *x = f(i));
+        let indices = MemoryOrderIndices::new(a.raw_dim(), a.layout.order);
+        a.write_memory_order(indices.map(|i| f(i.into_pattern())))?;
         Ok(a)
     }
 
@@ -188,14 +208,39 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         }
         // Elements in this array's memory order: the C order of the array,
         // or of its transpose for Fortran order.
-        let ordered: Vec<A> = match self.layout.order {
-            MemOrder::C => src.iter().copied().collect(),
-            MemOrder::F => src.t().iter().copied().collect(),
+        match self.layout.order {
+            MemOrder::C => self.write_memory_order(src.iter().copied()),
+            MemOrder::F => self.write_memory_order(src.t().iter().copied()),
+        }
+    }
+
+    /// Writes `values` (one per element, in memory order) into the data:
+    /// through a typed view for dense types, encoded chunk by chunk for
+    /// records with padding (see `crate::encode`).
+    pub(crate) fn write_memory_order(&mut self, values: impl IntoIterator<Item = A>) -> Result<()> {
+        let expected = self.len();
+        let dtype = self.layout.dtype.clone();
+        let data = self.data_bytes_mut()?;
+        let written = if dense::<A>() {
+            let slice = cast_slice_mut::<A>(&dtype, data)?;
+            let mut n = 0;
+            for (dst, v) in slice.iter_mut().zip(values) {
+                *dst = v;
+                n += 1;
+            }
+            n
+        } else {
+            encode_into(values, data)
         };
-        let bytes = to_bytes(&ordered);
-        let range = self.layout.data_range();
-        self.segment_mut()?.as_mut_slice()?[range].copy_from_slice(&bytes);
+        // Callers pass exactly one value per element.
+        debug_assert_eq!(written, expected);
         Ok(())
+    }
+
+    /// The data bytes, for writing.
+    pub(crate) fn data_bytes_mut(&mut self) -> Result<&mut [u8]> {
+        let range = self.layout.data_range();
+        Ok(&mut self.segment_mut()?.as_mut_slice()?[range])
     }
 
     /// A new shared-memory array of `f` applied to every element of this
@@ -238,17 +283,41 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
 
     /// A mutable view of the data.
     ///
+    /// Records with padding bytes (a `u8` field followed by an `f64`, the
+    /// layout `#[repr(C)]` and numpy's `align=True` give) have no mutable
+    /// view: through a `&mut` record safe code could store a value whose
+    /// padding bytes are uninitialised into shared memory that numpy and
+    /// other processes read as bytes. Change them in place with
+    /// [`ShmArray::set`], [`ShmArray::map_inplace`] or
+    /// [`ShmArray::indexed_map_inplace`], which write through the codec's
+    /// byte encoding with the padding zeroed, as numpy stores it (and work
+    /// for every element type):
+    ///
+    /// ```
+    /// use npshmex_ndarray::{record, NdarrayError, ShmArray1};
+    /// record! {
+    ///     #[repr(C)]
+    ///     #[derive(Clone, Copy, Debug, PartialEq)]
+    ///     struct Hit { id: i64, flag: u8 } // 7 bytes of padding
+    /// }
+    /// let mut hits = ShmArray1::from_shape_fn(3, |i| Hit { id: i as i64, flag: 0 })?;
+    /// assert!(matches!(hits.view_mut(), Err(NdarrayError::Codec(_))));
+    /// hits.map_inplace(|h| h.flag = (h.id % 2) as u8)?;
+    /// hits.set(0, Hit { id: -1, flag: 9 })?;
+    /// assert_eq!(hits.view()[1], Hit { id: 1, flag: 1 });
+    /// assert_eq!(hits.view()[0], Hit { id: -1, flag: 9 });
+    /// # Ok::<(), npshmex_ndarray::NdarrayError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`NdarrayError::ReadOnly`] for a frozen array, one received in shared
     /// read-only mode, or a copy-on-write share handle;
     /// [`NdarrayError::Codec`] (`Padding`) for record types with padding
     /// bytes, which cannot be written through a typed view.
     pub fn view_mut(&mut self) -> Result<ArrayViewMut<'_, A, D>> {
-        let range = self.layout.data_range();
         let shape = self.layout.stride_shape();
         let dtype = self.layout.dtype.clone();
-        let bytes = &mut self.segment_mut()?.as_mut_slice()?[range];
-        let slice = cast_slice_mut::<A>(&dtype, bytes)?;
+        let slice = cast_slice_mut::<A>(&dtype, self.data_bytes_mut()?)?;
         Ok(ArrayViewMut::from_shape(shape, slice)?)
     }
 
@@ -458,7 +527,10 @@ where
             .and(src)
             .for_each(|o, x| *o = f(x));
     } else {
-        out.write_from(&src.map(f))?;
+        match out.layout.order {
+            MemOrder::C => out.write_memory_order(src.iter().map(f))?,
+            MemOrder::F => out.write_memory_order(src.t().iter().map(f))?,
+        }
     }
     Ok(out)
 }
@@ -648,7 +720,7 @@ mod tests {
     }
 
     #[test]
-    fn padded_records_are_readable_not_writable() {
+    fn padded_records_have_no_mutable_view_but_are_set() {
         crate::record! {
             #[repr(C)]
             #[derive(Clone, Copy, Debug, PartialEq)]
@@ -662,5 +734,9 @@ mod tests {
                 npshmex_codec::CodecError::Padding { .. }
             ))
         ));
+        z.set(1, Padded { a: 1, b: 2.0 }).unwrap();
+        assert_eq!(z.view()[1], Padded { a: 1, b: 2.0 });
+        let f = ShmArray::<Padded, _>::from_shape_fn(2, |i| Padded { a: i as u8, b: 0.5 }).unwrap();
+        assert_eq!(f.view()[1], Padded { a: 1, b: 0.5 });
     }
 }

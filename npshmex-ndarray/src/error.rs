@@ -78,6 +78,14 @@ pub enum NdarrayError {
         /// Size of one element.
         itemsize: usize,
     },
+    /// An index outside the array's shape ([`crate::ShmArray::set`]).
+    #[error("index {index} is out of bounds for shape {shape:?}")]
+    OutOfBounds {
+        /// The index, as written (`Debug` of ndarray's index type).
+        index: String,
+        /// The array's shape.
+        shape: Vec<usize>,
+    },
     /// ndarray refused a shape (internal: layouts are validated before).
     #[error("ndarray shape: {0}")]
     Shape(#[from] ndarray::ShapeError),

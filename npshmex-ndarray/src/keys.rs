@@ -25,10 +25,11 @@
 //! `npshmex_shm::clear_stale` (keys of dead processes).
 
 use crate::array::ShmArray;
+use crate::encode::encoded_chunks;
 use crate::error::Result;
 use crate::layout::{order_of, Layout, MemOrder};
 use ndarray::{ArrayBase, Data, Dimension};
-use npshmex_codec::{as_bytes, to_bytes, Element};
+use npshmex_codec::{as_bytes, Element};
 use npshmex_shm::cache::{self, Slot};
 use npshmex_shm::{Access, NamedSegment, Segment, ShmError, Writable};
 use serde::{Deserialize, Serialize};
@@ -164,8 +165,11 @@ where
     if let Some(bytes) = view.as_slice().and_then(|s| as_bytes(s).ok()) {
         seg.write_at(start, bytes)?;
     } else {
-        let ordered: Vec<A> = view.iter().copied().collect();
-        seg.write_at(start, &to_bytes(&ordered))?;
+        let mut at = start;
+        for bytes in encoded_chunks(view.iter().copied()) {
+            seg.write_at(at, &bytes)?;
+            at += bytes.len() as u64;
+        }
     }
     Ok(())
 }

@@ -114,6 +114,45 @@ impl<D: Dimension> Layout<D> {
     }
 }
 
+/// The indices of an array of shape `dim`, in the order its elements lie
+/// in memory: the last axis varies fastest in C order, the first in Fortran
+/// order (the order ndarray's `from_shape_fn` calls its closure in).
+pub(crate) struct MemoryOrderIndices<D> {
+    dim: D,
+    order: MemOrder,
+    next: Option<D>,
+}
+
+impl<D: Dimension> MemoryOrderIndices<D> {
+    pub(crate) fn new(dim: D, order: MemOrder) -> MemoryOrderIndices<D> {
+        let next = (dim.size() > 0).then(|| D::zeros(dim.ndim()));
+        MemoryOrderIndices { dim, order, next }
+    }
+}
+
+impl<D: Dimension> Iterator for MemoryOrderIndices<D> {
+    type Item = D;
+
+    fn next(&mut self) -> Option<D> {
+        let current = self.next.take()?;
+        let mut index = current.clone();
+        let n = self.dim.ndim();
+        for k in 0..n {
+            let axis = match self.order {
+                MemOrder::C => n - 1 - k,
+                MemOrder::F => k,
+            };
+            index[axis] += 1;
+            if index[axis] < self.dim[axis] {
+                self.next = Some(index);
+                break;
+            }
+            index[axis] = 0;
+        }
+        Some(current)
+    }
+}
+
 pub(crate) fn dim_to_vec<D: Dimension>(dim: &D) -> Vec<usize> {
     (0..dim.ndim()).map(|i| dim[i]).collect()
 }
@@ -166,4 +205,41 @@ fn is_c_contiguous(shape: &[usize], strides: &[isize]) -> bool {
         expect = expect.saturating_mul(len as isize);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array, Ix0, Ix1, Ix3, IxDyn};
+
+    /// The indices ndarray's `from_shape_fn` visits, in the order it calls
+    /// its closure.
+    fn ndarray_order<D: Dimension>(dim: D, order: MemOrder) -> Vec<D::Pattern> {
+        let mut seen = Vec::new();
+        let _ = Array::from_shape_fn(dim.set_f(order == MemOrder::F), |i: D::Pattern| {
+            seen.push(i.clone());
+        });
+        seen
+    }
+
+    fn ours<D: Dimension>(dim: D, order: MemOrder) -> Vec<D::Pattern> {
+        MemoryOrderIndices::new(dim, order)
+            .map(Dimension::into_pattern)
+            .collect()
+    }
+
+    #[test]
+    fn memory_order_indices_match_ndarray() {
+        for order in [MemOrder::C, MemOrder::F] {
+            let d3 = Ix3(2, 3, 4);
+            assert_eq!(ours(d3, order), ndarray_order(d3, order));
+            assert_eq!(ours(Ix1(5), order), ndarray_order(Ix1(5), order));
+            assert_eq!(ours(Ix0(), order), vec![()]);
+            assert!(ours(Ix3(2, 0, 4), order).is_empty());
+            let dyn5 = IxDyn(&[2, 1, 3, 2, 2]);
+            assert_eq!(ours(dyn5.clone(), order), ndarray_order(dyn5, order));
+        }
+        let f: Vec<_> = ours(ndarray::Ix2(2, 2), MemOrder::F);
+        assert_eq!(f, vec![(0, 0), (1, 0), (0, 1), (1, 1)]);
+    }
 }

@@ -8,8 +8,10 @@
 //!   a file descriptor, never by copy, in the receive mode its sender chose:
 //!   moved, shared read-only (sealed) or copy-on-write ([`Transfer`]).
 //! - The drop-in path for plain `ndarray::Array`s: [`via_shm`] for fields
-//!   (`#[serde(with = "npshmex_ndarray::via_shm")]`) and [`Shm`] for bare
-//!   arguments and results: one copy in, one copy out, as npshmex does.
+//!   (`#[serde(with = "npshmex_ndarray::via_shm")]`), [`Shm`] for bare
+//!   arguments and results, [`ShmArg`] (or a `CowArray` field) to lend the
+//!   caller's array instead of giving it up: one copy in, one copy out, as
+//!   npshmex does.
 //! - Persistent keys, the original's `shm_put` / `shm_pop` / `shm_del` /
 //!   `shm_clear`: arrays in named `/dev/shm` segments that numpy opens with
 //!   `np.load(path, mmap_mode='r')`, and `.npy` files numpy wrote there popped
@@ -22,6 +24,67 @@
 //! complex, fixed-size arrays and `#[repr(C)]` record structs (structured
 //! dtypes). A segment received from another process is untrusted: its header
 //! is validated against the element type and dimensionality expected.
+//!
+//! # Records
+//! A numpy structured dtype is a struct declared with [`record!`]; numpy's
+//! inline strings are [`FixedBytes<N>`] (`'S<N>'`) and [`FixedUnicode<N>`]
+//! (`'U<N>'`). `#[repr(C)]` lays a record out as numpy's `align=True`
+//! does, usually with padding bytes; every constructor takes such records,
+//! and [`ShmArray::set`], [`ShmArray::map_inplace`] and
+//! [`ShmArray::indexed_map_inplace`] change them in place
+//! ([`ShmArray::view_mut`] refuses them, and says why). Through a pool:
+//!
+//! ```
+//! use npshmex_ndarray::{record, FixedBytes, ShmArray1};
+//! use npshmex_pool::ProcessPoolExecutor;
+//!
+//! record! {
+//!     /// numpy: `np.dtype([('id', '<i8'), ('x', '<f8'), ('flag', 'u1'),
+//!     /// ('name', 'S16')], align=True)`, 40 bytes with 7 of padding.
+//!     #[repr(C)]
+//!     #[derive(Clone, Copy, Debug, PartialEq)]
+//!     pub struct Particle {
+//!         pub id: i64,
+//!         pub x: f64,
+//!         pub flag: u8,
+//!         pub name: FixedBytes<16>,
+//!     }
+//! }
+//!
+//! /// Renames the fast particles, in place in the segment it was sent.
+//! fn tag_fast(mut p: ShmArray1<Particle>) -> Result<ShmArray1<Particle>, String> {
+//!     let fast = FixedBytes::new(b"fast").map_err(|e| e.to_string())?;
+//!     p.map_inplace(|r| {
+//!         if r.x > 1.0 {
+//!             r.name = fast;
+//!             r.flag = 1;
+//!         }
+//!     })
+//!     .map_err(|e| e.to_string())?;
+//!     Ok(p)
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     npshmex_pool::init(); // first line of main: workers stop here
+//!     let pool = ProcessPoolExecutor::new(1)?;
+//!     let slow = FixedBytes::new(b"slow")?;
+//!     let particles = ShmArray1::from_shape_fn(1000, |i| Particle {
+//!         id: i as i64,
+//!         x: i as f64 / 500.0,
+//!         flag: 0,
+//!         name: slow,
+//!     })?;
+//!     assert_eq!(
+//!         particles.dtype().to_descr(),
+//!         "[('id', '<i8'), ('x', '<f8'), ('flag', '|u1'), ('name', '|S16'), ('', '|V7')]"
+//!     );
+//!     let tagged = pool.submit(tag_fast, particles)?.result()??;
+//!     assert_eq!(tagged.view()[999].name.as_trimmed(), b"fast");
+//!     assert_eq!(tagged.view()[10].name.as_trimmed(), b"slow");
+//!     assert_eq!(tagged.view().iter().filter(|p| p.flag == 1).count(), 499);
+//!     Ok(())
+//! }
+//! ```
 //!
 //! ```
 //! use npshmex_ndarray::ShmArray;
@@ -68,7 +131,9 @@ mod array;
 pub mod cache {
     pub use npshmex_shm::cache::{clear, limits, set_limits, stats, CacheLimits, CacheStats};
 }
+mod encode;
 mod error;
+mod inplace;
 mod keys;
 mod layout;
 mod transfer;

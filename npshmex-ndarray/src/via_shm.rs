@@ -1,8 +1,56 @@
 //! The drop-in path: plain `ndarray` arrays that travel through shared
 //! memory with one copy in and one copy out, as npshmex does for numpy.
 //!
-//! Use `#[serde(with = "npshmex_ndarray::via_shm")]` on `Array<A, D>` fields
-//! of your own types, or wrap a bare array argument or result in [`Shm`].
+//! Use `#[serde(with = "npshmex_ndarray::via_shm")]` on array fields of your
+//! own types, or wrap a bare array argument or result in [`Shm`] (owned) or
+//! [`ShmArg`] (lent).
+//!
+//! # Lending arrays in fields
+//! A task argument is serialized inside `submit`, before it returns, so it
+//! may borrow the caller's arrays: the caller keeps them, nothing is cloned.
+//! What arrives is always owned, so a field has to be able to hold both:
+//! - `CowArray<'a, A, D>` with the attribute (ndarray's borrowed-or-owned
+//!   array: `CowArray::from(&a)` or `CowArray::from(a.view())` to lend,
+//!   owned on arrival, [`ArrayField`]);
+//! - or `ShmArg<'a, A, D>` without it (it is a serde type itself).
+//!
+//! An `ArrayView<'a, A, D>` field cannot be used: serialization would work,
+//! but deserialization must produce the field's value from the received
+//! bytes, and a view needs an owner to borrow from that does not exist on
+//! the receiving side (serde's zero-copy borrowing lends only from the input
+//! bytes, which hold no aligned array and are gone after decoding).
+//! `CowArray` is the view that can also own.
+//!
+//! ```
+//! use ndarray::{Array1, Array2, CowArray, Ix1, Ix2};
+//! use npshmex_ndarray::ShmArg;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job<'a> {
+//!     #[serde(with = "npshmex_ndarray::via_shm")]
+//!     x: CowArray<'a, f64, Ix2>,
+//!     weights: ShmArg<'a, f32, Ix1>,
+//!     #[serde(with = "npshmex_ndarray::via_shm")]
+//!     owned: Array1<u8>,
+//!     label: String,
+//! }
+//!
+//! fn run(job: Job<'_>) -> f64 {
+//!     job.x.sum() + f64::from(job.weights.view().sum()) + job.owned.len() as f64
+//! }
+//!
+//! let x = Array2::<f64>::ones((300, 300));
+//! let w = Array1::<f32>::ones(4);
+//! let job = Job { x: CowArray::from(&x), weights: ShmArg::from(&w), owned: Array1::zeros(2), label: "j".into() };
+//! // pool.submit(run, job) in a program with a pool; here through serde:
+//! let bytes = postcard::to_allocvec(&job)?;
+//! let back: Job<'static> = postcard::from_bytes(&bytes)?;
+//! assert!(back.x.is_owned());
+//! assert_eq!(run(back), 90_000.0 + 4.0 + 2.0);
+//! assert_eq!(x.sum(), 90_000.0, "the caller keeps its array");
+//! # Ok::<(), postcard::Error>(())
+//! ```
 //!
 //! Inside a pool task, an array of at least [`INLINE_MAX`] bytes is copied
 //! into a segment (a reused, already-faulted one when the cache has a free
@@ -13,10 +61,11 @@
 //! bytes of a `.npy` file, so the same types also serialize anywhere.
 
 use crate::array::ShmArray;
+use crate::encode::encode_into;
 use crate::error::{NdarrayError, Result};
 use crate::layout::{order_of, Layout, MemOrder};
-use ndarray::{Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension};
-use npshmex_codec::{cast_slice, cast_slice_mut, to_bytes, Element};
+use ndarray::{ArcArray, Array, ArrayBase, ArrayView, ArrayViewMut, CowArray, Data, Dimension};
+use npshmex_codec::{cast_slice, cast_slice_mut, Element};
 use npshmex_shm::oob::{self, SegmentRef};
 use npshmex_shm::{Carried, CarriedBuf, Transfer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -59,26 +108,63 @@ where
     Carried::Segment(r).serialize(serializer)
 }
 
-/// Deserializes an owned ndarray array written by [`serialize`], validating
+/// Deserializes an array written by [`serialize`] into an owned field
+/// type ([`ArrayField`]: `Array`, `ArcArray`, `CowArray`), validating
 /// everything (dtype, dimensionality, size). For `#[serde(with = "...")]`.
 ///
 /// # Errors
 /// A serde error on any mismatch; the typed cause is recorded in the
 /// decoding scope (`npshmex_shm::oob::de_error`).
-pub fn deserialize<'de, A, D, De>(deserializer: De) -> Result<Array<A, D>, De::Error>
+pub fn deserialize<'de, T, De>(deserializer: De) -> Result<T, De::Error>
 where
-    A: Element,
-    D: Dimension,
+    T: ArrayField,
     De: Deserializer<'de>,
 {
-    match CarriedBuf::deserialize(deserializer)? {
-        CarriedBuf::Inline(bytes) => from_inline(&bytes).map_err(oob::de_error),
+    let array = match CarriedBuf::deserialize(deserializer)? {
+        CarriedBuf::Inline(bytes) => from_inline(&bytes).map_err(oob::de_error)?,
         CarriedBuf::Segment(r) => {
             if !oob::is_receiving() {
                 return Err(oob::de_error(NdarrayError::NoCollector));
             }
-            from_segment(r).map_err(oob::de_error)
+            from_segment(r).map_err(oob::de_error)?
         }
+    };
+    Ok(T::from_array(array))
+}
+
+/// A field type that `#[serde(with = "npshmex_ndarray::via_shm")]`
+/// deserializes into: ndarray's owning array types, and `CowArray`, whose
+/// sender may lend a view (see the module docs).
+pub trait ArrayField: Sized {
+    /// The element type.
+    type Elem: Element;
+    /// The dimension type.
+    type Dim: Dimension;
+    /// The field's value holding `array`.
+    fn from_array(array: Array<Self::Elem, Self::Dim>) -> Self;
+}
+
+impl<A: Element, D: Dimension> ArrayField for Array<A, D> {
+    type Elem = A;
+    type Dim = D;
+    fn from_array(array: Array<A, D>) -> Self {
+        array
+    }
+}
+
+impl<A: Element, D: Dimension> ArrayField for ArcArray<A, D> {
+    type Elem = A;
+    type Dim = D;
+    fn from_array(array: Array<A, D>) -> Self {
+        array.into_shared()
+    }
+}
+
+impl<A: Element, D: Dimension> ArrayField for CowArray<'_, A, D> {
+    type Elem = A;
+    type Dim = D;
+    fn from_array(array: Array<A, D>) -> Self {
+        CowArray::from(array)
     }
 }
 
@@ -133,11 +219,11 @@ where
         ArrayViewMut::from_shape(layout.stride_shape(), data)?.assign(array);
     } else {
         // Records with padding: the codec's byte encoding, in memory order.
-        let ordered: Vec<A> = match layout.order {
-            MemOrder::C => array.iter().copied().collect(),
-            MemOrder::F => array.t().iter().copied().collect(),
+        let data = &mut out.bytes_mut()[range];
+        match layout.order {
+            MemOrder::C => encode_into(array.iter().copied(), data),
+            MemOrder::F => encode_into(array.t().iter().copied(), data),
         };
-        out.bytes_mut()[range].copy_from_slice(&to_bytes(&ordered));
     }
     Ok(out)
 }
@@ -202,10 +288,12 @@ impl<'de, A: Element, D: Dimension> Deserialize<'de> for Shm<Array<A, D>> {
     }
 }
 
-/// A bare array argument that the caller lends instead of giving up: it
-/// serializes from a borrowed view (the caller keeps its array, no clone)
-/// and always deserializes as an owned array. The drop-in path of npshmex,
-/// where the caller passes `x` and still has it afterwards.
+/// An array argument, bare or in a field of one, that the caller lends
+/// instead of giving up: it serializes from a borrowed view (the caller
+/// keeps its array, no clone) and always deserializes as an owned array.
+/// The drop-in path of npshmex, where the caller passes `x` and still has
+/// it afterwards. As a field it needs no `#[serde(with)]` (see the module
+/// docs, which also show `CowArray` fields).
 ///
 /// ```
 /// use npshmex_ndarray::via_shm::ShmArg;
@@ -288,6 +376,41 @@ mod tests {
         #[serde(with = "crate::via_shm")]
         y: Array1<i16>,
         label: String,
+    }
+
+    /// A struct that lends the caller's arrays (issue 16.6).
+    #[derive(Serialize, Deserialize, Debug)]
+    struct Lent<'a> {
+        #[serde(with = "crate::via_shm")]
+        x: ndarray::CowArray<'a, f64, Ix2>,
+        #[serde(with = "crate::via_shm")]
+        shared: ndarray::ArcArray<u16, ndarray::Ix1>,
+        arg: ShmArg<'a, i32, ndarray::Ix1>,
+        label: String,
+    }
+
+    #[test]
+    fn a_lent_field_of_the_wrong_type_is_a_typed_error() {
+        #[derive(Serialize, Deserialize, Debug)]
+        struct Other {
+            #[serde(with = "crate::via_shm")]
+            x: ndarray::CowArray<'static, f32, Ix2>,
+        }
+        let x = Array2::<f64>::zeros((300, 100));
+        let lent = Lent {
+            x: ndarray::CowArray::from(&x),
+            shared: Array1::zeros(1).into_shared(),
+            arg: ShmArg::Owned(arr1(&[1])),
+            label: String::new(),
+        };
+        let bytes = postcard::to_allocvec(&lent).unwrap();
+        let (r, cause) =
+            npshmex_shm::oob::with_received(Vec::new(), || postcard::from_bytes::<Other>(&bytes));
+        assert!(r.is_err());
+        assert!(cause.is_some_and(|c| matches!(
+            c.downcast_ref::<NdarrayError>(),
+            Some(NdarrayError::DTypeMismatch { .. })
+        )));
     }
 
     #[test]

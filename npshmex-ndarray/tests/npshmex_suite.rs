@@ -5,7 +5,7 @@
 mod common;
 
 use common::pool;
-use ndarray::{arr1, Array1, Array2, Ix1, Ix2};
+use ndarray::{arr1, Array1, Array2, CowArray, Ix1, Ix2, ShapeBuilder};
 use npshmex_ndarray::Access;
 use npshmex_ndarray::{
     record, shm_clear, shm_del, shm_pop, shm_put, via_shm, Keep, NdarrayError, Shm, ShmArg,
@@ -201,6 +201,83 @@ fn put_keys_survive_tasks_pop_keep_delete_clear() {
     leaks.finish();
 }
 
+fn put_and_report(n: usize) -> Result<(ShmKey, u32), String> {
+    let key = shm_put(&Array1::from_shape_fn(n, |i| i as f64 * 0.5)).map_err(|e| e.to_string())?;
+    Ok((key, std::process::id()))
+}
+
+fn worker_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Waits until the process `pid` has exited (gone, or a zombie whose end
+/// `clear_stale` also recognises), up to a deadline.
+fn wait_gone(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let gone = npshmex_testkit::proc_stat(pid).is_none_or(|p| p.state == 'Z');
+        if gone || std::time::Instant::now() >= deadline {
+            return gone;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Issue 11.8: a key put inside a task belongs to the program the pool
+/// serves (its name carries the caller's pid), so recycling the worker that
+/// made it, or dropping the whole pool, and then `clear_stale` keep it.
+#[test]
+fn a_key_outlives_the_worker_that_made_it() {
+    let leaks = common::leak_check();
+    let prefix = format!("npshmex-{}-", std::process::id());
+    let expect = |n: usize| Array1::from_shape_fn(n, |i| i as f64 * 0.5);
+
+    // A worker that is replaced after every task.
+    let pool = npshmex_pool::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let (recycled_key, maker) = pool
+        .submit(put_and_report, 1000)
+        .unwrap()
+        .result()
+        .unwrap()
+        .unwrap();
+    assert_ne!(maker, std::process::id());
+    assert!(
+        recycled_key.name().starts_with(&prefix),
+        "{recycled_key} is not named after the caller ({prefix})"
+    );
+    let next = pool.submit(worker_pid, ()).unwrap().result().unwrap();
+    assert_ne!(next, maker, "the worker was not recycled");
+    assert!(wait_gone(maker), "worker {maker} still runs");
+
+    // A pool dropped entirely while the caller keeps the key.
+    let pool2 = common::pool();
+    let (dropped_key, maker2) = pool2
+        .submit(put_and_report, 20_000)
+        .unwrap()
+        .result()
+        .unwrap()
+        .unwrap();
+    assert!(dropped_key.name().starts_with(&prefix), "{dropped_key}");
+    drop(pool2);
+    assert!(wait_gone(maker2), "worker {maker2} still runs");
+
+    npshmex_shm::clear_stale().unwrap();
+    for key in [&recycled_key, &dropped_key] {
+        assert!(key.path().exists(), "clear_stale removed {key}");
+    }
+    let a = shm_pop::<f64, Ix1>(&recycled_key, Keep::No).unwrap();
+    assert_eq!(a.view(), expect(1000));
+    let b = shm_pop::<f64, Ix1>(&dropped_key, Keep::No).unwrap();
+    assert_eq!(b.view(), expect(20_000));
+    assert!(!recycled_key.path().exists() && !dropped_key.path().exists());
+    drop((a, b, pool));
+    leaks.finish();
+}
+
 fn double_all(
     m: HashMap<String, ShmArray1<f64>>,
 ) -> Result<HashMap<String, ShmArray1<f64>>, String> {
@@ -391,6 +468,127 @@ fn a_user_wrapper_of_arrays_round_trips() {
     assert_eq!(back.runs.len(), 2);
     assert_eq!(back.runs[1].view(), arr1(&[9u16, 9, 9]));
     drop((back, pool));
+    leaks.finish();
+}
+
+/// A task argument that lends the caller's arrays in its fields (issue
+/// 16.6): the caller keeps them, the worker gets owned copies.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LentJob<'a> {
+    /// ndarray's borrowed-or-owned array, through `via_shm`.
+    #[serde(with = "via_shm")]
+    pub x: CowArray<'a, f64, Ix2>,
+    /// A lent array that is a serde type itself.
+    pub mask: ShmArg<'a, bool, Ix1>,
+    /// Plain data.
+    pub scale: f64,
+}
+
+fn scaled_masked_sums(job: LentJob<'_>) -> (bool, Vec<f64>) {
+    let mask = job.mask.into_owned();
+    let sums = job
+        .x
+        .rows()
+        .into_iter()
+        .zip(&mask)
+        .map(|(row, &m)| if m { row.sum() * job.scale } else { 0.0 })
+        .collect();
+    (job.x.is_owned(), sums)
+}
+
+#[test]
+fn lent_arrays_in_struct_fields_go_to_a_worker() {
+    let leaks = common::leak_check();
+    let pool = pool();
+    for rows in [4, 500] {
+        let x = Array2::from_shape_fn((rows, 200), |(i, j)| (i + j) as f64);
+        let mask = Array1::from_shape_fn(rows, |i| i % 3 != 0);
+        let job = LentJob {
+            x: CowArray::from(&x),
+            mask: ShmArg::from(&mask),
+            scale: 0.5,
+        };
+        let (owned, sums) = pool
+            .submit(scaled_masked_sums, job)
+            .unwrap()
+            .result()
+            .unwrap();
+        assert!(owned, "the worker's field owns its array");
+        let expect: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .zip(&mask)
+            .map(|(row, &m)| if m { row.sum() * 0.5 } else { 0.0 })
+            .collect();
+        assert_eq!(sums, expect);
+        // The caller still holds (and may change) what it lent.
+        let mut x = x;
+        x[[0, 0]] = -1.0;
+        assert_eq!(mask.len(), rows);
+    }
+    drop(pool);
+    leaks.finish();
+}
+
+/// Every kind of lent field: ndarray's `CowArray` and `ArcArray` through
+/// `via_shm`, and a `ShmArg`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct LentFields<'a> {
+    /// Borrowed when sent, owned when received.
+    #[serde(with = "via_shm")]
+    pub x: CowArray<'a, f64, Ix2>,
+    /// Shared ownership, copied through shared memory.
+    #[serde(with = "via_shm")]
+    pub shared: ndarray::ArcArray<u16, Ix1>,
+    /// A lent array that is a serde type itself.
+    pub arg: ShmArg<'a, i32, Ix1>,
+    /// Plain data.
+    pub label: String,
+}
+
+#[test]
+fn lent_fields_serialize_from_the_borrow_and_arrive_owned() {
+    let leaks = common::leak_check();
+    for (rows, segments) in [(3, 0), (400, 3)] {
+        let x = Array2::from_shape_fn((rows, 100).f(), |(i, j)| (i * 100 + j) as f64);
+        let y = Array1::from_shape_fn(rows * 100, |i| i as i32);
+        let shared = Array1::from_elem(rows * 100, 7u16).into_shared();
+        let lent = LentFields {
+            x: CowArray::from(&x),
+            shared: shared.clone(),
+            arg: ShmArg::from(&y),
+            label: "lent".into(),
+        };
+        assert!(lent.x.is_view());
+        let (bytes, fds) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&lent));
+        assert_eq!(fds.len(), segments, "{rows} rows");
+        drop(lent);
+        let bytes = bytes.unwrap();
+        let (back, cause) =
+            npshmex_shm::oob::with_received(fds.finish().unwrap().into_fds(), || {
+                postcard::from_bytes::<LentFields<'static>>(&bytes)
+            });
+        assert!(cause.is_none());
+        let back = back.unwrap();
+        assert!(back.x.is_owned());
+        assert_eq!(back.x, x);
+        assert_eq!(back.x.strides(), x.strides(), "Fortran order kept");
+        assert_eq!(back.shared, shared);
+        assert!(matches!(back.arg, ShmArg::Owned(ref a) if a == y));
+        assert_eq!(back.label, "lent");
+        // The caller still has its arrays, and the testkit's round trip
+        // (with moves, as the pool does) agrees.
+        let again = npshmex_testkit::oob_roundtrip(LentFields {
+            x: CowArray::from(x.view()),
+            shared: shared.clone(),
+            arg: ShmArg::from(&y),
+            label: String::new(),
+        })
+        .unwrap();
+        assert_eq!(again.x, x);
+        assert_eq!(again.arg.view(), y);
+        drop((back, again));
+    }
     leaks.finish();
 }
 
