@@ -106,7 +106,10 @@ pub use init::init;
 pub use map::{MapIter, MapOptions};
 pub use pool::{CancelFutures, ProcessPoolExecutor, ShutdownOptions, Wait};
 pub use remote_error::{RemoteCause, RemoteError};
-pub use wait::{as_completed, as_completed_timeout, wait, AsCompleted, ReturnWhen, WaitResult};
+pub use wait::{
+    as_completed, as_completed_keyed, as_completed_timeout, wait, wait_keyed, AsCompleted,
+    AsCompletedKeyed, KeyedWaitResult, ReturnWhen, WaitResult,
+};
 
 /// The out-of-band fd hook the pool installs around every encode
 /// ([`oob::collect`]) and decode ([`oob::with_received`]) of a task's

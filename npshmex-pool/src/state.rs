@@ -98,17 +98,20 @@ pub(crate) struct SlotState {
     pub(crate) ready: bool,
     /// Workers of this slot in a row that died before they were ready.
     pub(crate) start_deaths: u32,
-    /// Smoothed run time of this slot's recent tasks.
-    pub(crate) avg_task: Duration,
+    /// Smoothed run time of this slot's recent tasks; `None` until one
+    /// finished.
+    pub(crate) avg_task: Option<Duration>,
 }
 
 /// Tasks longer than this on average are not pipelined deeply: the saved
 /// round trip is negligible next to them, and a deep pipeline would leave
 /// other workers idle while tasks wait behind a long one.
 const LONG_TASK: Duration = Duration::from_micros(500);
-/// Pipeline depth for long tasks: the next task is already on the worker
-/// when one finishes.
-const LONG_TASK_DEPTH: usize = 2;
+/// Pipeline depth for long tasks, and for a worker whose task length is not
+/// known yet: one, as Python's pool, so a queued task goes to whichever
+/// worker frees up first instead of waiting behind a long one. The round
+/// trip it costs (a few microseconds) is below 1% of such a task.
+const LONG_TASK_DEPTH: usize = 1;
 
 /// The mutable part.
 #[derive(Default)]
@@ -275,7 +278,7 @@ impl State {
 impl SlotState {
     /// How many tasks this worker may hold.
     fn depth(&self, cfg: &Config) -> usize {
-        if self.avg_task > LONG_TASK {
+        if self.avg_task.is_none_or(|avg| avg > LONG_TASK) {
             cfg.max_in_flight.min(LONG_TASK_DEPTH)
         } else {
             cfg.max_in_flight
@@ -285,7 +288,10 @@ impl SlotState {
     /// Records that the head task took `took`.
     pub(crate) fn observe(&mut self, took: Duration) {
         // Exponential average, weight 1/4: adapts within a few tasks.
-        self.avg_task = (self.avg_task * 3 + took) / 4;
+        self.avg_task = Some(match self.avg_task {
+            Some(avg) => (avg * 3 + took) / 4,
+            None => took,
+        });
     }
 
     /// The initializer finished: the head task starts running now.

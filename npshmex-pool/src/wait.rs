@@ -62,6 +62,8 @@ pub struct AsCompleted<R> {
     left: usize,
     board: Arc<Board>,
     deadline: Option<(Instant, Duration)>,
+    /// Set once the deadline passed (for the keyed form).
+    timed_out: Option<Duration>,
 }
 
 impl<R> std::fmt::Debug for AsCompleted<R> {
@@ -109,6 +111,7 @@ where
         futures,
         board,
         deadline,
+        timed_out: None,
     }
 }
 
@@ -161,23 +164,166 @@ pub fn wait<R>(
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> WaitResult<R> {
+    let keyed = wait_keyed(
+        futures.into_iter().map(|f| ((), f)).collect(),
+        timeout,
+        return_when,
+    );
+    WaitResult {
+        done: keyed.done.into_iter().map(|(_, f)| f).collect(),
+        not_done: keyed.not_done.into_iter().map(|(_, f)| f).collect(),
+    }
+}
+
+/// What [`wait_keyed`] returns: the pairs it was given, split by whether
+/// their future is done, each in the order given.
+#[derive(Debug)]
+pub struct KeyedWaitResult<K, R> {
+    /// Pairs whose future is done (finished or cancelled).
+    pub done: Vec<(K, Future<R>)>,
+    /// Pairs whose future is not done yet.
+    pub not_done: Vec<(K, Future<R>)>,
+}
+
+/// [`wait`] for futures paired with keys (the job each one runs, say), so
+/// that the caller knows which finished: the Rust shape of Python's
+/// `wait({pool.submit(f, job): job for job in jobs})`.
+///
+/// ```
+/// use npshmex_pool::{wait_keyed, ProcessPoolExecutor, ReturnWhen};
+///
+/// fn len(s: String) -> usize {
+///     s.len()
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     npshmex_pool::init();
+///     let pool = ProcessPoolExecutor::new(2)?;
+///     let jobs = ["a", "bcd", "ef"];
+///     let pairs = jobs
+///         .iter()
+///         .map(|&job| Ok((job, pool.submit(len, job.to_string())?)))
+///         .collect::<Result<Vec<_>, npshmex_pool::PoolError>>()?;
+///     let waited = wait_keyed(pairs, None, ReturnWhen::AllCompleted);
+///     assert!(waited.not_done.is_empty());
+///     for (job, fut) in waited.done {
+///         assert_eq!(fut.result()?, job.len());
+///     }
+///     Ok(())
+/// }
+/// ```
+pub fn wait_keyed<K, R>(
+    pairs: Vec<(K, Future<R>)>,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> KeyedWaitResult<K, R> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let board = Arc::new(Board::default());
-    for (i, f) in futures.iter().enumerate() {
+    for (i, (_, f)) in pairs.iter().enumerate() {
         board.watch(i, f);
     }
     let mut seen = 0;
-    let satisfied = |futs: &[Future<R>], seen: usize| match return_when {
-        ReturnWhen::AllCompleted => seen == futs.len(),
-        ReturnWhen::FirstCompleted => seen > 0 || futs.is_empty(),
-        ReturnWhen::FirstException => seen == futs.len() || futs.iter().any(Future::failed),
+    let satisfied = |pairs: &[(K, Future<R>)], seen: usize| match return_when {
+        ReturnWhen::AllCompleted => seen == pairs.len(),
+        ReturnWhen::FirstCompleted => seen > 0 || pairs.is_empty(),
+        ReturnWhen::FirstException => seen == pairs.len() || pairs.iter().any(|(_, f)| f.failed()),
     };
-    while !satisfied(&futures, seen) {
+    while !satisfied(&pairs, seen) {
         if board.next(deadline).is_none() {
             break;
         }
         seen += 1;
     }
-    let (done, not_done) = futures.into_iter().partition(Future::done);
-    WaitResult { done, not_done }
+    let (done, not_done) = pairs.into_iter().partition(|(_, f)| f.done());
+    KeyedWaitResult { done, not_done }
+}
+
+/// The iterator of [`as_completed_keyed`]: each key with its task's outcome,
+/// in completion order.
+pub struct AsCompletedKeyed<K, R> {
+    keys: Vec<Option<K>>,
+    inner: AsCompleted<R>,
+}
+
+impl<K, R> std::fmt::Debug for AsCompletedKeyed<K, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompletedKeyed")
+            .field("left", &self.inner.left)
+            .finish()
+    }
+}
+
+/// Yields each key with its future's outcome as the futures complete: the
+/// Rust shape of Python's
+/// `futures = {pool.submit(f, job): job for job in jobs}` followed by
+/// `for fut in as_completed(futures): job = futures[fut]`. With a
+/// `timeout`, once it has passed every key still waiting is yielded with
+/// [`TaskError::WaitTimedOut`] (and its future dropped: cancelled if it had
+/// not started).
+///
+/// ```
+/// use npshmex_pool::{as_completed_keyed, ProcessPoolExecutor};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     npshmex_pool::init();
+///     let pool = ProcessPoolExecutor::new(2)?;
+///     let jobs = [3u64, 1, 2];
+///     let mut pairs = Vec::new();
+///     for job in jobs {
+///         pairs.push((job, pool.submit(square, job)?));
+///     }
+///     for (job, result) in as_completed_keyed(pairs, None) {
+///         assert_eq!(result?, job * job);
+///     }
+///     Ok(())
+/// }
+/// ```
+pub fn as_completed_keyed<K, R, I>(pairs: I, timeout: Option<Duration>) -> AsCompletedKeyed<K, R>
+where
+    I: IntoIterator<Item = (K, Future<R>)>,
+{
+    let (keys, futures): (Vec<K>, Vec<Future<R>>) = pairs.into_iter().unzip();
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t).map(|d| (d, t)));
+    AsCompletedKeyed {
+        keys: keys.into_iter().map(Some).collect(),
+        inner: as_completed_inner(futures, deadline),
+    }
+}
+
+impl<K, R> Iterator for AsCompletedKeyed<K, R> {
+    type Item = (K, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.inner.left > 0 {
+            let waited = self.inner.deadline.map_or(Duration::ZERO, |d| d.1);
+            match self.inner.board.next(self.inner.deadline.map(|d| d.0)) {
+                Some(i) => {
+                    self.inner.left -= 1;
+                    let fut = self.inner.futures.get_mut(i).and_then(Option::take);
+                    let key = self.keys.get_mut(i).and_then(Option::take);
+                    if let (Some(k), Some(f)) = (key, fut) {
+                        return Some((k, f.result()));
+                    }
+                    return self.next();
+                }
+                None => {
+                    // Timed out: every key still waiting gets the timeout.
+                    self.inner.left = 0;
+                    self.inner.timed_out = Some(waited);
+                }
+            }
+        }
+        let waited = self.inner.timed_out?;
+        for (i, key) in self.keys.iter_mut().enumerate() {
+            if let Some(k) = key.take() {
+                self.inner.futures.get_mut(i).and_then(Option::take);
+                return Some((k, Err(TaskError::WaitTimedOut { waited })));
+            }
+        }
+        None
+    }
 }

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use npshmex_pool::{
-    as_completed, as_completed_timeout, wait, CancelFutures, MapOptions, PoolError,
-    ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod, TaskError, Wait,
+    as_completed, as_completed_keyed, as_completed_timeout, wait, wait_keyed, CancelFutures,
+    MapOptions, PoolError, ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod,
+    TaskError, Wait,
 };
 use npshmex_testkit::LeakCheck;
 
@@ -356,6 +357,55 @@ fn as_completed_yields_in_completion_order() {
         assert_eq!(got.len(), 2);
         assert!(matches!(&got[0], Ok(f) if f.done()));
         assert!(matches!(got[1], Err(TaskError::WaitTimedOut { .. })));
+    }
+    leaks.finish();
+}
+
+#[test]
+fn keyed_forms_say_which_job_finished() {
+    let leaks = LeakCheck::start();
+    {
+        let p = pool(2);
+        let jobs = [600u64, 1, 30];
+        let pairs: Vec<_> = jobs
+            .iter()
+            .map(|&ms| (format!("job-{ms}"), p.submit(sleep_ms, ms).expect("submit")))
+            .collect();
+        let got: Vec<(String, u64)> = as_completed_keyed(pairs, None)
+            .map(|(k, r)| (k, r.expect("ok")))
+            .collect();
+        assert_eq!(got.len(), 3);
+        for (k, v) in &got {
+            assert_eq!(k, &format!("job-{v}"), "each key comes with its own result");
+        }
+        assert_eq!(got[2].1, 600, "the slow job completes last: {got:?}");
+
+        // A timeout yields every unfinished key with WaitTimedOut.
+        let pairs = vec![
+            ("hung", p.submit(sleep_ms, 3_000).expect("s")),
+            ("quick", p.submit(square, 4).expect("s")),
+        ];
+        let got: Vec<_> = as_completed_keyed(pairs, Some(Duration::from_millis(1_000))).collect();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], ("quick", Ok(16))), "{got:?}");
+        assert!(
+            matches!(got[1], ("hung", Err(TaskError::WaitTimedOut { .. }))),
+            "{got:?}"
+        );
+
+        let pairs = vec![
+            (1, p.submit(sleep_ms, 1).expect("s")),
+            (2, p.submit(sleep_ms, 2_000).expect("s")),
+        ];
+        let r = wait_keyed(pairs, None, ReturnWhen::FirstCompleted);
+        assert_eq!(r.done.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            r.not_done.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            vec![2]
+        );
+        let r = wait_keyed(r.not_done, None, ReturnWhen::AllCompleted);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(r.done[0].0, 2);
     }
     leaks.finish();
 }
