@@ -60,6 +60,9 @@ struct Slot<R> {
     callbacks: Vec<Callback<R>>,
     waker: Option<Waker>,
     waiters: usize,
+    /// The task runs even if the handle is dropped ([`Future::detach`], or
+    /// a done callback observes the outcome).
+    detached: bool,
 }
 
 pub(crate) struct Shared<R> {
@@ -77,6 +80,38 @@ pub(crate) struct Shared<R> {
 /// been sent to a worker yet, [`add_done_callback`](Future::add_done_callback)
 /// runs code when it completes. It is also a `std::future::Future`, so async
 /// code can `.await` it (the pool's own threads drive it; any executor works).
+///
+/// # Dropping a future
+/// Unlike Python's (which the garbage collector may drop at any time), a
+/// dropped handle means nobody wants the result: a task that is still
+/// pending (queued in the parent) is cancelled and never runs; a task that
+/// already runs finishes on its worker and its result is discarded (its
+/// shared memory released, nothing leaked). So `tokio::time::timeout(d,
+/// fut)` that expires, a `select!` branch that loses, or an abandoned
+/// `Vec<Future>` withdraw their queued work. To fire and forget, call
+/// [`detach`](Future::detach); a future with a
+/// [`done callback`](Future::add_done_callback) is detached too, since the
+/// callback is how its outcome is seen.
+///
+/// ```
+/// use npshmex_pool::ProcessPoolExecutor;
+///
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(std::time::Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     npshmex_pool::init();
+///     let pool = ProcessPoolExecutor::new(1)?;
+///     let running = pool.submit(nap, 300)?; // the only worker takes it
+///     let queued = pool.submit(nap, 1)?; // waits behind it, in the parent
+///     drop(queued); // withdrawn: never runs
+///     pool.submit(nap, 2)?.detach(); // runs; its result is discarded
+///     assert_eq!(running.result()?, 300);
+///     Ok(())
+/// }
+/// ```
 pub struct Future<R> {
     shared: Arc<Shared<R>>,
 }
@@ -325,6 +360,7 @@ impl<R: DeserializeOwned + Send + 'static> Future<R> {
                     callbacks: Vec::new(),
                     waker: None,
                     waiters: 0,
+                    detached: false,
                 }),
                 cond: Condvar::new(),
                 done: AtomicBool::new(false),
@@ -338,7 +374,26 @@ impl<R: DeserializeOwned + Send + 'static> Future<R> {
     }
 }
 
+impl<R> Drop for Future<R> {
+    fn drop(&mut self) {
+        let detached = self.shared.lock().detached;
+        if !detached {
+            // Nobody can see the outcome any more: withdraw the task if it
+            // has not been sent (no-op once it runs or is done).
+            self.shared.cancel_pending();
+        }
+    }
+}
+
 impl<R> Future<R> {
+    /// Lets the task run to its end without this handle: dropping a future
+    /// otherwise cancels a task that has not started (see
+    /// [Dropping a future](Future#dropping-a-future)). Its result is
+    /// discarded.
+    pub fn detach(self) {
+        self.shared.lock().detached = true;
+    }
+
     /// Withdraws the task if it has not been sent to a worker yet (then the
     /// future completes with [`TaskError::Cancelled`]). Returns whether the
     /// future is cancelled; `false` once the task runs or has finished.
@@ -402,8 +457,20 @@ impl<R> Future<R> {
     /// Runs `f` with the outcome once the future is done (at once, in this
     /// thread, if it is done already; otherwise in the pool thread that
     /// completes it, so keep it short). A panicking callback is reported on
-    /// stderr and ignored.
+    /// stderr and ignored. The future is then [detached](Future::detach):
+    /// dropping the handle no longer cancels the task, since the callback
+    /// still wants its outcome.
     pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(Result<&R, &TaskError>) + Send + 'static,
+    {
+        self.shared.lock().detached = true;
+        self.on_done(f);
+    }
+
+    /// [`add_done_callback`](Future::add_done_callback) without detaching:
+    /// for watchers (`wait`, `as_completed`) that hold the handle.
+    pub(crate) fn on_done<F>(&self, f: F)
     where
         F: FnOnce(Result<&R, &TaskError>) + Send + 'static,
     {

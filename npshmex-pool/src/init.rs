@@ -7,15 +7,24 @@ use crate::worker::{self, WORKER_ENV};
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
-/// Call this first thing in `main` (test binaries: [`test_support!`](crate::test_support)).
+/// Call this first thing in `main`, or let [`init_before_main!`] call it
+/// before `main` starts (test binaries: [`test_support!`]).
 ///
 /// In a worker process (started by a pool with the `NPSHMEX_WORKER`
 /// variable set) it never returns: it runs the worker loop and exits the
 /// process. Everything `main` does before this call is done again in every
-/// worker, so keep it first. In any other process it only records that the
+/// worker, so keep it first. Called inside an async runtime (`init()` as
+/// the first line of a `#[tokio::main]` function: the runtime was built
+/// before), it still works: the worker runs its tasks on a fresh thread,
+/// outside the runtime, so tasks may build runtimes of their own; but every
+/// worker has built an idle runtime first, which [`init_before_main!`]
+/// avoids. In any other process it only records that the
 /// program is ready to start workers; a pool built without it fails with
 /// [`PoolError::NotInitialized`](crate::PoolError::NotInitialized) instead
 /// of starting copies of the program that would run `main` again.
+///
+/// [`init_before_main!`]: crate::init_before_main
+/// [`test_support!`]: crate::test_support
 pub fn init() {
     // Set first, so a task in a worker may start a pool of its own.
     INITIALIZED.store(true, Ordering::SeqCst);

@@ -25,7 +25,7 @@ impl Board {
 
     fn watch<R>(self: &Arc<Self>, i: usize, fut: &Future<R>) {
         let board = self.clone();
-        fut.add_done_callback(move |_| {
+        fut.on_done(move |_| {
             board.lock().push_back(i);
             board.cond.notify_all();
         });

@@ -456,12 +456,35 @@ pub(crate) fn decode<T: DeserializeOwned>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(match cause {
             Some(c) => SharedCause::from(c),
-            None => Arc::new(e),
+            None => match custom_message::<T>(bytes) {
+                Some(message) => Arc::new(RemoteCause::new(message)),
+                None => Arc::new(e),
+            },
         }),
         Err(panic) => Err(Arc::new(RemoteCause::new(format!(
             "decoding panicked: {}",
             crate::remote_fn::panic_message(&*panic)
         )))),
+    }
+}
+
+/// The message a failing `Deserialize` impl gave, which postcard drops
+/// (its custom error has no text): `bytes` decoded again through an erased
+/// deserializer, whose errors keep their text. Only on the error path (the
+/// erased form costs a virtual call per item). Fds were consumed by the
+/// first attempt, so this one runs with none; if it fails for want of
+/// one, it never reached the failure it looks for, and says nothing.
+fn custom_message<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
+    let (again, cause) = oob::with_received_local(Vec::new(), || {
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut de = postcard::Deserializer::from_bytes(bytes);
+            let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(&mut de);
+            erased_serde::deserialize::<T>(&mut erased).err()
+        }))
+    });
+    match (again, cause) {
+        (Ok(Some(e)), None) => Some(e.to_string()),
+        _ => None,
     }
 }
 

@@ -51,7 +51,39 @@ pub(crate) fn main_spawned(value: OsString) -> ! {
             std::process::exit(101);
         }
     };
+    if other_threads_run() {
+        // `init` was called late: an async runtime (`#[tokio::main]`) or
+        // other code already started threads, and this thread may be one
+        // of the runtime's, with its context in thread-locals. Tasks run on
+        // a fresh thread instead, outside any runtime, so a task that
+        // builds a runtime of its own works. The idle runtime stays.
+        let stack = rustix::process::getrlimit(rustix::process::Resource::Stack)
+            .current
+            .and_then(|s| usize::try_from(s).ok())
+            .unwrap_or(MAIN_STACK)
+            .clamp(MAIN_STACK, 1 << 30);
+        let served = std::thread::Builder::new()
+            .name(WORKER_NAME.to_string_lossy().into_owned())
+            .stack_size(stack)
+            .spawn(move || serve(sock, token));
+        std::process::exit(match served {
+            Ok(handle) => handle.join().unwrap_or(101),
+            Err(e) => {
+                eprintln!("npshmex worker: cannot start the task thread: {e}");
+                101
+            }
+        })
+    }
     std::process::exit(serve(sock, token))
+}
+
+/// The stack of a task thread when the main thread's limit is unknown:
+/// the usual `ulimit -s`.
+const MAIN_STACK: usize = 8 << 20;
+
+/// Whether this process runs threads besides the calling one.
+fn other_threads_run() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() > 1)
 }
 
 /// Entry of a forked worker (in the child); returns the exit code.
