@@ -103,7 +103,7 @@ impl ShmBatch {
     pub fn from_batches(schema: SchemaRef, batches: &[RecordBatch]) -> Result<ShmBatch> {
         let layout = FileLayout::new(&schema, batches)?;
         let (mut slot, _) =
-            cache::alloc(layout.len()).map_err(ArrowShmError::shm("create segment"))?;
+            cache::alloc_exact(layout.len()).map_err(ArrowShmError::shm("create segment"))?;
         write(&layout, slot.segment_mut())?;
         // Frozen before any other process can map it: nobody can change
         // (or shrink) it once a reader has validated it.
@@ -415,5 +415,12 @@ fn write(layout: &FileLayout, segment: &mut Segment) -> Result<()> {
     let out = segment
         .as_mut_slice()
         .map_err(ArrowShmError::shm("write segment"))?;
+    // A reused segment may be larger than the file; readers get the file's
+    // length with the segment.
+    let out = out
+        .get_mut(..layout.len())
+        .ok_or(ArrowShmError::Malformed {
+            reason: "internal: the segment is smaller than the planned file",
+        })?;
     layout.write_to(out)
 }

@@ -200,7 +200,7 @@ pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<Shm
     let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
     let (mut slot, _) = cache::alloc(len)?;
     named.read_at(0, &mut slot.segment_mut().as_mut_slice()?[..len])?;
-    let array = ShmArray::from_received(slot)?;
+    let array = ShmArray::from_received(slot, len)?;
     if keep == Keep::No {
         shm_del(key)?;
     }
@@ -230,7 +230,8 @@ pub unsafe fn shm_pop_mapped<A: Element, D: Dimension>(
     // SAFETY: the caller promises that nobody writes or truncates the file
     // while the array lives (this function's contract).
     let seg = unsafe { Segment::from_fd_unchecked(named.try_clone_fd()?, Access::ReadOnly, 0)? };
-    let array = ShmArray::from_received(Slot::uncached(seg)?)?;
+    let len = seg.len();
+    let array = ShmArray::from_received(Slot::uncached(seg)?, len)?;
     if keep == Keep::No {
         shm_del(key)?;
     }

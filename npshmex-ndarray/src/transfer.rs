@@ -1,6 +1,9 @@
 //! Sending a [`ShmArray`] through serde: the segment travels out of band
 //! (`npshmex_shm::oob`), the serialized bytes carry only a
 //! [`SegmentRef`](npshmex_shm::oob::SegmentRef): its index and receive mode.
+//! A moved array of at most 32 KiB (`.npy` header and data) travels inline
+//! instead ([`oob::send_segment`]) and lands in a small segment of the
+//! receiver's own: no fd, mapping or seal per array.
 //!
 //! The receiver treats the segment as untrusted: it re-reads and validates
 //! the `.npy` header against the element type and dimensionality it expects
@@ -14,7 +17,7 @@ use crate::layout::Layout;
 use ndarray::Dimension;
 use npshmex_codec::Element;
 use npshmex_shm::cache::Slot;
-use npshmex_shm::oob::{self, SegmentRef};
+use npshmex_shm::oob::{self, ArrivedSegment};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How the receiver of a sent [`ShmArray`] gets it (`npshmex_shm`'s, shared
@@ -22,9 +25,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use npshmex_shm::Transfer;
 
 impl<A: Element, D: Dimension> ShmArray<A, D> {
-    /// An array over a received slot, validated as `A` with dimension `D`.
-    pub(crate) fn from_received(slot: Slot) -> Result<Self> {
-        let layout = Layout::read::<A>(slot.segment().as_slice())?;
+    /// An array over a received slot whose first `len` bytes hold the
+    /// `.npy` form (the rest, if any, is a size class's slack), validated
+    /// as `A` with dimension `D`.
+    pub(crate) fn from_received(slot: Slot, len: usize) -> Result<Self> {
+        let bytes = slot.segment().as_slice();
+        let layout = Layout::read::<A>(bytes.get(..len).unwrap_or(bytes))?;
         let array = ShmArray::from_parts(slot, layout);
         array.try_view()?;
         Ok(array)
@@ -36,7 +42,7 @@ impl<A: Element, D: Dimension> Serialize for ShmArray<A, D> {
         if !oob::is_collecting() {
             return Err(oob::ser_error(NdarrayError::NoCollector));
         }
-        oob::send(&self.slot, self.transfer)
+        oob::send_segment(&self.slot, self.transfer, self.layout.total_len())
             .map_err(|e| oob::ser_error(NdarrayError::from(e)))?
             .serialize(serializer)
     }
@@ -44,12 +50,13 @@ impl<A: Element, D: Dimension> Serialize for ShmArray<A, D> {
 
 impl<'de, A: Element, D: Dimension> Deserialize<'de> for ShmArray<A, D> {
     fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        let r = SegmentRef::deserialize(deserializer)?;
+        let arrived = ArrivedSegment::deserialize(deserializer)?;
         if !oob::is_receiving() {
             return Err(oob::de_error(NdarrayError::NoCollector));
         }
-        let slot = oob::receive(r).map_err(|e| oob::de_error(NdarrayError::from(e)))?;
-        ShmArray::from_received(slot).map_err(oob::de_error)
+        let (slot, len) =
+            oob::receive_segment(arrived).map_err(|e| oob::de_error(NdarrayError::from(e)))?;
+        ShmArray::from_received(slot, len).map_err(oob::de_error)
     }
 }
 
@@ -140,7 +147,11 @@ mod tests {
         // A frozen array's segment may be mapped again: nobody can write it.
         let frozen = a.into_read_only().unwrap();
         let again = frozen.segment().remap(Access::ReadOnly).unwrap();
-        assert_eq!(again.as_slice(), frozen.as_npy_bytes());
+        // The segment may be longer than the file (a size class).
+        assert_eq!(
+            &again.as_slice()[..frozen.as_npy_bytes().len()],
+            frozen.as_npy_bytes()
+        );
     }
 
     #[test]
@@ -183,7 +194,7 @@ mod tests {
         let fd = raw.into_fd();
         let dup = fd.try_clone().unwrap();
         let (index, collected) = npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(dup));
-        let wire = (index.unwrap(), Transfer::ReadOnly);
+        let wire = (REF, index.unwrap(), Transfer::ReadOnly);
         let bytes = postcard::to_allocvec(&wire).unwrap();
         let (r, cause) =
             npshmex_shm::oob::with_received(collected.finish().unwrap().into_fds(), || {
@@ -229,6 +240,66 @@ mod tests {
         r.map_err(|format| npshmex_testkit::RoundtripError { format, cause })
     }
 
+    /// The variant tag of a segment reference on the wire (`SentSegment::Ref`).
+    const REF: u32 = 0;
+    /// The variant tag of inline segment bytes (`SentSegment::Bytes`).
+    const BYTES: u32 = 1;
+
+    #[test]
+    fn inline_bytes_are_validated_as_segments_are() {
+        // A hostile sender's inline `.npy` with a byte that is no bool.
+        let a = ShmArray::<bool, Ix1>::zeros(8).unwrap();
+        let mut npy = a.as_npy_bytes().to_vec();
+        npy[a.layout.offset + 3] = 7;
+        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&npy))).unwrap();
+        let (r, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<ShmArray1<bool>>(&wire)
+        });
+        assert!(r.is_err());
+        assert!(cause.is_some_and(|c| matches!(
+            c.downcast_ref::<NdarrayError>(),
+            Some(NdarrayError::Codec(
+                npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }
+            ))
+        )));
+        // Truncated: the header promises more data than came.
+        let good = ShmArray1::<f64>::from_elem(16, 1.0).unwrap();
+        let npy = good.as_npy_bytes();
+        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&npy[..npy.len() - 8]))).unwrap();
+        let (r, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<ShmArray1<f64>>(&wire)
+        });
+        assert!(r.is_err() && cause.is_some());
+        // More bytes than may travel inline: refused before any allocation.
+        let huge = vec![0u8; npshmex_shm::cache::SMALL_MAX + 1];
+        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&huge))).unwrap();
+        let (r, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<ShmArray1<u8>>(&wire)
+        });
+        assert!(r.is_err());
+        assert!(cause
+            .is_some_and(|c| matches!(c.downcast_ref::<ShmError>(), Some(ShmError::Frame { .. }))));
+        // A good one arrives writable and equal.
+        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(npy))).unwrap();
+        let (r, _) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<ShmArray1<f64>>(&wire)
+        });
+        let mut got = r.unwrap();
+        assert_eq!(got.view(), good.view());
+        got.view_mut().unwrap()[0] = 2.0;
+    }
+
+    /// Bytes that serialize as bytes (postcard: length and raw bytes).
+    fn serde_bytes_of(b: &[u8]) -> impl Serialize + '_ {
+        struct B<'a>(&'a [u8]);
+        impl Serialize for B<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        B(b)
+    }
+
     #[test]
     fn read_only_mode_requires_a_sealed_segment() {
         // A hostile sender claims read-only for a segment that is not sealed.
@@ -237,7 +308,7 @@ mod tests {
         seg.seal(Seals::SIZE).unwrap();
         let (index, collected) =
             npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(seg.into_fd()));
-        let bytes = postcard::to_allocvec(&(index.unwrap(), Transfer::ReadOnly)).unwrap();
+        let bytes = postcard::to_allocvec(&(REF, index.unwrap(), Transfer::ReadOnly)).unwrap();
         let (r, cause) =
             npshmex_shm::oob::with_received(collected.finish().unwrap().into_fds(), || {
                 postcard::from_bytes::<ShmArray1<f64>>(&bytes)
@@ -262,7 +333,7 @@ mod tests {
         let seg = seg.freeze().unwrap();
         let (index, collected) =
             npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(seg.try_clone_fd().unwrap()));
-        let wire = postcard::to_allocvec(&(index.unwrap(), Transfer::ReadOnly)).unwrap();
+        let wire = postcard::to_allocvec(&(REF, index.unwrap(), Transfer::ReadOnly)).unwrap();
         let (r, cause) =
             npshmex_shm::oob::with_received(collected.finish().unwrap().into_fds(), || {
                 postcard::from_bytes::<ShmArray1<bool>>(&wire)

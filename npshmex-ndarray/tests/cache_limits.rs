@@ -19,19 +19,25 @@ fn limits_bound_what_is_kept_and_clear_releases_it() {
         assert!(s.entries <= 2 && s.bytes <= 10 << 20, "{s:?}");
     }
     assert_eq!(cache::stats().entries, 2);
-    // ...small ones are not worth it.
+    // ...small ones go to their own free list, outside the limits.
     drop(ShmArray1::<u8>::from_elem(1000, 1).unwrap());
     assert_eq!(cache::stats().entries, 2);
+    assert_eq!(cache::stats().small_entries, 1);
     // A segment larger than the byte limit is never kept.
     drop(ShmArray1::<u8>::from_elem(11 << 20, 1).unwrap());
     assert!(cache::stats().bytes <= 10 << 20);
-    assert_eq!(cache::clear(), 2);
+    assert_eq!(cache::clear(), 3);
     assert_eq!(cache::stats(), cache::CacheStats::default());
     cache::set_limits(CacheLimits {
         bytes: 0,
         entries: 0,
     });
     drop(ShmArray1::<u8>::from_elem(4 << 20, 1).unwrap());
-    assert_eq!(cache::stats().entries, 0, "a zero limit disables the cache");
+    drop(ShmArray1::<u8>::from_elem(1000, 1).unwrap());
+    assert_eq!(
+        cache::stats(),
+        cache::CacheStats::default(),
+        "a zero limit disables the cache"
+    );
     cache::set_limits(CacheLimits::default());
 }

@@ -67,6 +67,14 @@ use crate::{Access, Seals};
 
 /// Segments smaller than this are never cached: their faults cost little.
 const MIN_CACHED: usize = 1 << 20;
+/// Segments up to this size are small: allocated in power-of-two size
+/// classes from 4 KiB and kept for reuse by class (see [`alloc`]); moves of
+/// at most this many used bytes travel inline ([`crate::oob::send_segment`]).
+pub const SMALL_MAX: usize = 32 << 10;
+/// The smallest size class (a page).
+const SMALL_MIN: usize = 4 << 10;
+/// Small segments kept per size class.
+const SMALL_PER_CLASS: usize = 32;
 /// Segments from this size on get `MADV_HUGEPAGE` (where the kernel honours it).
 const HUGEPAGE_FROM: usize = 4 << 20;
 
@@ -96,6 +104,11 @@ pub struct CacheStats {
     pub entries: usize,
     /// Their total size in bytes.
     pub bytes: usize,
+    /// Small segments (up to [`SMALL_MAX`]) kept for reuse, outside the
+    /// [`CacheLimits`] (at most 32 per size class, under 2 MiB in all).
+    pub small_entries: usize,
+    /// Their total size in bytes.
+    pub small_bytes: usize,
 }
 
 /// Where a segment handle came from (see the module docs).
@@ -131,6 +144,8 @@ pub struct Slot {
     lent_unlocked: AtomicBool,
     /// A `Received` segment was sent on by this process.
     resent: AtomicBool,
+    /// An `Own` segment's fd was sent (lent) at least once.
+    lent: AtomicBool,
     /// Drop the segment instead of offering it to the cache.
     no_cache: bool,
     /// The process that made this handle: a forked child inherits handles
@@ -146,6 +161,7 @@ impl Slot {
             origin,
             lent_unlocked: AtomicBool::new(false),
             resent: AtomicBool::new(false),
+            lent: AtomicBool::new(false),
             no_cache: false,
             pid: std::process::id(),
         }
@@ -248,6 +264,9 @@ impl Slot {
     /// coming back) says the receiver is done.
     pub(crate) fn lend_move(self) -> Result<OwnedFd> {
         let seg = self.segment();
+        if self.origin == Origin::Own {
+            self.lent.store(true, Ordering::Relaxed);
+        }
         match self.origin {
             Origin::Own => match reopen_locked(seg.raw_fd()) {
                 Ok(fd) => Ok(fd),
@@ -280,6 +299,17 @@ impl Drop for Slot {
         }
         if self.no_cache {
             return;
+        }
+        if self.origin == Origin::Own
+            && !self.lent.load(Ordering::Relaxed)
+            && !self.lent_unlocked.load(Ordering::Relaxed)
+            && seg.is_exclusive()
+            && seg.access() == Access::ReadWrite
+        {
+            if let Some(class) = small_class(seg.len()).filter(|&c| c == seg.len()) {
+                put_small(class, seg, self.key);
+                return;
+            }
         }
         let entry = Entry {
             seg,
@@ -392,12 +422,85 @@ fn put(entry: Entry) {
     drop(evicted);
 }
 
+/// The small-segment free lists: by size class, segments this process made
+/// and never let out of its hands (no fd sent, never sealed, mapped only
+/// here), so reusing one needs no system call and no lock protocol.
+struct SmallPool {
+    /// `classes[i]`: segments of `SMALL_MIN << i` bytes.
+    classes: Vec<Vec<(Segment, FileKey)>>,
+    /// The process the entries belong to (0: none yet).
+    pid: u32,
+}
+
+static SMALL: Mutex<SmallPool> = Mutex::new(SmallPool {
+    classes: Vec::new(),
+    pid: 0,
+});
+
+fn small_pool() -> MutexGuard<'static, SmallPool> {
+    // Every mutation is a single push/pop: a poisoned lock is consistent.
+    let mut p = SMALL.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if p.pid != me {
+        // A forked child: the entries' mappings were not inherited
+        // (MADV_DONTFORK) and their fds may be closed already; they are
+        // the parent's. Leave them as the fork left them.
+        p.pid = me;
+        std::mem::forget(std::mem::take(&mut p.classes));
+    }
+    if p.classes.is_empty() {
+        let n = (SMALL_MAX / SMALL_MIN).trailing_zeros() as usize + 1;
+        p.classes = (0..n).map(|_| Vec::new()).collect();
+    }
+    p
+}
+
+/// The size class of a small segment of `len` bytes, `None` past
+/// [`SMALL_MAX`].
+fn small_class(len: usize) -> Option<usize> {
+    (len <= SMALL_MAX).then(|| len.max(SMALL_MIN).next_power_of_two())
+}
+
+fn class_index(class: usize) -> usize {
+    (class / SMALL_MIN).trailing_zeros() as usize
+}
+
+fn put_small(class: usize, seg: Segment, key: FileKey) {
+    if cache().limits.entries == 0 {
+        // A zero limit disables every kind of reuse.
+        return;
+    }
+    let mut p = small_pool();
+    let list = &mut p.classes[class_index(class)];
+    if list.len() < SMALL_PER_CLASS {
+        list.push((seg, key));
+        return;
+    }
+    drop(p);
+    drop(seg);
+}
+
 /// Allocates a segment of at least `len` bytes: a reusable cached one (pages
 /// already faulted, old contents) or a new memfd sealed against resizing.
+///
+/// Small segments (up to [`SMALL_MAX`]) come in power-of-two size classes
+/// from 4 KiB and go back to a per-class free list when their last handle
+/// drops, unless their fd was ever sent or they were sealed: in a steady
+/// state (a task's small arguments and results) they cost no system call.
 ///
 /// # Errors
 /// As [`Segment::anonymous`].
 pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
+    if let Some(class) = small_class(len) {
+        let reused = small_pool().classes[class_index(class)].pop();
+        if let Some((seg, key)) = reused {
+            return Ok((Slot::new(seg, key, Origin::Own), Fresh::Dirty));
+        }
+        let seg = Segment::anonymous(class)?;
+        seg.seal(Seals::SIZE)?;
+        let key = seg.file_key()?;
+        return Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed));
+    }
     if len >= MIN_CACHED {
         let slack = len / 4;
         let mut c = cache();
@@ -418,6 +521,25 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
     if len >= HUGEPAGE_FROM {
         seg.advise_hugepage();
     }
+    let key = seg.file_key()?;
+    Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
+}
+
+/// [`alloc`] for a segment that will be sealed right away (a file format
+/// whose readers want the file to end where the segment ends, such as an
+/// Arrow IPC file with its footer at the end): a small one is made at
+/// exactly `len` bytes instead of a size class (sealed, it could never go
+/// back to the free list anyway); larger ones come from the cache as with
+/// [`alloc`], at least `len` bytes.
+///
+/// # Errors
+/// As [`Segment::anonymous`].
+pub fn alloc_exact(len: usize) -> Result<(Slot, Fresh)> {
+    if len > SMALL_MAX {
+        return alloc(len);
+    }
+    let seg = Segment::anonymous(len)?;
+    seg.seal(Seals::SIZE)?;
     let key = seg.file_key()?;
     Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
 }
@@ -457,22 +579,36 @@ pub fn limits() -> CacheLimits {
 
 /// What this process's segment cache holds.
 pub fn stats() -> CacheStats {
-    let c = cache();
+    let (entries, bytes) = {
+        let c = cache();
+        (c.entries.len(), c.bytes)
+    };
+    let p = small_pool();
+    let (mut small_entries, mut small_bytes) = (0, 0);
+    for (i, list) in p.classes.iter().enumerate() {
+        small_entries += list.len();
+        small_bytes += list.len() * (SMALL_MIN << i);
+    }
     CacheStats {
-        entries: c.entries.len(),
-        bytes: c.bytes,
+        entries,
+        bytes,
+        small_entries,
+        small_bytes,
     }
 }
 
-/// Unmaps and closes every cached segment; returns how many there were.
+/// Unmaps and closes every cached segment (small ones included); returns
+/// how many there were.
 pub fn clear() -> usize {
     let all = {
         let mut c = cache();
         c.bytes = 0;
         std::mem::take(&mut c.entries)
     };
-    let n = all.len();
+    let small = std::mem::take(&mut small_pool().classes);
+    let n = all.len() + small.iter().map(Vec::len).sum::<usize>();
     drop(all);
+    drop(small);
     n
 }
 

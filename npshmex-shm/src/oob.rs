@@ -410,6 +410,165 @@ pub fn send(slot: &Arc<Slot>, transfer: Transfer) -> Result<SegmentRef> {
     Ok(SegmentRef { index, transfer })
 }
 
+/// How a segment travels in a value's bytes: by reference to an
+/// out-of-band fd, or, for a small move, its bytes inline. What
+/// [`send_segment`] returns and adapters serialize; the receiving side
+/// deserializes an [`ArrivedSegment`].
+#[derive(Clone, Copy, Debug)]
+pub enum SentSegment<'a> {
+    /// An fd sent out of band ([`send`]).
+    Ref(SegmentRef),
+    /// The used bytes of a small segment, inline.
+    Bytes(&'a [u8]),
+}
+
+/// Sends the first `used` bytes of `slot` as [`send`] does, except that a
+/// move of at most [`cache::SMALL_MAX`] bytes travels inline: no fd, no
+/// mapping, no seal. The receiver copies the bytes into a small segment
+/// of its own (reused from its free list), which it owns exclusively as a
+/// move requires; the copy costs less than the system calls it saves. The
+/// shared modes (read-only, copy-on-write) always send the fd: sharing the
+/// same pages is their point.
+///
+/// # Errors
+/// As [`send`].
+pub fn send_segment(slot: &Arc<Slot>, transfer: Transfer, used: usize) -> Result<SentSegment<'_>> {
+    if !is_collecting() {
+        return Err(ShmError::NoCollector);
+    }
+    let bytes = slot.segment().as_slice();
+    if transfer == Transfer::Move && used <= cache::SMALL_MAX && used <= bytes.len() {
+        return Ok(SentSegment::Bytes(&bytes[..used]));
+    }
+    send(slot, transfer).map(SentSegment::Ref)
+}
+
+const SENT_VARIANTS: &[&str] = &["Ref", "Bytes"];
+
+impl Serialize for SentSegment<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        struct Raw<'b>(&'b [u8]);
+        impl Serialize for Raw<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        match self {
+            SentSegment::Ref(r) => s.serialize_newtype_variant("Segment", 0, "Ref", r),
+            SentSegment::Bytes(b) => s.serialize_newtype_variant("Segment", 1, "Bytes", &Raw(b)),
+        }
+    }
+}
+
+/// A segment as it arrives ([`SentSegment`] on the other side): a
+/// reference to claim with [`receive_segment`], or a small segment already
+/// filled with the inline bytes while decoding.
+#[derive(Debug)]
+pub enum ArrivedSegment {
+    /// An fd to claim.
+    Ref(SegmentRef),
+    /// A small segment of this process whose first `len` bytes are the
+    /// ones that came (the rest is its size class's slack, zero).
+    Bytes {
+        /// The segment.
+        slot: Slot,
+        /// How many bytes came.
+        len: usize,
+    },
+}
+
+impl<'de> Deserialize<'de> for ArrivedSegment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{self, EnumAccess, VariantAccess};
+
+        #[derive(Deserialize)]
+        #[serde(variant_identifier)]
+        enum Tag {
+            Ref,
+            Bytes,
+        }
+
+        /// Copies the inline bytes straight into a small segment.
+        struct IntoSlot;
+        impl<'de> de::Visitor<'de> for IntoSlot {
+            type Value = (Slot, usize);
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of a small segment")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> std::result::Result<(Slot, usize), E> {
+                if v.len() > cache::SMALL_MAX {
+                    return Err(de_error(ShmError::Frame {
+                        reason: format!(
+                            "an inline segment of {} bytes (at most {} travel inline)",
+                            v.len(),
+                            cache::SMALL_MAX
+                        ),
+                    }));
+                }
+                let (mut slot, fresh) = cache::alloc(v.len()).map_err(de_error)?;
+                let dst = slot.segment_mut().as_mut_slice().map_err(de_error)?;
+                dst[..v.len()].copy_from_slice(v);
+                if fresh == cache::Fresh::Dirty {
+                    // The rest of a reused segment holds this process's own
+                    // old bytes; zero it so the slot holds only the value.
+                    dst[v.len()..].fill(0);
+                }
+                Ok((slot, v.len()))
+            }
+        }
+        impl<'de> de::Deserialize<'de> for SlotBytes {
+            fn deserialize<D2: serde::Deserializer<'de>>(
+                d: D2,
+            ) -> std::result::Result<Self, D2::Error> {
+                d.deserialize_bytes(IntoSlot).map(SlotBytes)
+            }
+        }
+        struct SlotBytes((Slot, usize));
+
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ArrivedSegment;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a segment reference or its bytes")
+            }
+            fn visit_enum<A: EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> std::result::Result<ArrivedSegment, A::Error> {
+                let (tag, v) = data.variant::<Tag>()?;
+                match tag {
+                    Tag::Ref => v.newtype_variant::<SegmentRef>().map(ArrivedSegment::Ref),
+                    Tag::Bytes => v
+                        .newtype_variant::<SlotBytes>()
+                        .map(|SlotBytes((slot, len))| ArrivedSegment::Bytes { slot, len }),
+                }
+            }
+        }
+        d.deserialize_enum("Segment", SENT_VARIANTS, V)
+    }
+}
+
+/// The slot of an [`ArrivedSegment`] and how many of its bytes came:
+/// [`receive`] for a reference (the whole segment), the filled small
+/// segment as it is for inline bytes (the bytes that came; a reader must
+/// not take the slack after them for data).
+///
+/// # Errors
+/// As [`receive`].
+pub fn receive_segment(arrived: ArrivedSegment) -> Result<(Slot, usize)> {
+    match arrived {
+        ArrivedSegment::Ref(r) => {
+            let slot = receive(r)?;
+            let len = slot.segment().len();
+            Ok((slot, len))
+        }
+        ArrivedSegment::Bytes { slot, len } => Ok((slot, len)),
+    }
+}
+
 /// Whether a collector is installed on this thread.
 pub fn is_collecting() -> bool {
     COLLECTORS.with(|c| !c.borrow().is_empty())

@@ -42,7 +42,7 @@ const CONTEXT: &[(&str, &str, &str)] = &[
 const NOTES: &[&str] = &[
     "`seed.pool_copy`, `sweep.*.pool_copy`, `mem.copy_peak`: the caller lends its plain `Array1` (`ShmArg::from(&x)`, no clone) and gets a plain `Array1` back; the worker takes the received array by value (`x.into_owned() + 1.0` reuses its buffer).",
     "`seed.pool_zero_copy`, `workers.*`, `arrow.zero_copy`: the input already lives in a sealed (read-only) segment; each call sends a free handle of it. `seed.pool_in_place`, `sweep.*.zero_copy`, `records.zero_copy`, `big.4gib`: a writable array is moved to the worker and back.",
-    "`*.serde_pipe`, `arrow.ipc_pipe`: plain serde bytes; through the worker socket up to 16 MiB (the pool's cap on inline frames), above that the same bytes in a sealed memfd (no socket copies: this flatters the baselines).",
+    "`*.serde_pipe`, `arrow.ipc_pipe`: plain serde bytes; inline through the worker's control ring up to 128 KiB (the pool's cap on inline payloads), above that the same bytes in a sealed memfd (no pipe copies: this flatters the baselines).",
     "`sweep.*`: the worker returns the array unchanged, so the figure is the transfer alone; payloads under 16 MiB average up to 100 round trips per sample.",
     "`records.*`: the record struct carries its 7 padding bytes as an explicit `pad` field (numpy `align=True` layout), since a typed view cannot write implicit padding.",
     "`py.tiny_throughput` uses 20,000 tasks, `rs_procspawn.tiny_throughput` at most 10,000 and no more than the open-file limit allows (each pending procspawn task holds its channels' fds: about 2,400 at a limit of 20,000): they are rates, and 100,000 tasks would only lengthen the run or exhaust fds.",

@@ -24,20 +24,21 @@ pub fn pool(n: usize) -> Result<ProcessPoolExecutor> {
         .context("starting the pool")
 }
 
-/// The largest `inline_max` the pool accepts (16 MiB): encodings up to it
-/// travel through the worker socket.
-const SOCKET_MAX: usize = 16 << 20;
+/// The largest `inline_max` the pool accepts (128 KiB): encodings up to it
+/// travel inline through the worker's control ring.
+const INLINE_CAP: usize = 128 << 10;
 
 /// A pool of one worker for the `serde_pipe` baselines: payloads travel as
-/// plain serde bytes, through the socket up to 16 MiB (the pool's cap on
-/// inline frames), past that as the same bytes in a sealed memfd. Either way
-/// the array is encoded and decoded element by element, as a plain process
-/// pool pickles it; only the socket copies are missing above 16 MiB, which
-/// flatters the baseline a little, never the other way.
+/// plain serde bytes, inline through the worker's control ring up to
+/// 128 KiB (the pool's cap on inline payloads), past that as the same bytes
+/// in a sealed memfd. Either way the array is encoded and decoded element
+/// by element, as a plain process pool pickles it; only the pipe copies are
+/// missing above 128 KiB, which flatters the baseline a little, never the
+/// other way.
 pub fn socket_pool() -> Result<ProcessPoolExecutor> {
     ProcessPoolExecutor::builder()
         .max_workers(1)
-        .inline_max(SOCKET_MAX)
+        .inline_max(INLINE_CAP)
         .build()
         .context("starting the pool")
 }
