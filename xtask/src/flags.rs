@@ -38,10 +38,13 @@ xflags::xflags! {
             optional --peers peers: Peers
         }
 
-        /// Fault injection: kills, full shm, hostile input, hung tasks.
+        /// Fault injection: kills, full shm, hostile input, hung tasks, soak.
         cmd chaos {
             /// Reduced counts (under 3 minutes).
             optional --quick
+            /// Only this scenario (parent-kill, worker-kill, soak, full-shm,
+            /// hostile, hung), e.g. to reproduce a seed.
+            optional --only name: String
         }
 
         /// Only the `test` step of that name: ShmArray keys <-> numpy.
@@ -125,6 +128,7 @@ pub struct Bench {
 #[derive(Debug)]
 pub struct Chaos {
     pub quick: bool,
+    pub only: Option<String>,
 }
 
 #[derive(Debug)]
@@ -238,8 +242,15 @@ mod tests {
         assert_eq!(b.case.as_deref(), Some("seed.bare"));
         assert!(matches!(
             parse(&["chaos", "--quick"]),
-            Ok(XtaskCmd::Chaos(Chaos { quick: true }))
+            Ok(XtaskCmd::Chaos(Chaos {
+                quick: true,
+                only: None
+            }))
         ));
+        let Ok(XtaskCmd::Chaos(c)) = parse(&["chaos", "--only", "soak"]) else {
+            panic!("chaos --only did not parse");
+        };
+        assert!(!c.quick && c.only.as_deref() == Some("soak"));
         let Ok(XtaskCmd::Roundtrip(r)) = parse(&["roundtrip", "in", "out"]) else {
             panic!("roundtrip did not parse");
         };

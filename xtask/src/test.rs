@@ -175,7 +175,10 @@ pub fn run(opts: &flags::Test) -> Result<()> {
         if opts.quick {
             return Ok(Outcome::Skipped("--quick skips the chaos run".into()));
         }
-        crate::chaos::run(&flags::Chaos { quick: true })?;
+        crate::chaos::run(&flags::Chaos {
+            quick: true,
+            only: None,
+        })?;
         Ok(Outcome::Passed)
     });
     r.step("bench --quick", || {

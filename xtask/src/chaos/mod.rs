@@ -17,6 +17,9 @@ mod hung;
 mod mutate;
 mod parent_kill;
 mod procs;
+mod soak;
+mod soak_killer;
+mod soak_tasks;
 mod worker_kill;
 
 use crate::{flags, util};
@@ -46,6 +49,11 @@ pub struct Scale {
     pub arrow_files: usize,
     /// Garbage writes into worker sockets.
     pub frame_rounds: usize,
+    /// Tasks of one soak run (mixed, two submitters, a kill about every
+    /// 100 completions)...
+    pub soak_tasks: usize,
+    /// ...and how many runs must all pass.
+    pub soak_runs: usize,
     /// Seed of the random choices (printed, so a failure reproduces).
     pub seed: u64,
 }
@@ -68,6 +76,8 @@ impl Scale {
                 npy_headers: 50_000,
                 arrow_files: 5_000,
                 frame_rounds: 10,
+                soak_tasks: 2_000,
+                soak_runs: 1,
                 seed,
             }
         } else {
@@ -78,6 +88,8 @@ impl Scale {
                 npy_headers: 1_000_000,
                 arrow_files: 100_000,
                 frame_rounds: 100,
+                soak_tasks: 20_000,
+                soak_runs: 5,
                 seed,
             }
         }
@@ -100,15 +112,32 @@ pub fn run(opts: &flags::Chaos) -> Result<()> {
         if opts.quick { ", quick counts" } else { "" }
     );
     let shm_before = util::shm_entries();
-    let scenarios: [(&str, Scenario); 5] = [
-        ("parent killed mid-transfer", parent_kill::run),
-        ("workers killed under load", worker_kill::run),
-        ("full shared memory", |_| full_shm::run()),
-        ("hostile input", hostile::run),
-        ("hung task", hung::run),
+    let scenarios: [(&str, &str, Scenario); 6] = [
+        (
+            "parent-kill",
+            "parent killed mid-transfer",
+            parent_kill::run,
+        ),
+        ("worker-kill", "workers killed under load", worker_kill::run),
+        ("soak", "soak under kills", soak::run),
+        ("full-shm", "full shared memory", |_| full_shm::run()),
+        ("hostile", "hostile input", hostile::run),
+        ("hung", "hung task", hung::run),
     ];
+    if let Some(only) = &opts.only {
+        if !scenarios.iter().any(|(key, ..)| key == only) {
+            let keys: Vec<&str> = scenarios.iter().map(|(key, ..)| *key).collect();
+            bail!(
+                "no chaos scenario {only:?} (there are: {})",
+                keys.join(", ")
+            );
+        }
+    }
+    let chosen = scenarios
+        .into_iter()
+        .filter(|(key, ..)| opts.only.as_ref().is_none_or(|o| o == key));
     let (mut passed, mut failed, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, f) in scenarios {
+    for (_, name, f) in chosen {
         eprintln!("==== chaos: {name}");
         let t = Instant::now();
         let outcome = f(&scale);
