@@ -130,12 +130,16 @@ impl State {
         if self.broken.is_some() {
             return;
         }
-        while !self.queue.is_empty() {
+        while let Some(front) = self.queue.front() {
+            let len = front.packet.inline().len();
+            // Only a slot that can take the front task: `send_batch` sends
+            // nothing to one that cannot, and picking it again would spin
+            // here forever with the lock held.
             let best = self
                 .slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.has_room(cfg))
+                .filter(|(_, s)| s.has_room(cfg) && s.fits(len))
                 .min_by_key(|(_, s)| s.in_flight.len())
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
@@ -301,6 +305,12 @@ impl SlotState {
         if let Some(head) = self.in_flight.front_mut() {
             head.started.get_or_insert(now);
         }
+    }
+
+    /// Whether a task of `len` inline bytes may join what this worker
+    /// holds (the rule `send_batch` applies to its first task).
+    fn fits(&self, len: usize) -> bool {
+        self.in_flight.is_empty() || self.in_flight_bytes + len <= MAX_IN_FLIGHT_BYTES
     }
 
     /// Whether to send this worker more now. Past half its pipeline it

@@ -297,3 +297,46 @@ fn a_task_that_kills_itself_fails_alone_and_the_next_ones_run() {
     }
     leaks.finish();
 }
+
+fn nap_with(v: (u64, Vec<u8>)) -> usize {
+    std::thread::sleep(Duration::from_millis(v.0));
+    v.1.len()
+}
+
+/// A regression of the soak run: a queued task whose inline bytes do not
+/// fit beside those already in flight on the only worker with room made
+/// dispatch pick that worker forever, spinning with the pool's lock held.
+#[test]
+fn a_queued_task_too_big_to_join_the_pipeline_waits_its_turn() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Arc::new(
+            ProcessPoolExecutor::builder()
+                .max_workers(1)
+                .build()
+                .expect("pool"),
+        );
+        // Short tasks first, so the worker's pipeline is deep.
+        for _ in 0..20 {
+            assert_eq!(
+                pool.submit(nap_with, (0, vec![0; 8]))
+                    .expect("s")
+                    .result()
+                    .expect("ok"),
+                8
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let p = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let a = p.submit(nap_with, (300, vec![1; 40_000])).expect("s");
+            let b = p.submit(nap_with, (0, vec![2; 60_000])).expect("s");
+            let _ = tx.send((a.result(), b.result()));
+        });
+        let (a, b) = rx
+            .recv_timeout(PATIENCE)
+            .expect("both tasks finish (the second one waited for room)");
+        assert_eq!((a.expect("a"), b.expect("b")), (40_000, 60_000));
+    }
+    leaks.finish();
+}
