@@ -79,6 +79,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+mod build_id;
 mod builder;
 mod error;
 mod executor;
