@@ -1,0 +1,782 @@
+//! Rank 0's engine: the one thread that makes MPI calls in the caller's
+//! process. Executors hand it jobs through a queue; it sends each to an
+//! idle worker, receives results into fresh segments, completes the
+//! futures, keeps time (task timeouts, heartbeats, silent workers) and ends
+//! the workers at shutdown.
+//!
+//! One thread owns every request, so MPI runs at `MPI_THREAD_SERIALIZED`
+//! without a lock around it, and a submit costs a queue push. The engine
+//! never blocks in MPI: it tests non-blocking requests, spinning for a
+//! short while after each message and then backing off to sleeps of at
+//! most a millisecond while tasks are out, and parks on a condition
+//! variable when nothing is (waking for the heartbeat). Python's
+//! `mpi4py.futures` works the same way (a manager thread with a backoff).
+//!
+//! A worker gets one task at a time: its next frame can then only be that
+//! task's result, and a worker busy in a task can only be sent `Shutdown`,
+//! which its watchdog thread reads.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use npshmex_pool::backend::{BuildId, Completer, TaskFn};
+use npshmex_pool::{PoolError, TaskError, WorkerExit};
+
+use crate::error::MpiError;
+use crate::frame::{self, Task, ToCaller, ToWorker};
+use crate::inflight::{Buf, InFlight, Incoming, Outgoing};
+use crate::raw::{self, Comm, Tag};
+use crate::session::InitOptions;
+
+/// A worker rank, as it introduced itself at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its rank (1..N).
+    pub rank: i32,
+    /// The host it runs on (`MPI_Get_processor_name`).
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+}
+
+/// A task waiting for a worker.
+pub(crate) struct Job {
+    pub(crate) f: TaskFn,
+    pub(crate) arg: Outgoing,
+    pub(crate) completer: Completer,
+}
+
+#[derive(Default)]
+struct Control {
+    queue: VecDeque<Job>,
+    task_timeout: Option<Duration>,
+    /// An executor owns the workers (or did: its shutdown ended them).
+    taken: bool,
+    /// No new tasks; end the workers once the queue and tasks are done.
+    closing: bool,
+    /// The engine loop has ended (workers told to leave, or the job is
+    /// gone).
+    ended: bool,
+    broken: Option<String>,
+    launcher_gone: bool,
+    /// The engine is parked on `wake`.
+    parked: bool,
+}
+
+/// What executors and [`Mpi`](crate::Mpi) share with the engine thread.
+pub(crate) struct Engine {
+    ctl: Mutex<Control>,
+    wake: Condvar,
+    ended: Condvar,
+    workers: Vec<WorkerInfo>,
+    build: BuildId,
+    opts: InitOptions,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: Mutex<Option<std::thread::ThreadId>>,
+}
+
+impl Engine {
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // Nothing panics while holding it; a poisoned lock is consistent.
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn workers(&self) -> &[WorkerInfo] {
+        &self.workers
+    }
+
+    pub(crate) fn build_id(&self) -> &BuildId {
+        &self.build
+    }
+
+    pub(crate) fn options(&self) -> &InitOptions {
+        &self.opts
+    }
+
+    /// Gives the workers to an executor.
+    pub(crate) fn take(&self, task_timeout: Option<Duration>) -> Result<(), MpiError> {
+        if self.workers.is_empty() {
+            return Err(MpiError::NoWorkers);
+        }
+        let mut c = self.lock();
+        if c.taken || c.closing {
+            return Err(MpiError::WorkersTaken);
+        }
+        c.taken = true;
+        c.task_timeout = task_timeout;
+        Ok(())
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), PoolError> {
+        let c = self.lock();
+        if let Some(reason) = &c.broken {
+            return Err(PoolError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if c.closing || c.ended {
+            return Err(PoolError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Queues a job for the engine.
+    pub(crate) fn push(&self, job: Job) -> Result<(), PoolError> {
+        let mut c = self.lock();
+        if let Some(reason) = &c.broken {
+            return Err(PoolError::Broken {
+                reason: reason.clone(),
+            });
+        }
+        if c.closing || c.ended {
+            return Err(PoolError::ShutDown);
+        }
+        c.queue.push_back(job);
+        if c.parked {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// No more tasks; with `cancel`, queued ones are cancelled.
+    pub(crate) fn close(&self, cancel: bool) {
+        let cancelled: Vec<Job> = {
+            let mut c = self.lock();
+            c.closing = true;
+            self.wake.notify_one();
+            if cancel {
+                c.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for job in cancelled {
+            let c = job.completer;
+            if !c.cancel() {
+                c.fail(TaskError::Cancelled);
+            }
+        }
+    }
+
+    /// Whether the calling thread is the engine's (done callbacks run
+    /// there; they must not wait for it).
+    pub(crate) fn on_engine_thread(&self) -> bool {
+        *self.thread_id.lock().unwrap_or_else(|p| p.into_inner())
+            == Some(std::thread::current().id())
+    }
+
+    /// Waits until the engine loop has ended.
+    pub(crate) fn wait_ended(&self) {
+        let mut c = self.lock();
+        while !c.ended {
+            c = self.ended.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Ends the engine (workers told to leave once running tasks are done)
+    /// and joins its thread. Returns whether MPI can be finalized (false
+    /// when the launcher is gone).
+    pub(crate) fn stop(&self) -> bool {
+        self.close(false);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            // The engine catches nothing: if it panicked, its requests are
+            // abandoned (their buffers were buried) and MPI is still
+            // finalized by the caller.
+            let _ = h.join();
+        }
+        let c = self.lock();
+        !c.launcher_gone
+    }
+
+    fn finish(&self, launcher_gone: bool, broken: Option<String>) {
+        let queued: Vec<Job> = {
+            let mut c = self.lock();
+            c.ended = true;
+            c.launcher_gone |= launcher_gone;
+            if let Some(b) = broken {
+                c.broken.get_or_insert(b);
+            }
+            self.ended.notify_all();
+            c.queue.drain(..).collect()
+        };
+        for job in queued {
+            if !job.completer.cancel() {
+                job.completer.fail(TaskError::Cancelled);
+            }
+        }
+    }
+}
+
+/// Starts the engine thread for the workers that passed the handshake.
+pub(crate) fn start(
+    comm: Comm,
+    workers: Vec<WorkerInfo>,
+    build: BuildId,
+    opts: InitOptions,
+) -> Result<Arc<Engine>, MpiError> {
+    let engine = Arc::new(Engine {
+        ctl: Mutex::new(Control::default()),
+        wake: Condvar::new(),
+        ended: Condvar::new(),
+        workers,
+        build,
+        opts,
+        thread: Mutex::new(None),
+        thread_id: Mutex::new(None),
+    });
+    let mut lp = Loop::new(engine.clone(), comm);
+    let handle = std::thread::Builder::new()
+        .name("npshmex-mpi-engine".into())
+        .spawn(move || lp.run())
+        .map_err(MpiError::Thread)?;
+    *engine.thread_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.thread().id());
+    *engine.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    Ok(engine)
+}
+
+/// The task a worker runs.
+struct Current {
+    id: u64,
+    /// `None` once the caller gave up on it (task timeout).
+    completer: Option<Completer>,
+    started: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retired {
+    /// Its task outlived the timeout; a late result brings it back.
+    TimedOut,
+    /// Its stream is out of step (a bad frame, a failed transfer): only
+    /// `Shutdown` is sent to it any more.
+    OutOfStep,
+}
+
+struct Worker {
+    rank: i32,
+    pid: u32,
+    last_heard: Instant,
+    current: Option<Current>,
+    sends: Vec<InFlight>,
+    incoming: Option<Incoming>,
+    retired: Option<Retired>,
+    dead: bool,
+}
+
+impl Worker {
+    fn idle(&self) -> bool {
+        !self.dead && self.retired.is_none() && self.current.is_none() && self.incoming.is_none()
+    }
+
+    /// Fails the current task, if the caller still waits for it.
+    fn fail(&mut self, err: TaskError) {
+        if let Some(c) = self.current.take().and_then(|c| c.completer) {
+            c.fail(err);
+        }
+    }
+}
+
+fn transport(op: &'static str, e: MpiError) -> TaskError {
+    TaskError::Transport {
+        op,
+        source: Arc::new(e),
+    }
+}
+
+struct Loop {
+    engine: Arc<Engine>,
+    comm: Comm,
+    w: Vec<Worker>,
+    next_id: u64,
+    /// Frames being received.
+    frames: Vec<InFlight>,
+    beats: Vec<InFlight>,
+    last_beat: Instant,
+    ppid: u32,
+    last_ppid_check: Instant,
+}
+
+impl Loop {
+    fn new(engine: Arc<Engine>, comm: Comm) -> Loop {
+        let now = Instant::now();
+        let w = engine
+            .workers
+            .iter()
+            .map(|i| Worker {
+                rank: i.rank,
+                pid: i.pid,
+                last_heard: now,
+                current: None,
+                sends: Vec::new(),
+                incoming: None,
+                retired: None,
+                dead: false,
+            })
+            .collect();
+        Loop {
+            engine,
+            comm,
+            w,
+            next_id: 0,
+            frames: Vec::new(),
+            beats: Vec::new(),
+            last_beat: now,
+            ppid: parent_pid(),
+            last_ppid_check: now,
+        }
+    }
+
+    fn worker(&mut self, rank: i32) -> Option<&mut Worker> {
+        let i = usize::try_from(rank.checked_sub(1)?).ok()?;
+        self.w.get_mut(i)
+    }
+
+    fn run(&mut self) {
+        let spin = self.engine.opts.spin;
+        let mut last_progress = Instant::now();
+        let mut backoff = Duration::from_micros(20);
+        loop {
+            let progress = match self.step() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.break_all(&format!("the MPI engine failed: {e}"));
+                    self.engine.finish(false, Some(e.to_string()));
+                    return;
+                }
+            };
+            if self.launcher_gone() {
+                self.break_all("the MPI launcher of this job is gone");
+                self.engine
+                    .finish(true, Some("the MPI launcher of this job is gone".into()));
+                return;
+            }
+            if self.closing_done() {
+                self.end_workers();
+                self.engine.finish(false, None);
+                return;
+            }
+            let now = Instant::now();
+            if progress {
+                last_progress = now;
+                backoff = Duration::from_micros(20);
+                continue;
+            }
+            if now.duration_since(last_progress) < spin {
+                std::thread::yield_now();
+            } else if self.active() {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(1));
+            } else {
+                self.park();
+            }
+        }
+    }
+
+    /// Whether anything is out that MPI must be polled for.
+    fn active(&self) -> bool {
+        !self.frames.is_empty()
+            || self.w.iter().any(|w| {
+                !w.dead && (w.current.is_some() || w.incoming.is_some() || !w.sends.is_empty())
+            })
+    }
+
+    /// Sleeps until a job comes, or the next heartbeat is due.
+    fn park(&mut self) {
+        let beat = self.engine.opts.heartbeat;
+        let until = self.last_beat + beat;
+        let mut c = self.engine.lock();
+        if !c.queue.is_empty() || c.closing {
+            return;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        c.parked = true;
+        let wait = (until - now).min(Duration::from_millis(100));
+        let (mut c, _) = self
+            .engine
+            .wake
+            .wait_timeout(c, wait)
+            .unwrap_or_else(|p| p.into_inner());
+        c.parked = false;
+    }
+
+    fn step(&mut self) -> Result<bool, MpiError> {
+        let mut progress = self.dispatch();
+        progress |= self.poll_sends();
+        progress |= self.receive_frames()?;
+        progress |= self.poll_incoming();
+        progress |= self.heartbeats()?;
+        self.check_time();
+        Ok(progress)
+    }
+
+    /// Sends queued jobs to idle workers.
+    fn dispatch(&mut self) -> bool {
+        let mut progress = false;
+        loop {
+            let Some(i) = self.w.iter().position(Worker::idle) else {
+                return progress;
+            };
+            let job = {
+                let mut c = self.engine.lock();
+                match c.queue.pop_front() {
+                    Some(j) => j,
+                    None => return progress,
+                }
+            };
+            progress = true;
+            if !job.completer.start() {
+                continue; // cancelled meanwhile
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let (tramp, func) = job.f.to_raw();
+            let w = &mut self.w[i];
+            let head = ToWorker::Task(Task {
+                id,
+                tramp,
+                func,
+                arg: job.arg.payload.clone(),
+            });
+            let mut flight = InFlight::new(w.rank);
+            let sent = frame::encode(0, &head, &job.arg.inline)
+                .and_then(|bytes| job.arg.post(&self.comm, bytes, &mut flight));
+            w.sends.push(flight);
+            match sent {
+                Ok(()) => {
+                    w.current = Some(Current {
+                        id,
+                        completer: Some(job.completer),
+                        started: Instant::now(),
+                    });
+                }
+                Err(e) => {
+                    job.completer
+                        .fail(transport("sending a task to a worker rank", e));
+                    w.retired = Some(Retired::OutOfStep);
+                }
+            }
+        }
+    }
+
+    fn poll_sends(&mut self) -> bool {
+        let mut progress = false;
+        for w in &mut self.w {
+            if w.dead || w.sends.is_empty() {
+                continue;
+            }
+            let mut failed = None;
+            for f in &mut w.sends {
+                if let Err(e) = f.poll() {
+                    failed.get_or_insert(e);
+                }
+            }
+            let before = w.sends.len();
+            // Completed sends give their buffers back (moved segments go
+            // to this process's cache).
+            w.sends = std::mem::take(&mut w.sends)
+                .into_iter()
+                .filter_map(|f| f.into_bufs().err())
+                .collect();
+            progress |= w.sends.len() != before;
+            if let Some(e) = failed {
+                w.fail(transport("sending a task to a worker rank", e));
+                w.retired = Some(Retired::OutOfStep);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    fn receive_frames(&mut self) -> Result<bool, MpiError> {
+        let mut progress = false;
+        while let Some(m) = self.comm.probe(raw::any_source(), Tag::Frame)? {
+            progress = true;
+            let mut f = InFlight::new(m.source);
+            f.receive_matched(m, Vec::new())?;
+            self.frames.push(f);
+        }
+        let mut i = 0;
+        while i < self.frames.len() {
+            let done = match self.frames[i].poll() {
+                Ok(d) => d,
+                Err(e) => {
+                    let f = self.frames.swap_remove(i);
+                    if let Some(w) = self.worker(f.peer()) {
+                        w.fail(transport("receiving a result frame", e));
+                        w.retired = Some(Retired::OutOfStep);
+                    }
+                    progress = true;
+                    continue;
+                }
+            };
+            if !done {
+                i += 1;
+                continue;
+            }
+            progress = true;
+            let f = self.frames.swap_remove(i);
+            let peer = f.peer();
+            let bytes = match f.into_bufs() {
+                Ok(mut b) => match b.pop() {
+                    Some(Buf::Bytes(v)) => v,
+                    _ => Vec::new(),
+                },
+                Err(_) => Vec::new(),
+            };
+            self.on_frame(peer, &bytes);
+        }
+        Ok(progress)
+    }
+
+    fn on_frame(&mut self, peer: i32, bytes: &[u8]) {
+        let comm = self.comm;
+        let Some(w) = self.worker(peer) else { return };
+        w.last_heard = Instant::now();
+        let (head, inline) = match frame::decode::<ToCaller>(peer, bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                w.fail(transport("reading a worker rank's frame", e));
+                w.retired = Some(Retired::OutOfStep);
+                return;
+            }
+        };
+        match head {
+            ToCaller::Done { id, outcome } => {
+                let completer = match &mut w.current {
+                    Some(c) if c.id == id => c.completer.take(),
+                    _ => None,
+                };
+                match outcome {
+                    Ok(payload) => match Incoming::post(&comm, peer, &payload, inline) {
+                        Ok(inc) => {
+                            // The future is completed when the bytes are in.
+                            w.current = Some(Current {
+                                id,
+                                completer,
+                                started: Instant::now(),
+                            });
+                            w.incoming = Some(inc);
+                        }
+                        Err(e) => {
+                            if let Some(c) = completer {
+                                c.fail(transport("receiving a task's result", e));
+                            }
+                            w.current = None;
+                            w.retired = Some(Retired::OutOfStep);
+                        }
+                    },
+                    Err(failure) => {
+                        if let Some(c) = completer {
+                            c.fail(failure.into_task_error());
+                        }
+                        w.current = None;
+                        if w.retired == Some(Retired::TimedOut) {
+                            w.retired = None;
+                        }
+                    }
+                }
+            }
+            ToCaller::Confused { reason } => {
+                let e = MpiError::BadFrame {
+                    rank: peer,
+                    reason: "the worker could not read a frame of rank 0",
+                    source: None,
+                };
+                eprintln!("npshmex-mpi: worker rank {peer} is out of step: {reason}");
+                w.fail(transport("talking to a worker rank", e));
+                w.retired = Some(Retired::OutOfStep);
+            }
+            ToCaller::Hello { .. } => {}
+        }
+    }
+
+    fn poll_incoming(&mut self) -> bool {
+        let mut progress = false;
+        for w in &mut self.w {
+            let Some(inc) = w.incoming.as_mut() else {
+                continue;
+            };
+            match inc.poll() {
+                Ok(false) => {}
+                Ok(true) => {
+                    progress = true;
+                    let Some(inc) = w.incoming.take() else {
+                        continue;
+                    };
+                    let completer = w.current.take().and_then(|c| c.completer);
+                    if let Ok(got) = inc.finish() {
+                        if let Some(c) = completer {
+                            c.finish(&got.bytes, got.items);
+                        }
+                    }
+                    if w.retired == Some(Retired::TimedOut) {
+                        w.retired = None;
+                    }
+                }
+                Err(e) => {
+                    progress = true;
+                    w.incoming = None;
+                    w.fail(transport("receiving a task's result", e));
+                    w.retired = Some(Retired::OutOfStep);
+                }
+            }
+        }
+        progress
+    }
+
+    fn heartbeats(&mut self) -> Result<bool, MpiError> {
+        let mut progress = false;
+        while let Some(m) = self.comm.probe(raw::any_source(), Tag::Beat)? {
+            let from = m.source;
+            let mut f = InFlight::new(from);
+            f.receive_matched(m, vec![0; 1])?;
+            self.beats.push(f);
+            if let Some(w) = self.worker(from) {
+                w.last_heard = Instant::now();
+            }
+            progress = true;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_beat) >= self.engine.opts.heartbeat {
+            self.last_beat = now;
+            for w in &self.w {
+                if w.dead {
+                    continue;
+                }
+                let mut f = InFlight::new(w.rank);
+                f.send(&self.comm, Tag::Beat, Buf::Bytes(vec![0]))?;
+                self.beats.push(f);
+            }
+        }
+        let mut kept = Vec::with_capacity(self.beats.len());
+        for mut f in self.beats.drain(..) {
+            let dead = self.w.iter().any(|w| w.dead && w.rank == f.peer());
+            // Beats to a dead rank never complete: dropping them buries
+            // their one-byte buffers until finalize.
+            if dead || f.poll().unwrap_or(true) {
+                continue;
+            }
+            kept.push(f);
+        }
+        self.beats = kept;
+        Ok(progress)
+    }
+
+    /// Task timeouts and silent workers.
+    fn check_time(&mut self) {
+        let now = Instant::now();
+        let limit = self.engine.lock().task_timeout;
+        let silence = self.engine.opts.silence;
+        for w in &mut self.w {
+            if w.dead {
+                continue;
+            }
+            if let (Some(limit), Some(cur)) = (limit, w.current.as_mut()) {
+                if w.incoming.is_none()
+                    && cur.completer.is_some()
+                    && now.duration_since(cur.started) > limit
+                {
+                    if let Some(c) = cur.completer.take() {
+                        c.fail(TaskError::TimedOut { limit });
+                    }
+                    w.retired = Some(Retired::TimedOut);
+                }
+            }
+            if now.duration_since(w.last_heard) > silence {
+                eprintln!(
+                    "npshmex-mpi: worker rank {} (pid {}) silent for {:?}: taken for dead",
+                    w.rank, w.pid, silence
+                );
+                w.dead = true;
+                w.fail(TaskError::WorkerDied {
+                    pid: w.pid,
+                    exit: WorkerExit::Unknown,
+                });
+                // Requests to or from it may never complete: their buffers
+                // are buried until finalize.
+                w.sends.clear();
+                w.incoming = None;
+            }
+        }
+    }
+
+    fn launcher_gone(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last_ppid_check) < Duration::from_millis(100) {
+            return false;
+        }
+        self.last_ppid_check = now;
+        parent_pid() != self.ppid
+    }
+
+    /// Whether shutdown may end the workers now: closing, nothing queued,
+    /// no task whose caller still waits.
+    fn closing_done(&self) -> bool {
+        let c = self.engine.lock();
+        if !c.closing || !c.queue.is_empty() {
+            return false;
+        }
+        drop(c);
+        self.w.iter().all(|w| {
+            w.dead
+                || w.current.as_ref().is_none_or(|c| c.completer.is_none()) && w.incoming.is_none()
+        })
+    }
+
+    /// Tells every live worker to leave (busy ones read it on their
+    /// watchdog thread), waiting a bounded time for the sends.
+    fn end_workers(&mut self) {
+        let Ok(bytes) = frame::encode(0, &ToWorker::Shutdown, &[]) else {
+            return;
+        };
+        let mut flights = Vec::new();
+        for w in &self.w {
+            if w.dead {
+                continue;
+            }
+            let mut f = InFlight::new(w.rank);
+            if f.send(&self.comm, Tag::Frame, Buf::Bytes(bytes.clone()))
+                .is_ok()
+            {
+                flights.push(f);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let mut all = true;
+            for f in &mut flights {
+                all &= f.poll().unwrap_or(true);
+            }
+            if all {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Fails every task (the job is gone or the engine failed).
+    fn break_all(&mut self, reason: &str) {
+        for w in &mut self.w {
+            w.fail(TaskError::WorkerDied {
+                pid: w.pid,
+                exit: WorkerExit::Unknown,
+            });
+            w.dead = true;
+            w.sends.clear();
+            w.incoming = None;
+        }
+        let _ = reason;
+        self.frames.clear();
+        self.beats.clear();
+    }
+}
+
+/// The parent process id (the launcher's daemon).
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
