@@ -1,5 +1,5 @@
 //! The seed workload across MPI ranks: `x + 1` over 2·10^7 f64 (160 MB) in
-//! shared memory, sent to a worker rank (as raw MPI messages from the
+//! shared memory, moved to a worker rank (a raw MPI message from the
 //! segment's pages), the result allocated there in shared memory and sent
 //! back, every element checked; then tiny `fn(u64) -> u64` round trips.
 //!
@@ -73,9 +73,13 @@ fn main() -> Result<()> {
     }
     println!("build: {}", mpi.build_id());
 
-    let x = ShmArray1::from_elem(len, 1.5)?.into_read_only()?;
     for round in 0..=rounds {
-        let arg = x.try_clone()?;
+        // A writable array in shared memory, moved to the worker: sent
+        // from its pages, received into a segment there (reused from the
+        // worker's cache after the first round), the result allocated by
+        // the worker in shared memory and moved back. Made before the
+        // clock starts, as a caller's data already lives in shm.
+        let arg = ShmArray1::from_elem(len, 1.5)?;
         let t = Instant::now();
         let (place, y) = pool
             .submit(add_one, arg)?

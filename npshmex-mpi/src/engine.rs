@@ -341,13 +341,13 @@ impl Loop {
             let progress = match self.step() {
                 Ok(p) => p,
                 Err(e) => {
-                    self.break_all(&format!("the MPI engine failed: {e}"));
+                    self.break_all();
                     self.engine.finish(false, Some(e.to_string()));
                     return;
                 }
             };
             if self.launcher_gone() {
-                self.break_all("the MPI launcher of this job is gone");
+                self.break_all();
                 self.engine
                     .finish(true, Some("the MPI launcher of this job is gone".into()));
                 return;
@@ -363,7 +363,9 @@ impl Loop {
                 backoff = Duration::from_micros(20);
                 continue;
             }
-            if now.duration_since(last_progress) < spin {
+            // MPI moves bytes only inside its calls (no progress thread
+            // for TCP): while a transfer is under way, poll without sleep.
+            if now.duration_since(last_progress) < spin || self.transferring() {
                 std::thread::yield_now();
             } else if self.active() {
                 std::thread::sleep(backoff);
@@ -372,6 +374,15 @@ impl Loop {
                 self.park();
             }
         }
+    }
+
+    /// Whether bytes are moving (a frame, a task's data or a result's).
+    fn transferring(&self) -> bool {
+        !self.frames.is_empty()
+            || self
+                .w
+                .iter()
+                .any(|w| !w.dead && (w.incoming.is_some() || !w.sends.is_empty()))
     }
 
     /// Whether anything is out that MPI must be polled for.
@@ -411,7 +422,34 @@ impl Loop {
         progress |= self.poll_incoming();
         progress |= self.heartbeats()?;
         self.check_time();
+        self.check_left();
         Ok(progress)
+    }
+
+    /// When no worker can ever take a task again (all dead, or out of
+    /// step), queued tasks fail instead of waiting forever, and the
+    /// executor is broken.
+    fn check_left(&mut self) {
+        let usable = self
+            .w
+            .iter()
+            .any(|w| !w.dead && w.retired != Some(Retired::OutOfStep));
+        if usable {
+            return;
+        }
+        let queued: Vec<Job> = {
+            let mut c = self.engine.lock();
+            c.broken
+                .get_or_insert_with(|| "no worker rank is left".to_string());
+            c.queue.drain(..).collect()
+        };
+        for job in queued {
+            job.completer.fail(TaskError::Pool {
+                source: Arc::new(PoolError::Broken {
+                    reason: "no worker rank is left".to_string(),
+                }),
+            });
+        }
     }
 
     /// Sends queued jobs to idle workers.
@@ -760,7 +798,7 @@ impl Loop {
     }
 
     /// Fails every task (the job is gone or the engine failed).
-    fn break_all(&mut self, reason: &str) {
+    fn break_all(&mut self) {
         for w in &mut self.w {
             w.fail(TaskError::WorkerDied {
                 pid: w.pid,
@@ -770,7 +808,6 @@ impl Loop {
             w.sends.clear();
             w.incoming = None;
         }
-        let _ = reason;
         self.frames.clear();
         self.beats.clear();
     }
