@@ -4,12 +4,13 @@
 //! back, every element checked; then tiny `fn(u64) -> u64` round trips.
 //!
 //! ```text
-//! mpiexec -n 2 target/release/examples/seed_mpi [LEN] [ROUNDS]
+//! mpiexec -n 2 target/release/examples/seed_mpi [LEN] [ROUNDS] [TINY]
 //! cargo xtask mpi -n 2
 //! ```
-//! Prints one `seed_ms` and `tiny_us` line per round (what `cargo xtask
-//! bench` reads), where each result was computed, and `all results
-//! checked` last.
+//! LEN f64 (default 2·10^7), ROUNDS timed rounds after a warm-up (default
+//! 5), TINY round trips per `tiny_us` figure (default 2000). Prints one
+//! `seed_ms` and `tiny_us` line per round (what `cargo xtask bench` reads),
+//! where each result was computed, and `all results checked` last.
 
 use std::time::Instant;
 
@@ -65,6 +66,12 @@ fn main() -> Result<()> {
             .with_context(|| format!("ROUNDS: not a number: {a}"))?,
         None => 5,
     };
+    let tiny: u64 = match args.next() {
+        Some(a) => a
+            .parse()
+            .with_context(|| format!("TINY: not a number: {a}"))?,
+        None => 2_000,
+    };
     let pool = MpiPoolExecutor::new(&mpi)?;
     let me = Place::here();
     println!("rank 0: pid {} on {} ({})", me.pid, me.host, me.netns);
@@ -116,7 +123,7 @@ fn main() -> Result<()> {
     }
 
     for round in 0..=rounds {
-        let n = 2_000u64;
+        let n = tiny.max(1);
         let t = Instant::now();
         for i in 0..n {
             let r = pool.submit(plus_one, i)?.result()?;
