@@ -61,6 +61,8 @@ struct Control {
     ended: bool,
     broken: Option<String>,
     launcher_gone: bool,
+    /// A worker died: MPI_Finalize could wait for it forever.
+    lost_rank: bool,
     /// The engine is parked on `wake`.
     parked: bool,
 }
@@ -177,7 +179,8 @@ impl Engine {
 
     /// Ends the engine (workers told to leave once running tasks are done)
     /// and joins its thread. Returns whether MPI can be finalized (false
-    /// when the launcher is gone).
+    /// when the launcher is gone or a rank died: `MPI_Finalize` waits for
+    /// every rank).
     pub(crate) fn stop(&self) -> bool {
         self.close(false);
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -188,7 +191,7 @@ impl Engine {
             let _ = h.join();
         }
         let c = self.lock();
-        !c.launcher_gone
+        !c.launcher_gone && !c.lost_rank
     }
 
     fn finish(&self, launcher_gone: bool, broken: Option<String>) {
@@ -769,7 +772,14 @@ impl Loop {
     /// Tells every live worker to leave (busy ones read it on their
     /// watchdog thread), waiting a bounded time for the sends.
     fn end_workers(&mut self) {
-        let Ok(bytes) = frame::encode(0, &ToWorker::Shutdown, &[]) else {
+        // After a death (only survivable with --enable-recovery), the
+        // finalize fence may wait for the dead rank forever: nobody
+        // finalizes then, every rank just exits.
+        let finalize = !self.w.iter().any(|w| w.dead);
+        if !finalize {
+            self.engine.lock().lost_rank = true;
+        }
+        let Ok(bytes) = frame::encode(0, &ToWorker::Shutdown { finalize }, &[]) else {
             return;
         };
         let mut flights = Vec::new();

@@ -64,8 +64,10 @@ pub(crate) enum ToWorker {
     Refused,
     /// Run this.
     Task(Task),
-    /// Leave MPI and exit.
-    Shutdown,
+    /// Leave MPI and exit. Without `finalize` (a rank of the job died, so
+    /// `MPI_Finalize`, which waits for every rank, might never return),
+    /// exit at once instead.
+    Shutdown { finalize: bool },
 }
 
 /// Why a task produced no value, as a worker reports it.
@@ -217,7 +219,7 @@ mod tests {
                 }
             ),
             Just(ToWorker::Refused),
-            Just(ToWorker::Shutdown),
+            any::<bool>().prop_map(|finalize| ToWorker::Shutdown { finalize }),
             (any::<u64>(), any::<i64>(), any::<i64>(), arb_payload()).prop_map(
                 |(id, tramp, func, arg)| ToWorker::Task(Task {
                     id,

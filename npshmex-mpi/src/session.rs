@@ -105,8 +105,9 @@ impl Drop for Mpi {
             // MPI_Finalize (rsmpi's Universe drop): waits for every worker
             // to leave too.
             Some(u) if finalize => drop(u),
-            // The launcher is gone: finalize would wait for ranks that can
-            // never answer. The process ends without it.
+            // The launcher is gone, or a rank died: finalize would wait
+            // for ranks that can never answer. The process ends without
+            // it (the workers were told to exit without it too).
             Some(u) => std::mem::forget(u),
             None => {}
         }

@@ -36,6 +36,10 @@ struct Shared {
     busy: AtomicBool,
     /// The worker is leaving MPI: the watchdog only watches the launcher.
     leaving: AtomicBool,
+    /// The watchdog waits for the lock: the main thread, which takes it
+    /// again right after each poll, lets it in first (a mutex is not fair,
+    /// and a watchdog kept out cannot hear rank 0's heartbeats).
+    watchdog_waits: AtomicBool,
     /// When rank 0 was last heard, in ms since `epoch`.
     heard_ms: AtomicU64,
     epoch: Instant,
@@ -54,8 +58,20 @@ struct Link {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Link> {
+        // The main thread gives way to a waiting watchdog.
+        while self.watchdog_waits.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
         // A panic never happens under this lock (tasks run outside it).
         self.mpi.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The watchdog's way to the lock.
+    fn lock_watchdog(&self) -> MutexGuard<'_, Link> {
+        self.watchdog_waits.store(true, Ordering::Release);
+        let g = self.mpi.lock().unwrap_or_else(|p| p.into_inner());
+        self.watchdog_waits.store(false, Ordering::Release);
+        g
     }
 
     fn heard(&self) {
@@ -68,17 +84,20 @@ impl Shared {
         Duration::from_millis(now.saturating_sub(self.heard_ms.load(Ordering::Relaxed)))
     }
 
-    /// Leaves MPI and ends the process. Called with the lock held, so no
-    /// other thread of this process makes an MPI call afterwards.
-    fn leave(&self, link: &mut Link, code: i32) -> ! {
+    /// Leaves MPI (with `finalize`, `MPI_Finalize`, where every rank meets)
+    /// and ends the process with status 0. Called with the lock held, so
+    /// no other thread of this process makes an MPI call afterwards.
+    fn leave(&self, link: &mut Link, finalize: bool) -> ! {
         self.leaving.store(true, Ordering::SeqCst);
-        // rsmpi's Universe drop is MPI_Finalize: every rank meets there.
-        drop(link.universe.take());
-        crate::inflight::bury();
+        if finalize {
+            // rsmpi's Universe drop is MPI_Finalize.
+            drop(link.universe.take());
+            crate::inflight::bury();
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        raw::exit_now(code)
+        raw::exit_now(0)
     }
 }
 
@@ -153,6 +172,7 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
         }),
         busy: AtomicBool::new(false),
         leaving: AtomicBool::new(false),
+        watchdog_waits: AtomicBool::new(false),
         heard_ms: AtomicU64::new(0),
         epoch: Instant::now(),
         beat: s.beat,
@@ -167,7 +187,7 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
         if let Err(e) = started {
             eprintln!("npshmex-mpi: worker cannot start its watchdog ({e}); leaving");
             let mut link = shared.lock();
-            shared.leave(&mut link, 1);
+            shared.leave(&mut link, true);
         }
     }
     let me = comm.rank().unwrap_or(-1);
@@ -192,7 +212,7 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
             Err(e) => {
                 eprintln!("npshmex-mpi: worker rank {me}: MPI failed ({e}); leaving");
                 let mut link = shared.lock();
-                shared.leave(&mut link, 1);
+                shared.leave(&mut link, false);
             }
         };
         shared.heard();
@@ -212,11 +232,11 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
                 last_task = Instant::now();
                 backoff = Duration::from_micros(20);
             }
-            Ok((ToWorker::Shutdown, _)) => {
+            Ok((ToWorker::Shutdown { finalize }, _)) => {
                 let mut link = shared.lock();
                 link.beats.clear();
-                // Exit status 0 after finalize: the job ends normally.
-                shared.leave(&mut link, 0);
+                // Exit status 0: the job ends normally.
+                shared.leave(&mut link, finalize);
             }
             Ok(_) => {}
             Err(e) => out_of_step(&shared, me, &e.to_string()),
@@ -397,7 +417,7 @@ fn watchdog(shared: &Shared) {
         if shared.leaving.load(Ordering::SeqCst) {
             continue;
         }
-        let mut link = shared.lock();
+        let mut link = shared.lock_watchdog();
         if let Err(e) = beat(shared, &mut link) {
             eprintln!(
                 "npshmex-mpi: worker {}: heartbeat failed: {e}",
@@ -408,18 +428,24 @@ fn watchdog(shared: &Shared) {
             if let Ok(Some(m)) = link.comm.probe(0, Tag::Frame) {
                 shared.heard();
                 let mut flight = InFlight::new(0);
-                let is_shutdown = flight.receive_matched(m, Vec::new()).is_ok()
-                    && wait_briefly(&mut flight)
-                    && match flight.into_bufs() {
-                        Ok(mut b) => matches!(
-                            b.pop(),
-                            Some(Buf::Bytes(v)) if matches!(frame::decode::<ToWorker>(0, &v), Ok((ToWorker::Shutdown, _)))
-                        ),
-                        Err(_) => false,
+                let shutdown =
+                    if flight.receive_matched(m, Vec::new()).is_ok() && wait_briefly(&mut flight) {
+                        match flight.into_bufs() {
+                            Ok(mut b) => match b.pop() {
+                                Some(Buf::Bytes(v)) => match frame::decode::<ToWorker>(0, &v) {
+                                    Ok((ToWorker::Shutdown { finalize }, _)) => Some(finalize),
+                                    _ => None,
+                                },
+                                _ => None,
+                            },
+                            Err(_) => None,
+                        }
+                    } else {
+                        None
                     };
-                if is_shutdown {
+                if let Some(finalize) = shutdown {
                     link.beats.clear();
-                    shared.leave(&mut link, 0);
+                    shared.leave(&mut link, finalize);
                 }
             }
         }

@@ -320,10 +320,14 @@ fn rank_main(case: &str) -> i32 {
             }
         };
     }
-    let opts = InitOptions {
-        heartbeat: Duration::from_millis(200),
-        silence: Duration::from_secs(3),
-        ..InitOptions::default()
+    // The cases about dead ranks take silence for death sooner.
+    let opts = match case {
+        "worker_dies" | "serve_until_killed" => InitOptions {
+            heartbeat: Duration::from_millis(200),
+            silence: Duration::from_secs(3),
+            ..InitOptions::default()
+        },
+        _ => InitOptions::default(),
     };
     let mpi = match npshmex_mpi::init_with(opts) {
         Ok(m) => m,

@@ -28,7 +28,8 @@ const RUN_ENV: &str = "NPSHMEX_MPI_TEST_RUN";
 pub enum Transport {
     /// Whatever OpenMPI picks (shared memory between ranks of one host).
     Default,
-    /// TCP only (`--mca btl tcp,self`).
+    /// TCP only (`--mca btl tcp,self`), over loopback (the two-host case:
+    /// over its veth pair).
     Tcp,
 }
 
@@ -129,6 +130,20 @@ impl Launch {
             .collect();
         if self.transport == Transport::Tcp {
             a.extend(["--mca", "btl", "tcp,self"].map(String::from));
+            if self.extra.iter().all(|e| e != "--hostfile") {
+                // One machine: TCP over loopback only.
+                a.extend(
+                    [
+                        "--mca",
+                        "btl_tcp_if_include",
+                        "lo",
+                        "--mca",
+                        "oob_tcp_if_include",
+                        "lo",
+                    ]
+                    .map(String::from),
+                );
+            }
         }
         a.extend(self.extra.iter().cloned());
         for v in [CASE_ENV, RUN_ENV] {

@@ -1,5 +1,5 @@
 //! The `mpi.*` cases: the seed and tiny round trips across MPI ranks, one
-//! worker rank, TCP forced (`--mca btl tcp,self`), through npshmex-mpi
+//! worker rank, TCP forced (`--mca btl tcp,self`, over loopback), through npshmex-mpi
 //! (its example `seed_mpi`, built by the bench parent) and through Python's
 //! `mpi4py.futures` on the same OpenMPI (`xtask/py/bench_mpi4py.py`).
 //!
@@ -18,9 +18,23 @@ use std::time::Duration;
 /// python that has mpi4py.
 pub const PYTHON_ENV: &str = "NPSHMEX_BENCH_MPI4PY_PYTHON";
 
+/// `mpiexec` with TCP as the only byte transport, over loopback (one
+/// machine; no other address is ever used).
 fn tcp_job(ranks: u32) -> Command {
     let mut c = mpi::mpiexec();
-    c.args(["--mca", "btl", "tcp,self", "-n", &ranks.to_string()]);
+    c.args([
+        "--mca",
+        "btl",
+        "tcp,self",
+        "--mca",
+        "btl_tcp_if_include",
+        "lo",
+        "--mca",
+        "oob_tcp_if_include",
+        "lo",
+        "-n",
+        &ranks.to_string(),
+    ]);
     c
 }
 
