@@ -362,9 +362,10 @@ pub(crate) fn initialize() -> Result<mpi::environment::Universe, MpiError> {
         return Err(MpiError::AlreadyInitialized);
     };
     if provided < Threading::Serialized {
-        // SAFETY: reading extern constants the C shim defines.
         let level = match provided {
+            // SAFETY: reading an extern constant the C shim defines.
             Threading::Single => unsafe { ffi::RSMPI_THREAD_SINGLE },
+            // SAFETY: as above.
             _ => unsafe { ffi::RSMPI_THREAD_FUNNELED },
         };
         return Err(MpiError::ThreadSupport { provided: level });

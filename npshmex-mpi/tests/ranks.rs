@@ -22,7 +22,7 @@ use npshmex_pool::{
 };
 use npshmex_shm::Transfer;
 
-use support::{Launch, Transport, CASE_ENV};
+use support::{Driver, Launch, Transport, CASE_ENV};
 
 // --- task functions (run in the worker ranks) ---
 
@@ -389,6 +389,20 @@ fn worker_dies_driver(transport: Transport) -> Result<()> {
     Ok(())
 }
 
+fn both_executors() -> Result<()> {
+    let mut launch = Launch::new("both", Transport::Default);
+    launch.program(support::example("both")?);
+    let out = launch.run(Duration::from_secs(300))?;
+    ensure!(
+        out.status.is_some_and(|s| s.success())
+            && out
+                .stdout
+                .contains("the same results through both executors"),
+        "examples/both did not agree:\n{out}"
+    );
+    Ok(())
+}
+
 fn build_mismatch() -> Result<()> {
     let other = support::copy_with_another_build()
         .context("making a copy of this test with another build id")?;
@@ -403,7 +417,6 @@ fn main() {
     if let Ok(case) = std::env::var(CASE_ENV) {
         std::process::exit(rank_main(&case));
     }
-    type Driver = Box<dyn Fn() -> Result<()>>;
     let mut cases: Vec<(String, Driver)> = Vec::new();
     for t in [Transport::Default, Transport::Tcp] {
         let p = t.prefix();
@@ -433,6 +446,10 @@ fn main() {
         Box::new(|| kill_caller(Transport::Default, true)),
     ));
     cases.push(("default::build_mismatch".into(), Box::new(build_mismatch)));
+    cases.push((
+        "default::example_both_executors".into(),
+        Box::new(both_executors),
+    ));
     cases.push(("two_hosts::seed".into(), Box::new(support::two_hosts)));
     std::process::exit(support::harness(cases));
 }

@@ -65,6 +65,7 @@ pub struct Launch {
     np: u32,
     extra: Vec<String>,
     mpmd: Option<PathBuf>,
+    program: Option<PathBuf>,
     run_id: String,
 }
 
@@ -107,6 +108,7 @@ impl Launch {
             np: 3,
             extra: Vec::new(),
             mpmd: None,
+            program: None,
             run_id: format!("{}-{n}", std::process::id()),
         }
     }
@@ -121,9 +123,17 @@ impl Launch {
         self.np = 1;
     }
 
+    /// Runs `program` (an example of this crate) instead of this binary.
+    pub fn program(&mut self, program: PathBuf) {
+        self.program = Some(program);
+    }
+
     /// `mpiexec` and its arguments (without a program prefix).
     fn args(&self) -> Result<Vec<String>> {
-        let exe = std::env::current_exe()?.display().to_string();
+        let exe = match &self.program {
+            Some(p) => p.display().to_string(),
+            None => std::env::current_exe()?.display().to_string(),
+        };
         let mut a: Vec<String> = ["mpiexec", "--oversubscribe", "--bind-to", "none"]
             .iter()
             .map(|s| s.to_string())
@@ -393,6 +403,23 @@ impl Snapshot {
     }
 }
 
+/// An example of this crate, built by `cargo test` beside this binary
+/// (`target/<profile>/examples/NAME`, this binary being in `deps/`).
+pub fn example(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("examples").join(name))
+        .context("no target directory above this binary")?;
+    ensure!(
+        path.exists(),
+        "{} is not built (cargo test builds the examples)",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// A copy of this test binary whose build id differs (one byte of the
 /// `.note.gnu.build-id`, or, without one, one byte appended), in a
 /// temporary file the caller removes.
@@ -422,9 +449,12 @@ pub fn copy_with_another_build() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The driver side of one case.
+pub type Driver = Box<dyn Fn() -> Result<()>>;
+
 /// Runs the cases named on the command line (libtest's interface, as far
 /// as cargo test and nextest use it); returns the exit code.
-pub fn harness(cases: Vec<(String, Box<dyn Fn() -> Result<()>>)>) -> i32 {
+pub fn harness(cases: Vec<(String, Driver)>) -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut exact = false;
     let mut list = false;
