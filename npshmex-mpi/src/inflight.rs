@@ -151,11 +151,11 @@ impl InFlight {
         let ptr = buf.write_ptr()?;
         self.bufs.push(buf);
         for piece in frame::mpi_pieces(len) {
+            let (at, n) = (piece.start, piece.len());
             // SAFETY: as in `send`: the buffer is owned by `self.bufs`, not
-            // touched until completion or finalize; `piece` lies inside its
-            // first `len` bytes and is at most CHUNK.
-            let req =
-                unsafe { comm.irecv(ptr.add(piece.start), piece.len(), self.peer, Tag::Data)? };
+            // touched until completion or finalize; `at..at + n` lies inside
+            // its first `len` bytes and is at most CHUNK long.
+            let req = unsafe { comm.irecv(ptr.add(at), n, self.peer, Tag::Data)? };
             self.reqs.push(req);
         }
         Ok(())
