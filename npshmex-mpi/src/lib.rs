@@ -90,3 +90,22 @@ pub use executor::{MpiPoolBuilder, MpiPoolExecutor};
 pub use session::{init, init_with, InitOptions, Mpi};
 
 pub use npshmex_pool::{Executor, Future, TaskError};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        // The executor and its futures go where the local pool's go; the
+        // Mpi handle stays on the thread that initialized MPI (it is not
+        // Send: MPI_Finalize must run there).
+        send_sync::<MpiPoolExecutor>();
+        send_sync::<MpiError>();
+        send_sync::<WorkerInfo>();
+        fn send<T: Send>() {}
+        send::<Future<Vec<u8>>>();
+    }
+}
