@@ -205,6 +205,17 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// The bytes a completed [`InFlight::receive_matched`] received;
+    /// `None` while its request is under way.
+    pub(crate) fn into_frame(self) -> Option<Vec<u8>> {
+        match self.into_bufs().ok()?.pop() {
+            Some(Buf::Bytes(v)) => Some(v),
+            _ => Some(Vec::new()),
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.bufs.is_empty() || self.reqs.iter().all(Request::is_done) {

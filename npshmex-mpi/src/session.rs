@@ -201,14 +201,7 @@ pub(crate) fn receive_frame(
             let mut flight = InFlight::new(from);
             flight.receive_matched(m, Vec::new())?;
             complete(from, &mut flight, deadline, waited)?;
-            let bytes = match flight.into_bufs() {
-                Ok(mut b) => match b.pop() {
-                    Some(inflight::Buf::Bytes(v)) => v,
-                    _ => Vec::new(),
-                },
-                Err(_) => Vec::new(),
-            };
-            return Ok((from, bytes));
+            return Ok((from, flight.into_frame().unwrap_or_default()));
         }
         if Instant::now() >= deadline {
             return Err(MpiError::HandshakeTimeout {

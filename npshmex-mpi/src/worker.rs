@@ -25,7 +25,7 @@ use crate::engine::parent_pid;
 use crate::error::MpiError;
 use crate::frame::{self, Failure, Task, ToCaller, ToWorker};
 use crate::inflight::{Buf, InFlight, Incoming, Outgoing};
-use crate::raw::{self, Comm, Tag};
+use crate::raw::{self, Comm, Matched, Tag};
 use crate::session::{self, InitOptions};
 
 /// What the main thread and the watchdog share.
@@ -216,11 +216,8 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
             }
         };
         shared.heard();
-        let frame = match receive(&shared, |_, f| f.receive_matched(m, Vec::new())) {
-            Ok(mut bufs) => match bufs.pop() {
-                Some(Buf::Bytes(v)) => v,
-                _ => Vec::new(),
-            },
+        let frame = match receive_frame(&shared, m) {
+            Ok(v) => v,
             Err(e) => {
                 out_of_step(&shared, me, &e.to_string());
                 continue;
@@ -244,19 +241,16 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
     }
 }
 
-/// Starts a transfer under the lock with `post`, then polls it to the end,
-/// releasing the lock between polls (the watchdog's heartbeats go on).
-fn receive(
-    shared: &Shared,
-    post: impl FnOnce(&Link, &mut InFlight) -> Result<(), MpiError>,
-) -> Result<Vec<Buf>, MpiError> {
+/// Receives a matched frame, polling it to the end and releasing the
+/// lock between polls (the watchdog's heartbeats go on).
+fn receive_frame(shared: &Shared, m: Matched) -> Result<Vec<u8>, MpiError> {
     let mut flight = InFlight::new(0);
     {
-        let link = shared.lock();
-        post(&link, &mut flight)?;
+        let _link = shared.lock();
+        flight.receive_matched(m, Vec::new())?;
     }
     drive(shared, &mut flight)?;
-    flight.into_bufs().map_err(|_| MpiError::Size {
+    flight.into_frame().ok_or(MpiError::Size {
         rank: 0,
         len: 0,
         reason: "a transfer did not complete",
@@ -428,21 +422,15 @@ fn watchdog(shared: &Shared) {
             if let Ok(Some(m)) = link.comm.probe(0, Tag::Frame) {
                 shared.heard();
                 let mut flight = InFlight::new(0);
-                let shutdown =
-                    if flight.receive_matched(m, Vec::new()).is_ok() && wait_briefly(&mut flight) {
-                        match flight.into_bufs() {
-                            Ok(mut b) => match b.pop() {
-                                Some(Buf::Bytes(v)) => match frame::decode::<ToWorker>(0, &v) {
-                                    Ok((ToWorker::Shutdown { finalize }, _)) => Some(finalize),
-                                    _ => None,
-                                },
-                                _ => None,
-                            },
-                            Err(_) => None,
-                        }
-                    } else {
-                        None
-                    };
+                let received =
+                    flight.receive_matched(m, Vec::new()).is_ok() && wait_briefly(&mut flight);
+                let shutdown = match received.then(|| flight.into_frame()).flatten() {
+                    Some(v) => match frame::decode::<ToWorker>(0, &v) {
+                        Ok((ToWorker::Shutdown { finalize }, _)) => Some(finalize),
+                        _ => None,
+                    },
+                    None => None,
+                };
                 if let Some(finalize) = shutdown {
                     link.beats.clear();
                     shared.leave(&mut link, finalize);

@@ -341,13 +341,7 @@ impl Loop {
             progress = true;
             let f = self.frames.swap_remove(i);
             let peer = f.peer();
-            let bytes = match f.into_bufs() {
-                Ok(mut b) => match b.pop() {
-                    Some(Buf::Bytes(v)) => v,
-                    _ => Vec::new(),
-                },
-                Err(_) => Vec::new(),
-            };
+            let bytes = f.into_frame().unwrap_or_default();
             self.on_frame(peer, &bytes);
         }
         Ok(progress)
