@@ -45,6 +45,7 @@ use crate::future::{Completion, Future};
 use crate::remote_fn;
 use crate::wire::{self, Incoming, PackError};
 
+pub use crate::build_id::{BuildId, BuildIdKind};
 pub use crate::wire::Encoded;
 
 /// A function named for a worker running this same executable: the
@@ -201,7 +202,18 @@ pub fn pending<R>() -> (Future<R>, Completer)
 where
     R: DeserializeOwned + Send + 'static,
 {
-    let fut = Future::new(std::time::Duration::ZERO);
+    pending_with_spin(std::time::Duration::ZERO)
+}
+
+/// [`pending`], with a future whose waiters first spin (yielding the CPU)
+/// for up to `spin` before they sleep, as the local pool's futures do: a
+/// result that arrives within microseconds is then seen without a thread
+/// wake-up.
+pub fn pending_with_spin<R>(spin: std::time::Duration) -> (Future<R>, Completer)
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    let fut = Future::new(spin);
     let completion = fut.completion();
     (fut, Completer { completion })
 }

@@ -178,6 +178,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+mod build_id;
 mod builder;
 mod channel;
 mod error;

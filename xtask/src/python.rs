@@ -17,6 +17,9 @@ pub const PYARROW: &str = "pyarrow==21.0.0";
 pub const SHAREDARRAY: &str = "SharedArray==3.2.4";
 /// npshmex, the Python library this project ports (bench peer).
 pub const NPSHMEX: &str = "npshmex==0.2.1";
+/// mpi4py, the peer of the `mpi.*` cases; pip builds it against the system
+/// OpenMPI (mpicc), the same one npshmex-mpi links.
+pub const MPI4PY: &str = "mpi4py==4.1.2";
 /// Ray, the heavy bench peer, installed only by `cargo xtask bench --peers all`.
 pub const RAY: &str = "ray==2.60.0";
 

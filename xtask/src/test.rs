@@ -44,27 +44,48 @@ pub fn run(opts: &flags::Test) -> Result<()> {
     let workers_before = util::worker_pids();
     let mut r = Report { steps: Vec::new() };
 
+    // npshmex-mpi needs the system MPI: installed here when missing and
+    // root; otherwise every step leaves that one crate out, and its own
+    // steps below are skipped, loudly.
+    let mpi = match crate::mpi::ensure_installed() {
+        Ok(crate::mpi::Availability::Ready) => Ok(()),
+        Ok(crate::mpi::Availability::Missing(why)) => Err(why),
+        Err(e) => Err(format!("installing the system MPI failed: {e:#}")),
+    };
+    if let Err(why) = &mpi {
+        eprintln!("!!! xtask test: npshmex-mpi is NOT built or tested: {why}");
+    }
+    let with_mpi = mpi.is_ok();
+    // `--workspace` minus npshmex-mpi when there is no MPI.
+    let workspace = |args: &[&'static str]| -> Vec<&'static str> {
+        let mut v = args.to_vec();
+        v.push("--workspace");
+        if !with_mpi {
+            v.extend(["--exclude", "npshmex-mpi"]);
+        }
+        v
+    };
+
     r.step("fmt", || {
         sh(cargo().args(["fmt", "--all", "--check"]))?;
         Ok(Outcome::Passed)
     });
     r.step("clippy", || {
-        sh(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        sh(cargo()
+            .args(workspace(&["clippy"]))
+            .args(["--all-targets", "--", "-D", "warnings"]))?;
         Ok(Outcome::Passed)
     });
     r.step("tests", || {
         if util::on_path("cargo-nextest") {
+            // npshmex-mpi's tests start MPI jobs: the "mpi tests" step runs
+            // them, one job at a time.
             sh(cargo().args([
                 "nextest",
                 "run",
                 "--workspace",
+                "--exclude",
+                "npshmex-mpi",
                 "--no-fail-fast",
                 "--failure-output",
                 "final",
@@ -74,6 +95,8 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             sh(cargo().args([
                 "test",
                 "--workspace",
+                "--exclude",
+                "npshmex-mpi",
                 "--no-fail-fast",
                 "--lib",
                 "--bins",
@@ -84,12 +107,12 @@ pub fn run(opts: &flags::Test) -> Result<()> {
         Ok(Outcome::Passed)
     });
     r.step("doctests", || {
-        sh(cargo().args(["test", "--workspace", "--doc"]))?;
+        sh(cargo().args(workspace(&["test", "--doc"])))?;
         Ok(Outcome::Passed)
     });
     r.step("docs", || {
         sh(cargo()
-            .args(["doc", "--workspace", "--no-deps"])
+            .args(workspace(&["doc", "--no-deps"]))
             .env("RUSTDOCFLAGS", "-D warnings"))?;
         Ok(Outcome::Passed)
     });
@@ -108,8 +131,30 @@ pub fn run(opts: &flags::Test) -> Result<()> {
             eprintln!("package: uncommitted changes, outside CI: --allow-dirty");
         }
         let t = std::time::Instant::now();
-        crate::package::run(allow_dirty)?;
+        crate::package::run(allow_dirty, with_mpi)?;
         eprintln!("package: {:.0} s", t.elapsed().as_secs_f64());
+        Ok(Outcome::Passed)
+    });
+    r.step("mpi tests", || {
+        if let Err(why) = &mpi {
+            return Ok(Outcome::Skipped(format!(
+                "npshmex-mpi NOT tested (ranks under mpiexec, two hosts): {why}"
+            )));
+        }
+        // Its unit tests, and tests/ranks.rs: every case an mpiexec job of
+        // its own, with default transports and over TCP, and the two-host
+        // case in network namespaces (which says SKIPPED where they cannot
+        // be made).
+        sh(cargo().args(["test", "-p", "npshmex-mpi", "--no-fail-fast"]))?;
+        Ok(Outcome::Passed)
+    });
+    r.step("mpi example", || {
+        if let Err(why) = &mpi {
+            return Ok(Outcome::Skipped(format!(
+                "`cargo xtask mpi` NOT run: {why}"
+            )));
+        }
+        crate::mpi::run(&flags::Mpi { np: Some(3) })?;
         Ok(Outcome::Passed)
     });
     r.step("npy-fuzz", || {

@@ -166,6 +166,10 @@ struct Peers {
     /// The same with ray (only with `--peers all`), or why not.
     ray: Result<python::Venv, String>,
     script: PathBuf,
+    /// The system MPI with npshmex-mpi's example built, or why not.
+    mpi: Result<(), String>,
+    /// The virtualenv's python with mpi4py, or why there is none.
+    mpi4py: Result<PathBuf, String>,
 }
 
 impl Peers {
@@ -198,7 +202,35 @@ impl Peers {
                 ]),
             }
         };
-        Peers { base, ray, script }
+        let mpi = if wants(Runner::Mpi) || wants(Runner::Mpi4py) {
+            match crate::mpi::ensure_installed() {
+                Ok(crate::mpi::Availability::Ready) => {
+                    if wants(Runner::Mpi) {
+                        crate::mpi::build_seed_example()
+                            .map(|_| ())
+                            .map_err(|e| format!("building npshmex-mpi's seed_mpi failed: {e:#}"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Ok(crate::mpi::Availability::Missing(why)) => Err(format!("no MPI: {why}")),
+                Err(e) => Err(format!("installing MPI failed: {e:#}")),
+            }
+        } else {
+            Err("not selected".into())
+        };
+        let mpi4py = match (&mpi, wants(Runner::Mpi4py)) {
+            (_, false) => Err("not selected".into()),
+            (Err(why), true) => Err(why.clone()),
+            (Ok(()), true) => setup(&[python::NUMPY, python::MPI4PY]).map(|v| v.python),
+        };
+        Peers {
+            base,
+            ray,
+            script,
+            mpi,
+            mpi4py,
+        }
     }
 
     /// The command that measures `case`, or why it cannot run here.
@@ -209,6 +241,22 @@ impl Peers {
                 c.args(["bench-case", &case.name]);
                 if quick {
                     c.arg("--quick");
+                }
+                return Ok(c);
+            }
+            Runner::Mpi | Runner::Mpi4py => {
+                self.mpi.clone()?;
+                let mut c = Command::new(bin);
+                c.args(["bench-case", &case.name]);
+                if quick {
+                    c.arg("--quick");
+                }
+                if case.runner == Runner::Mpi4py {
+                    let python = self
+                        .mpi4py
+                        .as_ref()
+                        .map_err(|why| format!("no mpi4py: {why}"))?;
+                    c.env(super::cases::mpi::PYTHON_ENV, python);
                 }
                 return Ok(c);
             }

@@ -16,6 +16,11 @@ fn verdicts(res: &Results) -> Vec<Verdict> {
 /// Figures without a target, shown for context.
 const CONTEXT: &[(&str, &str, &str)] = &[
     (
+        "mpi.seed",
+        "seed.pool_copy",
+        "the seed across MPI ranks (TCP) against the local drop-in path",
+    ),
+    (
         "workers.1",
         "workers.2",
         "speed-up of 64 × 8 MiB tasks from 1 to 2 workers",
@@ -47,6 +52,7 @@ const NOTES: &[&str] = &[
     "`records.*`: the record struct carries its 7 padding bytes as an explicit `pad` field (numpy `align=True` layout), since a typed view cannot write implicit padding.",
     "`py.tiny_throughput` uses 20,000 tasks, `rs_procspawn.tiny_throughput` at most 10,000 and no more than the open-file limit allows (each pending procspawn task holds its channels' fds: about 2,400 at a limit of 20,000): they are rates, and 100,000 tasks would only lengthen the run or exhaust fds.",
     "`seed.py_sharedarray`: the input is put in shm before the clock starts; the worker attaches it and creates its result in shm.",
+    "`mpi.*`: one `mpiexec -n 2 --mca btl tcp,self` job per case (rank 0 and one worker rank, TCP forced, on this one machine), rounds timed inside it after a warm-up round. `mpi.seed`: a writable `ShmArray` is moved to the worker (sent from its pages, received into a reused segment), the worker returns `x + 1` allocated in shm. `mpi.py_mpi4py_seed`: `MPIPoolExecutor.submit(add_one, x)` with a numpy array, pickled.",
     "`mem.*`: each sample is one call in a fresh process placed in a memory cgroup of its own (workers and the shared memory they touch are charged to it): (cgroup peak during the call − usage just before it) / array size. Setup (pool, worker up, input; for `mem.zero_copy_peak` the input already in shm) happens before the first reading; nothing is cached from an earlier call.",
 ];
 

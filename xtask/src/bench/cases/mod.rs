@@ -12,6 +12,7 @@
 mod arrow;
 mod limit;
 mod memory;
+pub mod mpi;
 mod peer_procspawn;
 mod pooled;
 mod records;
@@ -160,6 +161,10 @@ fn dispatch(name: &str, scale: &Scale) -> Result<Outcome> {
         "arrow.ipc_pipe" => Outcome::ms(arrow::ipc_pipe(scale)?),
         "records.zero_copy" => Outcome::ms(records::zero_copy(scale)?),
         "records.serde_pipe" => Outcome::ms(records::serde_pipe(scale)?),
+        "mpi.seed" => Outcome::ms(mpi::seed(scale)?),
+        "mpi.tiny_roundtrip" => Outcome::us(mpi::tiny(scale)?),
+        "mpi.py_mpi4py_seed" => Outcome::ms(mpi::py_seed(scale)?),
+        "mpi.py_mpi4py_tiny" => Outcome::us(mpi::py_tiny(scale)?),
         n if n.starts_with("mem.") => {
             bail!("{n} runs only with --cgroup DIR, in the memory cgroup the bench parent makes")
         }
