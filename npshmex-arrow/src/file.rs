@@ -72,10 +72,12 @@ impl WriteOptions {
 /// assert_eq!(len, file.len() as u64);
 /// assert!(file.len() < 8000); // the 8000 bytes of values, compressed
 ///
-/// // read back: decompressed into a fresh segment, sealed, read in place
+/// // read back: `open` wants a sealed segment (nobody can change it under
+/// // the reader); the compressed bodies are decompressed once into a
+/// // fresh sealed segment, read in place
 /// let mut segment = npshmex_shm::Segment::anonymous(file.len())?;
 /// segment.as_mut_slice()?.copy_from_slice(&file);
-/// assert_eq!(ShmBatch::open(segment)?.batch()?, &batch);
+/// assert_eq!(ShmBatch::open(segment.freeze()?)?.batch()?, &batch);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///

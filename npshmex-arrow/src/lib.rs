@@ -6,7 +6,8 @@
 //!   read back without copying: the arrays' buffers point into the mapping,
 //!   which lives as long as any of them.
 //! - Through `npshmex-pool`: `ShmBatch` is `Serialize + Deserialize`; the
-//!   segment travels as a file descriptor ([`Transfer`] says how), and
+//!   segment, sealed before anyone reads it, travels as a file descriptor
+//!   and is read in place on the other side, and
 //!   [`via_shm`] does the same for plain `RecordBatch` / `ArrayRef` fields
 //!   ([`Shm`] for bare arguments and results).
 //! - Named segments: [`ShmBatch::put`] writes `/dev/shm/<name>`, which

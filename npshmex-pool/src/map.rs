@@ -17,7 +17,7 @@ use crate::error::{PanicInfo, PoolError, TaskError};
 use crate::executor::Executor;
 use crate::future::Future;
 
-/// Options of [`ProcessPoolExecutor::map`].
+/// Options of [`ProcessPoolExecutor::map`](crate::ProcessPoolExecutor::map).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapOptions {
     /// Arguments per task (default 1). Larger chunks amortise the per-task

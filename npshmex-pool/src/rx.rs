@@ -247,9 +247,10 @@ fn process(inner: &Inner, index: usize, conn: &Arc<Channel>, msg: Message) -> Op
         if let Some(next) = slot.in_flight.front_mut() {
             next.started = Some(now);
         }
-        let idle = slot.in_flight.is_empty();
         st.dispatch(inner);
-        st.shutting_down && st.queue.is_empty() && idle
+        // Idle after dispatching: the last queued task may just have been
+        // given to this very worker.
+        st.shutting_down && st.queue.is_empty() && st.slots[index].in_flight.is_empty()
     };
     // Completed with no pool lock held (futures run their callbacks).
     let mut fds = msg.fds.into_iter();

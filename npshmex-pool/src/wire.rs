@@ -218,7 +218,7 @@ impl PackError {
 /// A value encoded for any transport: its bytes, and the out-of-band items
 /// its `Serialize` impls handed over, not yet resolved (the value itself is
 /// gone, so moved segments can move). The local pool resolves them into
-/// fds ([`Packet::from_encoded`]); a transport that carries contents uses
+/// fds (`Packet::from_encoded`); a transport that carries contents uses
 /// [`oob::Collected::finish_local`].
 pub struct Encoded {
     bytes: Vec<u8>,

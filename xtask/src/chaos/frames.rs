@@ -6,9 +6,13 @@
 //! the pool had sent it. The xtask writes through its own duplicate of that
 //! fd (`pidfd_getfd` on itself), checked to still be that socket: the pool
 //! may close and reuse the number meanwhile, and borrowing a bare fd number
-//! it owns could then write into an unrelated file. The worker must refuse it (exit, be replaced),
-//! every task must still resolve (right value or a typed error), and the
-//! pool must keep serving.
+//! it owns could then write into an unrelated file. Control messages travel
+//! through the worker's shared ring; the socket carries only fds, so the
+//! worker reads it when a task announces one: the tasks after each
+//! injection carry a payload past `inline_max`, which travels in a memfd.
+//! The worker must refuse the garbage (exit, be replaced), every task must
+//! still resolve (right value or a typed error), and the pool must keep
+//! serving.
 
 use super::mutate::Mutator;
 use super::procs;
@@ -37,6 +41,17 @@ pub struct Stats {
 
 fn square(n: u64) -> u64 {
     n * n
+}
+
+/// A task whose argument travels in a memfd (past the default `inline_max`
+/// of 64 KiB), so the worker reads its socket for the fd.
+fn sum_bytes((n, bytes): (u64, Vec<u8>)) -> u64 {
+    n * n + bytes.iter().map(|&b| u64::from(b)).sum::<u64>()
+}
+
+/// An argument of `sum_bytes` that comes back as `n * n`.
+fn with_fd(n: u64) -> (u64, Vec<u8>) {
+    (n, vec![0; 80 << 10])
 }
 
 /// Socket inodes among the fds of `pid` (`None` for `self`).
@@ -162,7 +177,7 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
         st.injected += 1;
         // Tasks after the garbage make the worker read on; each resolves.
         let futures = (0..8u64)
-            .map(|i| pool.submit(square, i))
+            .map(|i| pool.submit(sum_bytes, with_fd(i)))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, mut f) in futures.into_iter().enumerate() {
             match f.result_timeout(Duration::from_secs(60)) {
@@ -189,7 +204,7 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
             );
             for i in 0..2u64 {
                 let _ = pool
-                    .submit(square, i)?
+                    .submit(sum_bytes, with_fd(i))?
                     .result_timeout(Duration::from_secs(60));
             }
             std::thread::sleep(Duration::from_millis(10));
