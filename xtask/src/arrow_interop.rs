@@ -361,6 +361,10 @@ fn into_shm(bytes: &[u8]) -> Result<ShmBatch, ArrowShmError> {
             source,
         })?
         .copy_from_slice(bytes);
+    let seg = seg.freeze().map_err(|source| ArrowShmError::Shm {
+        op: "freeze segment",
+        source,
+    })?;
     let read = ShmBatch::open(seg)?;
     ShmBatch::from_batches(read.schema().clone(), read.batches())
 }

@@ -48,6 +48,9 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
         .context("starting the pool")?;
     // Warm up (segment caches, lazily opened fds), then take the baseline.
     serve_check(&pool, 50).context("warm-up")?;
+    // The segment cache keeps fds on purpose (bounded by its limits): it
+    // is emptied before each count so that only leaks remain.
+    npshmex_shm::cache::clear();
     let fds_before = procs::fd_count()?;
     let rss_before = procs::rss_bytes()?;
 
@@ -75,6 +78,7 @@ pub fn run(scale: &Scale) -> Result<Verdict> {
         std::thread::sleep(Duration::from_millis(10));
     }
     serve_check(&pool, 200).context("the pool after the kills")?;
+    npshmex_shm::cache::clear();
     let fds_after = procs::fd_count()?;
     let rss_after = procs::rss_bytes()?;
     ensure!(
