@@ -17,12 +17,13 @@ enum Outcome {
 }
 
 struct Report {
-    steps: Vec<(String, Outcome)>,
+    steps: Vec<(String, Outcome, std::time::Duration)>,
 }
 
 impl Report {
     fn step(&mut self, name: &str, f: impl FnOnce() -> Result<Outcome>) {
         eprintln!("\n==== xtask test: {name}");
+        let t = std::time::Instant::now();
         let outcome = match f() {
             Ok(o) => o,
             Err(e) => Outcome::Failed(format!("{e:#}")),
@@ -32,7 +33,7 @@ impl Report {
             Outcome::Failed(why) => eprintln!("==== {name}: FAILED: {why}"),
             Outcome::Skipped(why) => eprintln!("==== {name}: SKIPPED: {why}"),
         }
-        self.steps.push((name.to_string(), outcome));
+        self.steps.push((name.to_string(), outcome, t.elapsed()));
     }
 }
 
@@ -257,19 +258,20 @@ pub fn run(opts: &flags::Test) -> Result<()> {
 
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     eprintln!("\n==== summary");
-    for (name, o) in &r.steps {
+    for (name, o, took) in &r.steps {
+        let took = format!("{:>5.0} s", took.as_secs_f64());
         match o {
             Outcome::Passed => {
                 passed += 1;
-                eprintln!("  ok       {name}");
+                eprintln!("  ok      {took}  {name}");
             }
             Outcome::Failed(why) => {
                 failed += 1;
-                eprintln!("  FAILED   {name}: {why}");
+                eprintln!("  FAILED  {took}  {name}: {why}");
             }
             Outcome::Skipped(why) => {
                 skipped += 1;
-                eprintln!("  SKIPPED  {name}: {why}");
+                eprintln!("  SKIPPED {took}  {name}: {why}");
             }
         }
     }
