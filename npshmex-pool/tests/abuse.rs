@@ -83,20 +83,29 @@ fn exit_zero(_: u64) -> u64 {
 
 /// Forks a child that keeps the worker's socket open for a while, then
 /// exits the worker: its death must still be seen (not only as EOF).
-fn fork_then_exit(_: u64) -> u64 {
-    // SAFETY: the child only calls async-signal-safe functions (sleep,
-    // _exit) before it ends.
+fn fork_then_exit(pid_file: String) -> u64 {
+    // SAFETY: the child only calls async-signal-safe functions (close,
+    // sleep, _exit) before it ends.
     #[allow(unsafe_code)]
     match unsafe { libc::fork() } {
         0 => {
-            // SAFETY: async-signal-safe calls in a forked child.
+            // SAFETY: async-signal-safe calls in a forked child. It keeps
+            // the worker's socket open (the point of the test) but lets go
+            // of the test's stdio.
             #[allow(unsafe_code)]
             unsafe {
-                libc::sleep(3);
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                libc::sleep(30);
                 libc::_exit(0);
             }
         }
-        _ => std::process::exit(0),
+        child => {
+            // The test kills the grandchild once the pool has noticed.
+            let _ = std::fs::write(&pid_file, child.to_string());
+            std::process::exit(0)
+        }
     }
 }
 
@@ -233,12 +242,32 @@ fn a_worker_that_forks_and_dies_is_noticed() {
             p.submit(fork_and_return, 1).expect("submit").result().ok(),
             Some(2)
         );
-        let mut f = p.submit(fork_then_exit, 1).expect("submit");
+        let pid_file =
+            std::env::temp_dir().join(format!("npshmex-abuse-grandchild-{}", std::process::id()));
+        let arg = pid_file.to_string_lossy().into_owned();
+        let mut f = p.submit(fork_then_exit, arg).expect("submit");
+        // The grandchild still holds the worker's socket: only the exit of
+        // the worker itself can tell the pool.
         assert_eq!(died(f.result_timeout(PATIENCE)), WorkerExit::Code(0));
         assert_eq!(
             p.submit(plus_one, 1).expect("submit").result().ok(),
             Some(2)
         );
+        let grandchild: u32 = std::fs::read_to_string(&pid_file)
+            .expect("the worker wrote its child's pid")
+            .parse()
+            .expect("a pid");
+        let _ = std::fs::remove_file(&pid_file);
+        npshmex_testkit::kill9(grandchild);
+        // Reaped by whoever adopted it; a zombie counts as gone.
+        let deadline = Instant::now() + PATIENCE;
+        while npshmex_testkit::proc_stat(grandchild).is_some_and(|s| s.state != 'Z') {
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {grandchild} survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     leaks.finish();
 }
