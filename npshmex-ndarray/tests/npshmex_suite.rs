@@ -724,3 +724,45 @@ fn a_forked_worker_never_reuses_the_parents_cached_segments() {
     drop((b, pool));
     leaks.finish();
 }
+
+/// In the worker: the argument's segment, let go after the copy out, is
+/// what the next allocation of its size gets (reused pages of the caller's
+/// segment, received by move), so the result goes back in it.
+fn argument_pages_are_recycled(x: ShmArg<'_, f64, Ix1>) -> (bool, bool) {
+    let x = x.into_owned();
+    let len = x.len() * 8 + 128;
+    match npshmex_shm::cache::alloc(len) {
+        Ok((slot, fresh)) => (
+            fresh == npshmex_shm::cache::Fresh::Dirty,
+            slot.origin() == npshmex_shm::cache::Origin::Received,
+        ),
+        Err(_) => (false, false),
+    }
+}
+
+#[test]
+fn the_drop_in_path_writes_its_result_into_the_arguments_pages() {
+    let leaks = common::leak_check();
+    {
+        let pool = pool();
+        let x = Array1::from_elem(1 << 18, 1.5);
+        let (reused, received) = pool
+            .submit(argument_pages_are_recycled, ShmArg::from(&x))
+            .unwrap()
+            .result()
+            .unwrap();
+        assert!(reused && received, "reused {reused}, received {received}");
+        // And the whole drop-in call still gives the right answer, twice
+        // (the second reuses the segment that came home).
+        let x2 = Array2::from_elem((512, 512), 2.0);
+        for _ in 0..2 {
+            let y = pool
+                .submit(add_one_lent, ShmArg::from(&x2))
+                .unwrap()
+                .result()
+                .unwrap();
+            assert!(y.iter().all(|&v| v == 3.0));
+        }
+    }
+    leaks.finish();
+}

@@ -241,19 +241,24 @@ impl Worker<'_> {
             // Before any code of the task runs (decoding included): if it
             // kills this process, the pool knows it started.
             self.channel.set_running(task.id);
-            let outcome = wire::with_payload(
-                task.body,
-                task.fds,
-                &task.moved,
-                &mut inline,
-                &mut fds,
-                |bytes, fds| {
-                    invoke(task.tramp, task.func, bytes, fds).and_then(|enc| {
-                        Packet::from_encoded(enc, inline_max)
-                            .map_err(|e| Failure::ResultEncode(e.to_cause()))
-                    })
-                },
-            );
+            // Segments the task's argument moved here and let go are reused
+            // for its result (the drop-in path's copy out and back in):
+            // see `npshmex_shm::cache::recycle_scope`.
+            let outcome = npshmex_shm::cache::recycle_scope(|| {
+                wire::with_payload(
+                    task.body,
+                    task.fds,
+                    &task.moved,
+                    &mut inline,
+                    &mut fds,
+                    |bytes, fds| {
+                        invoke(task.tramp, task.func, bytes, fds).and_then(|enc| {
+                            Packet::from_encoded(enc, inline_max)
+                                .map_err(|e| Failure::ResultEncode(e.to_cause()))
+                        })
+                    },
+                )
+            });
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => Err(Failure::ArgumentDecode(RemoteCause::from_error(&e))),

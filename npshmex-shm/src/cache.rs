@@ -54,6 +54,7 @@
 //! A received writable segment that this process just consumed is *not* kept:
 //! its allocator wants it back (keeping the mapping would hold its lock).
 
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -300,6 +301,19 @@ impl Drop for Slot {
         if self.no_cache {
             return;
         }
+        let seg = if self.origin == Origin::Received
+            && !self.resent.load(Ordering::Relaxed)
+            && seg.access() == Access::ReadWrite
+            && seg.is_exclusive()
+            && seg.len() >= MIN_CACHED
+        {
+            match stash_recycled(seg, self.key) {
+                Some(seg) => seg,
+                None => return,
+            }
+        } else {
+            seg
+        };
         if self.origin == Origin::Own
             && !self.lent.load(Ordering::Relaxed)
             && !self.lent_unlocked.load(Ordering::Relaxed)
@@ -502,6 +516,14 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
         return Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed));
     }
     if len >= MIN_CACHED {
+        if let Some((seg, key)) = take_recycled(len) {
+            // Received by a proven move, so writable here alone; when it is
+            // let go (unsent, or after it moved on) it goes back to its
+            // allocator instead of this cache.
+            let mut slot = Slot::new(seg, key, Origin::Received);
+            slot.no_cache = true;
+            return Ok((slot, Fresh::Dirty));
+        }
         let slack = len / 4;
         let mut c = cache();
         let found = c
@@ -523,6 +545,94 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
     }
     let key = seg.file_key()?;
     Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
+}
+
+thread_local! {
+    /// Segments this thread received by a proven move and let go inside a
+    /// [`recycle_scope`], kept for [`alloc`] until the scope ends; `None`
+    /// outside a scope.
+    static RECYCLED: RefCell<Option<Recycled>> = const { RefCell::new(None) };
+}
+
+/// The segments of one [`recycle_scope`].
+struct Recycled {
+    /// The process that opened the scope: a child forked inside it does not
+    /// have the mappings (`MADV_DONTFORK`) and must not touch them.
+    pid: u32,
+    segs: Vec<(Segment, FileKey)>,
+}
+
+impl Recycled {
+    fn mine(&mut self) -> Option<&mut Vec<(Segment, FileKey)>> {
+        (self.pid == std::process::id()).then_some(&mut self.segs)
+    }
+}
+
+/// Keeps a received, exclusively owned segment for reuse in the current
+/// [`recycle_scope`]; gives it back when there is none.
+fn stash_recycled(seg: Segment, key: FileKey) -> Option<Segment> {
+    RECYCLED.with(|r| match r.borrow_mut().as_mut().and_then(Recycled::mine) {
+        Some(v) => {
+            v.push((seg, key));
+            None
+        }
+        None => Some(seg),
+    })
+}
+
+/// A recycled segment of about `len` bytes (at most a quarter more).
+fn take_recycled(len: usize) -> Option<(Segment, FileKey)> {
+    RECYCLED.with(|r| {
+        let mut r = r.borrow_mut();
+        let v = r.as_mut().and_then(Recycled::mine)?;
+        let i = v
+            .iter()
+            .position(|(s, _)| s.len() >= len && s.len() - len <= len / 4)?;
+        Some(v.swap_remove(i))
+    })
+}
+
+/// Runs `f` with received segments recycled: a segment this thread
+/// received by a proven move (writable, and nobody else's) and let go
+/// inside `f` is kept until `f` returns instead of being unmapped, and
+/// [`alloc`] inside `f` hands it out again for a new segment of about its
+/// size. When `f` returns (or unwinds) whatever was not reused is let go,
+/// so its allocator can overwrite it again.
+///
+/// A pool worker runs each task in one. The drop-in path copies its argument
+/// out of the caller's segment and writes its result, of the same size,
+/// into those very pages, which go back to the caller by a move: one
+/// segment per call instead of two, no fresh pages to fault in the worker
+/// and no fresh mapping in the caller. Scopes nest; an inner one starts
+/// empty.
+///
+/// ```
+/// use npshmex_shm::cache;
+/// let n = cache::recycle_scope(|| cache::alloc(1 << 20).map(|(s, _)| s.segment().len()));
+/// assert_eq!(n?, 1 << 20);
+/// # Ok::<(), npshmex_shm::ShmError>(())
+/// ```
+pub fn recycle_scope<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Recycled>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let mine = RECYCLED.with(|r| std::mem::replace(&mut *r.borrow_mut(), self.0.take()));
+            match mine {
+                // Unmapped with no borrow of the cell held.
+                Some(m) if m.pid == std::process::id() => drop(m),
+                // A forked child's copy: the mappings are not its own.
+                other => std::mem::forget(other),
+            }
+        }
+    }
+    let outer = RECYCLED.with(|r| {
+        r.borrow_mut().replace(Recycled {
+            pid: std::process::id(),
+            segs: Vec::new(),
+        })
+    });
+    let _restore = Restore(outer);
+    f()
 }
 
 /// [`alloc`] for a segment that will be sealed right away (a file format
