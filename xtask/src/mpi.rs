@@ -275,9 +275,15 @@ fn wait_gone(
 
 /// Builds `npshmex-mpi`'s example `seed_mpi` in release mode; its path.
 pub fn build_seed_example() -> Result<PathBuf> {
+    let (profile, dir) = if util::dev_runners() {
+        ("dev", "debug")
+    } else {
+        ("release", "release")
+    };
     sh(cargo().args([
         "build",
-        "--release",
+        "--profile",
+        profile,
         "--quiet",
         "-p",
         "npshmex-mpi",
@@ -285,7 +291,7 @@ pub fn build_seed_example() -> Result<PathBuf> {
         "seed_mpi",
     ]))?;
     Ok(util::target_dir()
-        .join("release")
+        .join(dir)
         .join("examples")
         .join("seed_mpi"))
 }

@@ -44,6 +44,7 @@ pub fn run(opts: &flags::Test) -> Result<()> {
     let shm_before = util::shm_entries();
     let workers_before = util::worker_pids();
     let mut r = Report { steps: Vec::new() };
+    util::use_dev_runners()?;
 
     // npshmex-mpi needs the system MPI: installed here when missing and
     // root; otherwise every step leaves that one crate out, and its own

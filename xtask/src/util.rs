@@ -21,6 +21,42 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The `cargo` that runs this xtask.
+/// This dev build, kept as the runner of smoke runs (see
+/// [`use_dev_runners`]).
+static DEV_RUNNER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes release-built runners (the bench runner, the MPI seed example)
+/// dev builds instead: `cargo xtask test`'s bench and MPI steps are smoke
+/// runs, and CI should not compile the workspace a third time at
+/// opt-level 3. The bench runner is this very executable, hard-linked
+/// aside first: a later cargo step of the same run may replace
+/// `target/debug/xtask` (another feature set), and a replaced file can no
+/// longer be started by its path.
+///
+/// # Errors
+/// When this executable cannot be found or linked (or copied) aside.
+pub fn use_dev_runners() -> Result<()> {
+    let exe = std::env::current_exe().context("locating this xtask")?;
+    let runner = target_dir().join("xtask-smoke-runner");
+    let _ = std::fs::remove_file(&runner);
+    if std::fs::hard_link(&exe, &runner).is_err() {
+        std::fs::copy(&exe, &runner)
+            .with_context(|| format!("copying {} to {}", exe.display(), runner.display()))?;
+    }
+    let _ = DEV_RUNNER.set(runner);
+    Ok(())
+}
+
+/// Whether runners are dev builds (`cargo xtask test`) or release builds.
+pub fn dev_runners() -> bool {
+    DEV_RUNNER.get().is_some()
+}
+
+/// The bench runner of a smoke run, if [`use_dev_runners`] was called.
+pub fn dev_runner() -> Option<&'static Path> {
+    DEV_RUNNER.get().map(PathBuf::as_path)
+}
+
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

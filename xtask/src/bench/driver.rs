@@ -51,9 +51,18 @@ pub fn run(opts: &flags::Bench) -> Result<()> {
         }
     }
 
-    eprintln!("building the release runner");
-    util::run_cmd(util::cargo().args(["build", "--release", "--quiet", "-p", "xtask"]))?;
-    let bin = util::target_dir().join("release").join("xtask");
+    let bin = if let Some(runner) = util::dev_runner() {
+        // `cargo xtask test`'s smoke run: this very (dev) build runs the
+        // cases; its figures only show that every case works.
+        eprintln!(
+            "bench: smoke run in the dev build (figures are not comparable to a release run)"
+        );
+        runner.to_path_buf()
+    } else {
+        eprintln!("building the release runner");
+        util::run_cmd(util::cargo().args(["build", "--release", "--quiet", "-p", "xtask"]))?;
+        util::target_dir().join("release").join("xtask")
+    };
     let peers = Peers::prepare(&selected, opts);
 
     let mut res = Results {
