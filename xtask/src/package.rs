@@ -27,7 +27,9 @@ use std::process::Command;
 /// `with_mpi` (no system MPI here), npshmex-mpi is left out: its packaged
 /// form could not be built.
 pub fn run(allow_dirty: bool, with_mpi: bool) -> Result<()> {
+    forget_verified_builds()?;
     let mut cmd = cargo();
+    cmd.env("CARGO_TARGET_DIR", verify_target());
     // Every member but the two that are never published.
     cmd.args([
         "package",
@@ -49,6 +51,61 @@ pub fn run(allow_dirty: bool, with_mpi: bool) -> Result<()> {
         crates.retain(|(name, _)| name != "npshmex-mpi");
     }
     examples_from_crates(&crates)
+}
+
+/// Where cargo packages and verifies: a target directory of its own. The
+/// verification builds the packaged crates with their own (default)
+/// profile, so it shares no artifact with the checkout's builds anyway.
+fn verify_target() -> std::path::PathBuf {
+    util::target_dir().join("package-verify")
+}
+
+/// Makes cargo rebuild the packaged crates it verified in an earlier run.
+///
+/// Packaged sources carry the fixed mtime cargo writes into `.crate`
+/// files, and cargo extracts a registry crate only once: a crate changed
+/// since the last run (same version) would be taken from its old
+/// extraction, or its old build would look fresh, and be linked in its old
+/// form. So our crates' builds in the verification's target directory and
+/// cargo's extractions of them from the local registries it makes for
+/// verifying (`$CARGO_HOME/registry/src/-<hash>/npshmex-*`) are removed;
+/// the dependencies stay compiled.
+fn forget_verified_builds() -> Result<()> {
+    let debug = verify_target().join("debug");
+    let mut stale: Vec<std::path::PathBuf> = Vec::new();
+    for dir in [debug.join(".fingerprint"), debug.join("deps")] {
+        stale.extend(entries(&dir, |name| name.contains("npshmex")));
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        // Local registries have no name: their directories start with '-'.
+        for registry in entries(&home.join("registry").join("src"), |n| n.starts_with('-')) {
+            stale.extend(entries(&registry, |n| n.starts_with("npshmex-")));
+        }
+    }
+    for path in stale {
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        gone.with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The entries of `dir` whose names pass `keep` (none if `dir` is absent).
+fn entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The workspace members that may be published, as `(name, version)`.
@@ -85,7 +142,7 @@ fn published() -> Result<Vec<(String, String)>> {
 /// Stage 2: the examples, built from the unpacked `.crate` files.
 fn examples_from_crates(crates: &[(String, String)]) -> Result<()> {
     let target = util::target_dir();
-    let packaged = target.join("package");
+    let packaged = verify_target().join("package");
     let scratch = target.join("package-check");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)

@@ -20,7 +20,6 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The `cargo` that runs this xtask.
 /// This dev build, kept as the runner of smoke runs (see
 /// [`use_dev_runners`]).
 static DEV_RUNNER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -57,6 +56,7 @@ pub fn dev_runner() -> Option<&'static Path> {
     DEV_RUNNER.get().map(PathBuf::as_path)
 }
 
+/// The `cargo` that runs this xtask.
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
