@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::pool;
+use common::{pool, Padded};
 use ndarray::{arr1, Array1, Array2, CowArray, Ix1, Ix2, ShapeBuilder};
 use npshmex_ndarray::Access;
 use npshmex_ndarray::{
@@ -335,22 +335,6 @@ record! {
         pub name: [u8; 7],
         /// A field.
         pub pos: [f32; 2],
-    }
-}
-
-record! {
-    /// The benchmark's record: padding after `flag`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq)]
-    pub struct Padded {
-        /// A field.
-        pub id: i64,
-        /// A field.
-        pub x: f64,
-        /// A field.
-        pub flag: u8,
-        /// A field.
-        pub name: [u8; 16],
     }
 }
 

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::Padded;
+
 use ndarray::{s, Array1, Array2, ArrayView, Axis, Dimension, Ix1, Ix2, ShapeBuilder, Slice};
 use npshmex_codec::{to_bytes, NpyHeader};
 use npshmex_ndarray::{
@@ -21,22 +23,6 @@ use npshmex_testkit::oob_roundtrip;
 use std::fmt::Debug;
 
 npshmex_pool::test_support!();
-
-record! {
-    /// The record of issue 16: 33 bytes of fields, 7 of padding at the end.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq)]
-    pub struct Padded {
-        /// A field.
-        pub id: i64,
-        /// A field.
-        pub x: f64,
-        /// A field.
-        pub flag: u8,
-        /// A field.
-        pub name: [u8; 16],
-    }
-}
 
 record! {
     /// Padding inside (after `ok`) and at the end, a validated `bool`, and

@@ -2,6 +2,7 @@
 //! leak check (npshmex-testkit's) with the segment cache emptied first.
 #![allow(dead_code)]
 
+use npshmex_ndarray::record;
 use npshmex_pool::ProcessPoolExecutor;
 use npshmex_testkit::LeakCheck;
 use std::time::Duration;
@@ -26,4 +27,21 @@ pub fn leak_check() -> LeakCheck {
 pub fn held_segment_count(_: ()) -> usize {
     npshmex_ndarray::cache::clear();
     npshmex_testkit::held_segments().len()
+}
+
+record! {
+    /// The record of issue 16 (and of the benchmark): 33 bytes of fields,
+    /// 7 of padding at the end.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Padded {
+        /// A field.
+        pub id: i64,
+        /// A field.
+        pub x: f64,
+        /// A field.
+        pub flag: u8,
+        /// A field.
+        pub name: [u8; 16],
+    }
 }
