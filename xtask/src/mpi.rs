@@ -275,10 +275,10 @@ fn wait_gone(
 
 /// Builds `npshmex-mpi`'s example `seed_mpi` in release mode; its path.
 pub fn build_seed_example() -> Result<PathBuf> {
-    let (profile, dir) = if util::dev_runners() {
-        ("dev", "debug")
+    let profile = if util::dev_runners() {
+        "dev"
     } else {
-        ("release", "release")
+        "release"
     };
     sh(cargo().args([
         "build",
@@ -290,10 +290,15 @@ pub fn build_seed_example() -> Result<PathBuf> {
         "--example",
         "seed_mpi",
     ]))?;
-    Ok(util::target_dir()
-        .join(dir)
+    Ok(seed_example_path())
+}
+
+/// Where [`build_seed_example`] puts the example.
+pub fn seed_example_path() -> PathBuf {
+    util::target_dir()
+        .join(util::runner_profile_dir())
         .join("examples")
-        .join("seed_mpi"))
+        .join("seed_mpi")
 }
 
 /// Runs `cargo xtask mpi`.

@@ -46,9 +46,23 @@ pub fn use_dev_runners() -> Result<()> {
     Ok(())
 }
 
-/// Whether runners are dev builds (`cargo xtask test`) or release builds.
+/// Set in the environment of a bench runner started by a smoke run, so
+/// that it looks for the dev builds its parent made.
+pub const DEV_RUNNERS_ENV: &str = "NPSHMEX_XTASK_DEV_RUNNERS";
+
+/// Whether runners are dev builds (`cargo xtask test`, and the runners it
+/// starts) or release builds.
 pub fn dev_runners() -> bool {
-    DEV_RUNNER.get().is_some()
+    DEV_RUNNER.get().is_some() || std::env::var_os(DEV_RUNNERS_ENV).is_some()
+}
+
+/// The directory under the target directory that runners are built in.
+pub fn runner_profile_dir() -> &'static str {
+    if dev_runners() {
+        "debug"
+    } else {
+        "release"
+    }
 }
 
 /// The bench runner of a smoke run, if [`use_dev_runners`] was called.

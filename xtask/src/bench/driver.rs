@@ -257,6 +257,10 @@ impl Peers {
                 self.mpi.clone()?;
                 let mut c = Command::new(bin);
                 c.args(["bench-case", &case.name]);
+                // The runner looks for the seed example the parent built.
+                if util::dev_runners() {
+                    c.env(util::DEV_RUNNERS_ENV, "1");
+                }
                 if quick {
                     c.arg("--quick");
                 }

@@ -57,10 +57,7 @@ fn tiny_tasks(scale: &Scale) -> usize {
 }
 
 fn example() -> Result<PathBuf> {
-    let exe = util::target_dir()
-        .join("release")
-        .join("examples")
-        .join("seed_mpi");
+    let exe = crate::mpi::seed_example_path();
     ensure!(
         exe.exists(),
         "{} is not built (the bench parent builds it)",
