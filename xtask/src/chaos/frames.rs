@@ -44,8 +44,12 @@ fn square(n: u64) -> u64 {
 }
 
 /// A task whose argument travels in a memfd (past the default `inline_max`
-/// of 64 KiB), so the worker reads its socket for the fd.
+/// of 64 KiB), so the worker reads its socket for the fd. It lasts a few
+/// milliseconds: the pool then keeps one task per worker instead of
+/// batching a burst to the first idle one, so every worker, the victim
+/// included, gets some of the tasks after an injection.
 fn sum_bytes((n, bytes): (u64, Vec<u8>)) -> u64 {
+    std::thread::sleep(Duration::from_millis(2));
     n * n + bytes.iter().map(|&b| u64::from(b)).sum::<u64>()
 }
 
@@ -202,10 +206,12 @@ pub fn run(rounds: usize, seed: u64) -> Result<Option<Stats>> {
                 Instant::now() < deadline,
                 "round {round}: worker {victim} still runs 20 s after receiving garbage"
             );
-            for i in 0..2u64 {
-                let _ = pool
-                    .submit(sum_bytes, with_fd(i))?
-                    .result_timeout(Duration::from_secs(60));
+            // Two at once: one for each worker.
+            let futures = (0..2u64)
+                .map(|i| pool.submit(sum_bytes, with_fd(i)))
+                .collect::<Result<Vec<_>, _>>()?;
+            for mut f in futures {
+                let _ = f.result_timeout(Duration::from_secs(60));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
