@@ -524,12 +524,11 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
             slot.no_cache = true;
             return Ok((slot, Fresh::Dirty));
         }
-        let slack = len / 4;
         let mut c = cache();
         let found = c
             .entries
             .iter()
-            .position(|e| e.seg.len() >= len && e.seg.len() - len <= slack && e.exclusive());
+            .position(|e| about(e.seg.len(), len) && e.exclusive());
         if let Some(i) = found {
             let e = c.remove(i);
             drop(c);
@@ -563,8 +562,13 @@ struct Recycled {
 }
 
 impl Recycled {
+    /// Whether this process opened the scope (not a child forked in it).
+    fn here(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
     fn mine(&mut self) -> Option<&mut Vec<(Segment, FileKey)>> {
-        (self.pid == std::process::id()).then_some(&mut self.segs)
+        self.here().then_some(&mut self.segs)
     }
 }
 
@@ -580,14 +584,18 @@ fn stash_recycled(seg: Segment, key: FileKey) -> Option<Segment> {
     })
 }
 
-/// A recycled segment of about `len` bytes (at most a quarter more).
+/// Whether a kept segment of `have` bytes may serve a request for `len`:
+/// large enough, and at most a quarter larger.
+fn about(have: usize, len: usize) -> bool {
+    have >= len && have - len <= len / 4
+}
+
+/// A recycled segment of about `len` bytes ([`about`]).
 fn take_recycled(len: usize) -> Option<(Segment, FileKey)> {
     RECYCLED.with(|r| {
         let mut r = r.borrow_mut();
         let v = r.as_mut().and_then(Recycled::mine)?;
-        let i = v
-            .iter()
-            .position(|(s, _)| s.len() >= len && s.len() - len <= len / 4)?;
+        let i = v.iter().position(|(s, _)| about(s.len(), len))?;
         Some(v.swap_remove(i))
     })
 }
@@ -619,7 +627,7 @@ pub fn recycle_scope<T>(f: impl FnOnce() -> T) -> T {
             let mine = RECYCLED.with(|r| std::mem::replace(&mut *r.borrow_mut(), self.0.take()));
             match mine {
                 // Unmapped with no borrow of the cell held.
-                Some(m) if m.pid == std::process::id() => drop(m),
+                Some(m) if m.here() => drop(m),
                 // A forked child's copy: the mappings are not its own.
                 other => std::mem::forget(other),
             }

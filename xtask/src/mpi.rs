@@ -273,17 +273,13 @@ fn wait_gone(
     }
 }
 
-/// Builds `npshmex-mpi`'s example `seed_mpi` in release mode; its path.
+/// Builds `npshmex-mpi`'s example `seed_mpi` (release, or the dev build
+/// in a smoke run: [`util::runner_profile`]); its path.
 pub fn build_seed_example() -> Result<PathBuf> {
-    let profile = if util::dev_runners() {
-        "dev"
-    } else {
-        "release"
-    };
     sh(cargo().args([
         "build",
         "--profile",
-        profile,
+        util::runner_profile(),
         "--quiet",
         "-p",
         "npshmex-mpi",

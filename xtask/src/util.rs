@@ -56,12 +56,21 @@ pub fn dev_runners() -> bool {
     DEV_RUNNER.get().is_some() || std::env::var_os(DEV_RUNNERS_ENV).is_some()
 }
 
-/// The directory under the target directory that runners are built in.
-pub fn runner_profile_dir() -> &'static str {
+/// The cargo profile runners are built with: `dev` or `release`.
+pub fn runner_profile() -> &'static str {
     if dev_runners() {
-        "debug"
+        "dev"
     } else {
         "release"
+    }
+}
+
+/// The directory under the target directory that runners are built in
+/// (cargo puts the `dev` profile in `debug`).
+pub fn runner_profile_dir() -> &'static str {
+    match runner_profile() {
+        "dev" => "debug",
+        other => other,
     }
 }
 
