@@ -72,8 +72,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Arrays whose `.npy` form (header and data) is smaller than this go inline
 /// in the serialized bytes even inside a pool: below it, passing a segment
-/// costs more than copying.
-pub const INLINE_MAX: usize = 64 * 1024;
+/// costs more than copying. From this size on the segment cache keeps
+/// segments for reuse ([`npshmex_shm::cache::MIN_CACHED`]), so the segments
+/// of the drop-in path are reused from call to call.
+pub const INLINE_MAX: usize = npshmex_shm::cache::MIN_CACHED;
 
 /// Serializes any ndarray array or view via shared memory (in a pool) or
 /// inline (elsewhere or when small). For `#[serde(with = "...")]`.

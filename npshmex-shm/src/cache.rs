@@ -58,7 +58,7 @@ use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rustix::fs::FlockOperation;
 
@@ -66,8 +66,10 @@ use crate::error::{Result, ShmError};
 use crate::segment::{FileKey, Segment};
 use crate::{Access, Seals};
 
-/// Segments smaller than this are never cached: their faults cost little.
-const MIN_CACHED: usize = 1 << 20;
+/// Segments smaller than this are never cached (their faults cost
+/// little); the drop-in arrays of `npshmex-ndarray` start travelling in
+/// segments at this size, so every one of them finds a reusable segment.
+pub const MIN_CACHED: usize = 64 << 10;
 /// Segments up to this size are small: allocated in power-of-two size
 /// classes from 4 KiB and kept for reuse by class (see [`alloc`]); moves of
 /// at most this many used bytes travel inline ([`crate::oob::send_segment`]).
@@ -89,12 +91,20 @@ pub struct CacheLimits {
 }
 
 impl Default for CacheLimits {
-    /// 1 GiB and 16 segments.
+    /// An eighth of the machine's memory, at least 1 GiB (3 GiB with 24 GiB
+    /// of RAM), and 32 segments: an array of a good part of memory is still
+    /// reused from call to call, and arrays of a few hundred KiB do not
+    /// push it out at once.
     fn default() -> Self {
-        CacheLimits {
-            bytes: 1 << 30,
-            entries: 16,
-        }
+        static BYTES: OnceLock<usize> = OnceLock::new();
+        let bytes = *BYTES.get_or_init(|| {
+            let info = rustix::system::sysinfo();
+            let total = (info.totalram as u64).saturating_mul(u64::from(info.mem_unit.max(1)));
+            usize::try_from(total / 8)
+                .unwrap_or(usize::MAX)
+                .max(1 << 30)
+        });
+        CacheLimits { bytes, entries: 32 }
     }
 }
 
@@ -370,7 +380,8 @@ impl Entry {
 struct Cache {
     entries: Vec<Entry>,
     bytes: usize,
-    limits: CacheLimits,
+    /// `None`: [`CacheLimits::default`].
+    limits: Option<CacheLimits>,
     /// The process the entries belong to (0: none yet).
     pid: u32,
 }
@@ -378,10 +389,7 @@ struct Cache {
 static CACHE: Mutex<Cache> = Mutex::new(Cache {
     entries: Vec::new(),
     bytes: 0,
-    limits: CacheLimits {
-        bytes: 1 << 30,
-        entries: 16,
-    },
+    limits: None,
     pid: 0,
 });
 
@@ -403,6 +411,10 @@ fn cache() -> MutexGuard<'static, Cache> {
 }
 
 impl Cache {
+    fn limits(&self) -> CacheLimits {
+        self.limits.unwrap_or_default()
+    }
+
     fn remove(&mut self, i: usize) -> Entry {
         let e = self.entries.remove(i);
         self.bytes -= e.seg.len();
@@ -413,8 +425,9 @@ impl Cache {
     /// unmapped after the lock is released.
     fn trim(&mut self) -> Vec<Entry> {
         let mut out = Vec::new();
+        let limits = self.limits();
         while !self.entries.is_empty()
-            && (self.entries.len() > self.limits.entries || self.bytes > self.limits.bytes)
+            && (self.entries.len() > limits.entries || self.bytes > limits.bytes)
         {
             out.push(self.remove(0));
         }
@@ -425,7 +438,8 @@ impl Cache {
 fn put(entry: Entry) {
     let evicted = {
         let mut c = cache();
-        if entry.seg.len() > c.limits.bytes || c.limits.entries == 0 {
+        let limits = c.limits();
+        if entry.seg.len() > limits.bytes || limits.entries == 0 {
             Vec::from([entry])
         } else {
             c.bytes += entry.seg.len();
@@ -480,7 +494,7 @@ fn class_index(class: usize) -> usize {
 }
 
 fn put_small(class: usize, seg: Segment, key: FileKey) {
-    if cache().limits.entries == 0 {
+    if cache().limits().entries == 0 {
         // A zero limit disables every kind of reuse.
         return;
     }
@@ -684,7 +698,7 @@ pub(crate) fn take_mapping(key: FileKey, access: Access) -> Option<Slot> {
 pub fn set_limits(limits: CacheLimits) {
     let evicted = {
         let mut c = cache();
-        c.limits = limits;
+        c.limits = Some(limits);
         c.trim()
     };
     drop(evicted);
@@ -692,7 +706,7 @@ pub fn set_limits(limits: CacheLimits) {
 
 /// The bounds of this process's segment cache.
 pub fn limits() -> CacheLimits {
-    cache().limits
+    cache().limits()
 }
 
 /// What this process's segment cache holds.

@@ -21,7 +21,9 @@
 //! the receiver gets a copy instead. The receiver trusts a move only when
 //! the transport says so ([`with_received_moves`], `unsafe`: the pool's
 //! peers run this code); through the safe [`with_received`] a moved segment
-//! is sealed against writes and mapped privately, or refused.
+//! is sealed against writes and mapped privately, or, when someone still
+//! maps it writable, copied with `pread` into a segment of the receiver's
+//! own.
 //!
 //! # One error channel
 //! serde formats such as postcard drop the message of custom errors. The
@@ -580,7 +582,8 @@ pub fn is_collecting() -> bool {
 ///
 /// No fd counts as a proven move: a segment sent as [`Transfer::Move`] is
 /// sealed against writes and mapped privately (the receiver may still
-/// write it, privately), or refused if someone else maps it writable.
+/// write it, privately), or copied (read with `pread`, never mapped) into
+/// a new segment of this process if someone else maps it writable.
 pub fn with_received<T>(fds: Vec<OwnedFd>, f: impl FnOnce() -> T) -> (T, Option<Cause>) {
     let items = fds
         .into_iter()
@@ -673,13 +676,17 @@ pub fn take_fd(index: u32) -> Result<OwnedFd> {
 ///   mapping of the file when it has one, which is how a segment that comes
 ///   back costs no page faults); it must be sealed against shrinking;
 /// - a move that is not proven: sealed against writes here, then mapped
-///   privately ([`Access::CopyOnWrite`]);
+///   privately ([`Access::CopyOnWrite`]); when that cannot be done (someone
+///   maps the file writable, such as a sender whose cache keeps its mapping
+///   for reuse) its bytes are read with `pread` into a new writable segment
+///   of this process, so no write of the sender's can race with a read here;
 /// - [`Transfer::ReadOnly`] / [`Transfer::CopyOnWrite`]: the segment must
 ///   be sealed against shrinking and writes ([`Segment::from_fd_sealed`]).
 ///
 /// # Errors
-/// [`ShmError::NotSealed`], [`ShmError::NotExclusive`] (an unproven move of
-/// a file someone maps writable), and as [`take_fd`].
+/// [`ShmError::NotSealed`], [`ShmError::TooSmall`] (a file shrunk while
+/// it was copied), [`ShmError::NotRegular`], [`ShmError::NoSpace`], and as
+/// [`take_fd`].
 pub fn receive(r: SegmentRef) -> Result<Slot> {
     let (fd, moved) = match take(r.index)? {
         Received::Fd { fd, moved } => (fd, moved),
@@ -696,17 +703,19 @@ pub fn receive(r: SegmentRef) -> Result<Slot> {
             Ok(Slot::new(seg, key, Origin::Received))
         }
         Transfer::Move => {
-            match segment::add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE) {
-                Ok(()) => {}
-                Err(ShmError::Io { .. }) => {
-                    return Err(ShmError::NotExclusive {
-                        reason: "a segment moved by an untrusted sender, still mapped writable,",
-                    })
-                }
-                Err(e) => return Err(e),
+            let sealed = segment::require_seals(fd.as_fd(), Seals::SHRINK | Seals::WRITE)
+                .or_else(|_| segment::add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE));
+            if sealed.is_ok() {
+                let seg = Segment::from_fd_sealed(fd, Access::CopyOnWrite, 0)?;
+                return Ok(Slot::new(seg, key, Origin::Received));
             }
-            let seg = Segment::from_fd_sealed(fd, Access::CopyOnWrite, 0)?;
-            Ok(Slot::new(seg, key, Origin::Received))
+            // Someone still maps the file writable (a sender that keeps its
+            // mapping for reuse, in this process or another), or it cannot
+            // be sealed: a copy read with `pread`, which no write of theirs
+            // can turn into a data race here.
+            let seg = segment::copy_of_file(fd.as_fd())?;
+            let key = seg.file_key()?;
+            Ok(Slot::new(seg, key, Origin::Own))
         }
         Transfer::ReadOnly => {
             segment::require_seals(fd.as_fd(), Seals::SHRINK | Seals::WRITE)?;
@@ -866,17 +875,34 @@ mod tests {
     #[test]
     fn an_unproven_move_is_sealed_and_private() -> Result<()> {
         // Large enough for the cache to keep its mapping after the send.
-        let (mut slot, _) = cache::alloc((2 << 20) + 4096 * 3)?;
-        slot.segment_mut().as_mut_slice()?[0] = 3;
+        let n = (2 << 20) + 4096 * 3;
+        let (mut slot, _) = cache::alloc(n)?;
+        slot.segment_mut().as_mut_slice()?[..3].copy_from_slice(&[3, 1, 4]);
+        let sent_key = slot.file_key();
         let slot = Arc::new(slot);
         let (r, collected) = collect(|| send(&slot, Transfer::Move));
         let r = r?;
         drop(slot);
         // Received without trusting the flags: the sender's cache still maps
-        // the segment writable, so it cannot be sealed, and is refused.
+        // the segment writable, so it cannot be sealed: the receiver gets a
+        // copy of its own, read without mapping the sender's file.
         let out = collected.finish()?;
         let (got, _) = with_received(out.into_fds(), || receive(r));
-        assert!(matches!(got, Err(ShmError::NotExclusive { .. })));
+        let mut got = got?;
+        assert_ne!(got.file_key(), sent_key, "a copy, not the sent file");
+        assert_eq!(got.segment().len(), n);
+        assert!(got.segment().is_exclusive());
+        assert_eq!(&got.segment().as_slice()[..3], &[3, 1, 4]);
+        got.segment_mut().as_mut_slice()?[0] = 9;
+        let mut sent =
+            cache::take_mapping(sent_key, Access::ReadWrite).ok_or(ShmError::NoCollector)?;
+        assert_eq!(sent.segment().as_slice()[0], 3, "the copy is its own");
+        sent.segment_mut().as_mut_slice()?[1] = 7;
+        assert_eq!(
+            got.segment().as_slice()[1],
+            1,
+            "and the sender's is its own"
+        );
         // A segment nobody maps any more is sealed and mapped privately.
         let mut seg = Segment::anonymous(100)?;
         seg.as_mut_slice()?[0] = 4;

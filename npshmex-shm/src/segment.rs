@@ -542,6 +542,32 @@ fn checked_len(fd: BorrowedFd<'_>, min_len: u64) -> Result<usize> {
     to_len(size)
 }
 
+/// A copy of the whole file of `fd` (its `fstat` size) in a new anonymous
+/// segment that this process owns exclusively. The bytes are read with
+/// `pread`, never mapped: whatever another process does to the file
+/// meanwhile (write, shrink) can change what is read, or make the read come
+/// up short ([`ShmError::TooSmall`]), but never this process's memory.
+pub(crate) fn copy_of_file(fd: BorrowedFd<'_>) -> Result<Segment> {
+    let len = checked_len(fd, 0)?;
+    let mut seg = Segment::anonymous(len)?;
+    let buf = seg.as_mut_slice()?;
+    let mut done = 0;
+    while done < len {
+        match rustix::io::pread(fd, &mut buf[done..], done as u64) {
+            Ok(0) => {
+                return Err(ShmError::TooSmall {
+                    expected: len as u64,
+                    actual: done as u64,
+                })
+            }
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(ShmError::io("pread", e.into())),
+        }
+    }
+    Ok(seg)
+}
+
 /// Where the space of a reservation comes from, for the `available` figure of
 /// [`ShmError::NoSpace`].
 #[derive(Clone, Copy, Debug)]

@@ -281,8 +281,9 @@ pub fn build_seed_example() -> Result<PathBuf> {
         "--profile",
         util::runner_profile(),
         "--quiet",
-        "-p",
-        "npshmex-mpi",
+        // The whole workspace's package set (not `-p`): the same features
+        // as the other builds, so no dependency is built a second time.
+        "--workspace",
         "--example",
         "seed_mpi",
     ]))?;

@@ -81,17 +81,16 @@ pub fn run(opts: &flags::Test) -> Result<()> {
     r.step("tests", || {
         if util::on_path("cargo-nextest") {
             // npshmex-mpi's tests start MPI jobs: the "mpi tests" step runs
-            // them, one job at a time.
-            sh(cargo().args([
-                "nextest",
-                "run",
-                "--workspace",
-                "--exclude",
-                "npshmex-mpi",
-                "--no-fail-fast",
-                "--failure-output",
-                "final",
-            ]))?;
+            // them, one job at a time. It is still part of the build (a
+            // filter leaves its tests out), so that every step builds the
+            // same package set: one set of features, one build of each
+            // dependency on disk instead of one per step.
+            let mut cmd = cargo();
+            cmd.args(["nextest", "run"]).args(workspace(&[]));
+            if with_mpi {
+                cmd.args(["-E", "not package(npshmex-mpi)"]);
+            }
+            sh(cmd.args(["--no-fail-fast", "--failure-output", "final"]))?;
         } else {
             eprintln!("cargo-nextest not found: using cargo test");
             sh(cargo().args([
@@ -147,7 +146,17 @@ pub fn run(opts: &flags::Test) -> Result<()> {
         // its own, with default transports and over TCP, and the two-host
         // case in network namespaces (which says SKIPPED where they cannot
         // be made).
-        sh(cargo().args(["test", "-p", "npshmex-mpi", "--no-fail-fast"]))?;
+        // Through nextest over the whole workspace when it is there (the
+        // build of the "tests" step, nothing rebuilt), one job at a time.
+        if util::on_path("cargo-nextest") {
+            sh(cargo()
+                .args(["nextest", "run"])
+                .args(workspace(&[]))
+                .args(["-E", "package(npshmex-mpi)", "--test-threads", "1"])
+                .args(["--no-fail-fast", "--failure-output", "final"]))?;
+        } else {
+            sh(cargo().args(["test", "-p", "npshmex-mpi", "--no-fail-fast"]))?;
+        }
         Ok(Outcome::Passed)
     });
     r.step("mpi example", || {
