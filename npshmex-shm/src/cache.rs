@@ -174,7 +174,7 @@ impl Slot {
             resent: AtomicBool::new(false),
             lent: AtomicBool::new(false),
             no_cache: false,
-            pid: std::process::id(),
+            pid: crate::pid::current(),
         }
     }
 
@@ -301,7 +301,7 @@ fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
 impl Drop for Slot {
     fn drop(&mut self) {
         let Some(seg) = self.seg.take() else { return };
-        if self.pid != std::process::id() {
+        if self.pid != crate::pid::current() {
             // Inherited through fork: the fd may already be closed by the
             // child's setup (closing it again would abort); leave the handle
             // as the fork left it.
@@ -397,7 +397,7 @@ fn cache() -> MutexGuard<'static, Cache> {
     // A panic while holding the lock leaves the cache consistent (every
     // mutation is a single push/remove), so a poisoned lock is still usable.
     let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let me = std::process::id();
+    let me = crate::pid::current();
     if c.pid != me {
         // A forked child: the parent's entries are the parent's (it may reuse
         // them at any time), never this process's. Their fds may already be
@@ -468,7 +468,7 @@ static SMALL: Mutex<SmallPool> = Mutex::new(SmallPool {
 fn small_pool() -> MutexGuard<'static, SmallPool> {
     // Every mutation is a single push/pop: a poisoned lock is consistent.
     let mut p = SMALL.lock().unwrap_or_else(|p| p.into_inner());
-    let me = std::process::id();
+    let me = crate::pid::current();
     if p.pid != me {
         // A forked child: the entries' mappings were not inherited
         // (MADV_DONTFORK) and their fds may be closed already; they are
@@ -578,7 +578,7 @@ struct Recycled {
 impl Recycled {
     /// Whether this process opened the scope (not a child forked in it).
     fn here(&self) -> bool {
-        self.pid == std::process::id()
+        self.pid == crate::pid::current()
     }
 
     fn mine(&mut self) -> Option<&mut Vec<(Segment, FileKey)>> {
@@ -649,7 +649,7 @@ pub fn recycle_scope<T>(f: impl FnOnce() -> T) -> T {
     }
     let outer = RECYCLED.with(|r| {
         r.borrow_mut().replace(Recycled {
-            pid: std::process::id(),
+            pid: crate::pid::current(),
             segs: Vec::new(),
         })
     });

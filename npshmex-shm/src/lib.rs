@@ -109,6 +109,7 @@ pub mod hugepage;
 mod mapping;
 mod named;
 pub mod oob;
+mod pid;
 pub mod procfs;
 mod seals;
 mod segment;
