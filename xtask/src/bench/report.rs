@@ -237,6 +237,21 @@ fn where_the_time_goes(s: &mut String, res: &Results) {
         in_copies("seed.pool_zero_copy"),
         in_copies("seed.serde_pipe"),
     );
+    let (quarter, whole) = ("sweep.268435456.pool_copy", "sweep.1073741824.pool_copy");
+    let _ = writeln!(
+        s,
+        "- The drop-in path by size: 256 MiB {}, 1 GiB {}{}. Each call, the worker and \
+         then the caller copy the array out into fresh heap memory (an owned `Array` is a \
+         `Vec`), which the echo then frees: 2 × the array of new pages per call, whatever \
+         npshmex does with its segments (those are reused). {}",
+        show(quarter, "µs"),
+        show(whole, "µs"),
+        match (get(quarter), get(whole)) {
+            (Some(q), Some(w)) if q > 0.0 => format!(", {}× for 4× the bytes", num(w / q)),
+            _ => String::new(),
+        },
+        page_reporting(),
+    );
     let _ = writeln!(
         s,
         "- A wake-up across processes: a socket round trip {} against two processes \
@@ -246,6 +261,31 @@ fn where_the_time_goes(s: &mut String, res: &Results) {
         show("limit.spin_rtt", "µs"),
         show("tiny.roundtrip", "µs"),
     );
+}
+
+/// What this machine says about free page reporting, which decides what
+/// fresh heap memory costs when a virtual machine's host takes freed pages
+/// back.
+fn page_reporting() -> String {
+    let dir = std::path::Path::new("/sys/module/page_reporting/parameters");
+    let read = |n: &str| {
+        std::fs::read_to_string(dir.join(n))
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    match read("page_reporting_order") {
+        None => "This kernel does not report free pages to a hypervisor.".to_string(),
+        Some(order) => format!(
+            "This kernel reports freed memory to its hypervisor (free page reporting, \
+             blocks of order {order}{}): memory freed and allocated again can come back \
+             through a host page fault, costing far more than a fresh page of the guest's \
+             own (seen here: numpy's `np.ones` of 1 GiB 3.1 s at first, 0.15 s when \
+             repeated at once), and large arrays freed every call are what it takes back.",
+            read("max_waiting_mib")
+                .map(|m| format!(", once more than {m} MiB wait"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// The targets as plain text lines for the terminal (reasons of absence are in results.md).
