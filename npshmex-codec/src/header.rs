@@ -280,6 +280,12 @@ impl NpyHeader {
             what: "header length",
         })?;
         let raw = bytes.get(len_end..end).ok_or_else(|| truncated(end))?;
+        // The header is a pure function of these bytes: a stream of arrays
+        // of one shape (a pool's tasks) parses its header once per thread.
+        let whole = &bytes[..end];
+        if let Some(header) = recent::find(whole) {
+            return Ok((header, end));
+        }
         let text: String = match version {
             Version::V3 => std::str::from_utf8(raw)
                 .map_err(|e| CodecError::HeaderEncoding {
@@ -305,6 +311,7 @@ impl NpyHeader {
                 len_end + in_raw
             })
         })?;
+        recent::keep(whole, &header);
         Ok((header, end))
     }
 
@@ -407,9 +414,73 @@ fn padded_total(dict_len: usize, version: Version) -> usize {
     prefix + hlen + padlen
 }
 
+/// The headers this thread parsed last, by their exact bytes.
+mod recent {
+    use super::NpyHeader;
+    use std::cell::RefCell;
+
+    /// Headers kept per thread.
+    const KEPT: usize = 8;
+    /// Longer headers (large structured dtypes) are parsed every time.
+    const MAX_BYTES: usize = 1024;
+
+    thread_local! {
+        static RECENT: RefCell<Vec<(Box<[u8]>, NpyHeader)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The header parsed from exactly `bytes` earlier on this thread.
+    pub(super) fn find(bytes: &[u8]) -> Option<NpyHeader> {
+        if bytes.len() > MAX_BYTES {
+            return None;
+        }
+        RECENT
+            .try_with(|r| {
+                let r = r.borrow();
+                r.iter()
+                    .find(|(k, _)| **k == *bytes)
+                    .map(|(_, h)| h.clone())
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps `header`, parsed from `bytes`, evicting the oldest.
+    pub(super) fn keep(bytes: &[u8], header: &NpyHeader) {
+        if bytes.len() > MAX_BYTES {
+            return;
+        }
+        let _ = RECENT.try_with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= KEPT {
+                r.remove(0);
+            }
+            r.push((bytes.into(), header.clone()));
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_seen_before_reads_the_same_and_one_byte_apart_does_not() -> Result<()> {
+        let f8 = DType::parse_descr("<f8")?;
+        let a = NpyHeader::new(f8.clone(), vec![12345]).to_bytes()?;
+        let b = NpyHeader::new(f8, vec![12346]).to_bytes()?;
+        assert_eq!(a.len(), b.len());
+        for _ in 0..3 {
+            assert_eq!(NpyHeader::read(&a)?.0.shape, [12345]);
+            assert_eq!(NpyHeader::read(&b)?.0.shape, [12346]);
+        }
+        // Bytes past the header (the data) are not part of what is kept.
+        let mut with_data = a.clone();
+        with_data.extend_from_slice(&[7; 16]);
+        assert_eq!(NpyHeader::read(&with_data)?, NpyHeader::read(&a)?);
+        // A header cut short is an error, however often its whole form was read.
+        assert!(NpyHeader::read(&a[..a.len() - 1]).is_err());
+        Ok(())
+    }
 
     #[test]
     fn numpy_bytes_for_a_simple_array() {
