@@ -35,9 +35,14 @@ pub fn run(name: &str, scale: &Scale) -> Result<Vec<f64>> {
         bail!("not a sweep case: {name}");
     };
     let n = (bytes / 8).max(1);
-    // Small payloads: average several round trips per sample, or one
-    // sample would be a single noisy wake-up.
-    let k = ((16 << 20) / bytes.max(1)).clamp(1, 100);
+    // Small payloads: average many round trips per sample, or one sample
+    // would be a single noisy wake-up. 100 were too few: right after a
+    // pool starts the scheduler is still placing the caller's and the
+    // worker's threads, and the first few hundred tiny round trips can take
+    // ~3x the steady state (seen in a small program, 100-call batches of a
+    // one-element Vec: 12.6, 8.9, 9.2, 11.4, then 2.9-4.7 µs). Every path
+    // gets the same k.
+    let k = ((16 << 20) / bytes.max(1)).clamp(1, 1000);
     let last = (n - 1) as f64;
     let ok = |first: Option<&f64>, end: Option<&f64>, len: usize| {
         ensure!(
