@@ -478,12 +478,10 @@ impl NamedSegment {
     /// that this process owns exclusively (freeze it to share it read-only).
     ///
     /// # Errors
-    /// As [`Segment::anonymous`] and [`NamedSegment::read_at`].
+    /// As [`Segment::anonymous`]; [`ShmError::TooSmall`] when someone
+    /// shrinks the file while it is read; [`ShmError::Io`].
     pub fn to_segment(&self) -> Result<Segment> {
-        let len = segment::to_len(self.current_len()?)?;
-        let mut seg = Segment::anonymous(len)?;
-        self.read_at(0, seg.as_mut_slice()?)?;
-        Ok(seg)
+        segment::copy_of_file(self.file.as_fd())
     }
 
     /// Removes the name (the file lives on while open or mapped anywhere).

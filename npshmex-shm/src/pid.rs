@@ -50,11 +50,14 @@ pub(crate) fn current() -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::current;
+    use super::{current, HANDLER, PID};
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn matches_the_system_and_is_kept() {
         assert_eq!(current(), std::process::id());
+        assert!(HANDLER.load(Ordering::Relaxed), "pthread_atfork refused");
+        assert_eq!(PID.load(Ordering::Relaxed), std::process::id(), "kept");
         assert_eq!(current(), std::process::id());
     }
 
