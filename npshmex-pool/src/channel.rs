@@ -311,7 +311,7 @@ impl Channel {
     /// Whether the incoming ring holds an entry.
     pub(crate) fn has_incoming(&self) -> bool {
         let r = self.incoming();
-        self.w64(r.head).load(Ordering::Acquire) != self.w64(r.tail).load(Ordering::Relaxed)
+        self.w64(r.head).load(Ordering::SeqCst) != self.w64(r.tail).load(Ordering::Relaxed)
     }
 
     /// The next frame, if one is published; its fds are taken from the
@@ -429,6 +429,29 @@ impl Channel {
             if let Some(m) = self.try_recv()? {
                 return Ok(Some(m));
             }
+        }
+    }
+
+    /// Stops the other end from waking a reader parked on the incoming
+    /// ring: someone else polls it (a caller receiving for the slot
+    /// thread), so a wake-up would only put a third thread on two busy
+    /// cores. Undone by [`Channel::rearm_wakes`].
+    pub(crate) fn mute_wakes(&self) {
+        self.w32(self.incoming().data_sleeping)
+            .store(0, Ordering::SeqCst);
+    }
+
+    /// Undoes [`Channel::mute_wakes`] for a reader still parked on the
+    /// incoming ring: the other end wakes it again from its next publish
+    /// on, and what was published while muted wakes it now (the flag is
+    /// stored before the ring is checked, and the writer publishes before
+    /// it reads the flag, so one of the two sees the other).
+    pub(crate) fn rearm_wakes(&self) {
+        let r = self.incoming();
+        self.w32(r.data_sleeping).store(1, Ordering::SeqCst);
+        if self.has_incoming() || self.is_closed() {
+            self.w32(r.data_event).fetch_add(1, Ordering::Release);
+            let _ = futex::wake(self.w32(r.data_event), futex::Flags::empty(), 1);
         }
     }
 
@@ -588,6 +611,66 @@ mod tests {
             let got = h.join().map_err(|_| frame("reader panicked"))??;
             assert!(got.is_none());
             assert!(w.is_closed());
+            Ok(())
+        })
+    }
+
+    /// Polls `cond` until it holds or `limit` passes.
+    fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cond()
+    }
+
+    #[test]
+    fn a_muted_reader_is_not_woken_until_rearmed_and_then_misses_nothing() -> Result<(), ShmError> {
+        let (p, w) = pair()?;
+        let r = RESPONSES;
+        std::thread::scope(|s| -> Result<(), ShmError> {
+            // The slot thread's role: parked on the response ring for long.
+            let parked = s.spawn(|| {
+                let t = Instant::now();
+                p.park(Duration::from_secs(60));
+                t.elapsed()
+            });
+            assert!(
+                eventually(Duration::from_secs(30), || p
+                    .w32(r.data_sleeping)
+                    .load(Ordering::SeqCst)
+                    == 1),
+                "the reader never parked"
+            );
+            // A caller starts receiving for it: the worker's publish makes
+            // no wake-up (the eventcount does not move)...
+            p.mute_wakes();
+            let event = p.w32(r.data_event).load(Ordering::SeqCst);
+            w.send(&[b"result"], &[])?;
+            assert_eq!(p.w32(r.data_event).load(Ordering::SeqCst), event);
+            // ...and when the caller leaves without taking it, re-arming
+            // wakes the reader for what came meanwhile.
+            p.rearm_wakes();
+            let waited = parked.join().map_err(|_| frame("reader panicked"))?;
+            assert!(
+                waited < Duration::from_secs(30),
+                "woken only by its timeout"
+            );
+            assert_eq!(p.try_recv()?.map(|m| m.bytes), Some(b"result".to_vec()));
+            // Re-armed with nothing waiting: the next publish wakes it.
+            let parked = s.spawn(|| p.park(Duration::from_secs(60)));
+            assert!(eventually(Duration::from_secs(30), || p
+                .w32(r.data_sleeping)
+                .load(Ordering::SeqCst)
+                == 1));
+            p.mute_wakes();
+            p.rearm_wakes();
+            w.send(&[b"next"], &[])?;
+            parked.join().map_err(|_| frame("reader panicked"))?;
+            assert_eq!(p.try_recv()?.map(|m| m.bytes), Some(b"next".to_vec()));
             Ok(())
         })
     }

@@ -215,9 +215,10 @@ impl<R> Shared<R> {
             .and_then(|a| a.inner.upgrade().map(|inner| (a, inner)))
             .filter(|(a, inner)| crate::rx::worth_helping(inner, a));
         if let Some((a, _)) = &helping {
-            a.rx.helpers.fetch_add(1, Ordering::SeqCst);
+            crate::rx::start_helping(a);
         }
         let mut done = false;
+        let mut polls = 0u32;
         loop {
             if self.done.load(Ordering::Acquire) {
                 done = true;
@@ -233,7 +234,12 @@ impl<R> Shared<R> {
                     break;
                 }
             }
-            std::thread::yield_now();
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         if let Some((a, inner)) = &helping {
             crate::rx::stop_helping(inner, a);

@@ -22,7 +22,7 @@
 //! thread that holds a receive role (a slot thread, or a helping caller),
 //! so `shutdown` never waits inside one ([`crate::future::in_callback`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub(crate) struct Rx {
     role: Mutex<()>,
     /// Callers currently polling this slot's ring.
     pub(crate) helpers: AtomicUsize,
+    /// The slot thread is parked on the ring's futex (not on `wake`).
+    pub(crate) ring_parked: AtomicBool,
     /// An ending a helper ran into, for the slot thread.
     end: Mutex<Option<End>>,
     /// The slot thread parks here while callers help.
@@ -158,10 +160,22 @@ pub(crate) fn worth_helping(inner: &Inner, a: &Assigned) -> bool {
     slot.in_flight.len() <= 1 && slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &a.conn))
 }
 
+/// A caller starts helping: the worker stops waking the slot thread for
+/// results (the caller polls for them), and the slot thread keeps out of
+/// the way until the last helper leaves.
+pub(crate) fn start_helping(a: &Assigned) {
+    a.rx.helpers.fetch_add(1, Ordering::SeqCst);
+    a.conn.mute_wakes();
+}
+
 /// A caller stops helping; the last one hands receiving back to the slot
-/// thread at once if the worker still holds tasks.
+/// thread: the worker wakes it again (at once if something is waiting on
+/// the ring), and so does this caller if the worker still holds tasks.
 pub(crate) fn stop_helping(inner: &Inner, a: &Assigned) {
     if a.rx.helpers.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if a.rx.ring_parked.load(Ordering::SeqCst) {
+            a.conn.rearm_wakes();
+        }
         let busy = !inner.lock().slots[a.index].in_flight.is_empty();
         if busy {
             a.rx.unpark();

@@ -255,8 +255,15 @@ fn gone(inner: &Inner, index: usize) -> End {
 fn serve(inner: &Inner, index: usize, conn: &Arc<Channel>, proc: &WorkerProc, rx: &Rx) -> End {
     let mut checked = Instant::now();
     loop {
-        // Everything that is ready now.
-        let got = {
+        if let Some(end) = rx.take_end() {
+            return end;
+        }
+        // Everything that is ready now, unless callers receive for this
+        // worker: then the role stays theirs (taking it here would put this
+        // thread, just woken, between the worker and the waiting caller).
+        let got = if rx.helpers.load(Ordering::SeqCst) > 0 {
+            false
+        } else {
             let _role = rx.lock_role();
             if let Some(end) = rx.take_end() {
                 return end;
@@ -316,11 +323,18 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<Channel>, proc: &WorkerProc, rx
         let spin = if busy { inner.cfg.spin } else { Duration::ZERO };
         let spun = spin_for(conn, rx, spin);
         if !spun {
-            let _role = rx.lock_role();
-            if !conn.has_incoming() {
-                drop(_role);
-                conn.park(wait.max(Duration::from_micros(100)));
+            // Announced before the helper count is read: a caller that
+            // starts helping now mutes the worker's wake-ups, and the last
+            // one to leave re-arms them only for a slot thread parked there.
+            rx.ring_parked.store(true, Ordering::SeqCst);
+            if rx.helpers.load(Ordering::SeqCst) == 0 {
+                let _role = rx.lock_role();
+                if !conn.has_incoming() {
+                    drop(_role);
+                    conn.park(wait.max(Duration::from_micros(100)));
+                }
             }
+            rx.ring_parked.store(false, Ordering::SeqCst);
         }
     }
 }
