@@ -89,7 +89,9 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     fn alloc(dim: D, order: MemOrder) -> Result<(Self, Fresh)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
         let (mut slot, fresh) = cache::alloc(layout.total_len())?;
-        let bytes = slot.segment_mut().as_mut_slice()?;
+        // Writes stay within the header and the data (here and through the
+        // array's views): a reuse of the segment then clears no more.
+        let bytes = slot.prefix_mut(layout.total_len())?;
         bytes[..header.len()].copy_from_slice(&header);
         let data = &mut bytes[layout.data_range()];
         if fresh == Fresh::Dirty && A::validate(data).is_err() {
@@ -128,7 +130,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         let (mut a, fresh) = Self::alloc(dim, mem_order(order))?;
         if fresh == Fresh::Dirty {
             let range = a.layout.data_range();
-            a.segment_mut()?.as_mut_slice()?[range].fill(0);
+            a.bytes_mut()?[range].fill(0);
         }
         Ok(a)
     }
@@ -240,7 +242,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// The data bytes, for writing.
     pub(crate) fn data_bytes_mut(&mut self) -> Result<&mut [u8]> {
         let range = self.layout.data_range();
-        Ok(&mut self.segment_mut()?.as_mut_slice()?[range])
+        Ok(&mut self.bytes_mut()?[range])
     }
 
     /// A new shared-memory array of `f` applied to every element of this
@@ -321,7 +323,8 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         Ok(ArrayViewMut::from_shape(shape, slice)?)
     }
 
-    fn segment_mut(&mut self) -> Result<&mut Segment> {
+    /// The header and data bytes, for writing.
+    fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         if self.slot.segment().access() == Access::ReadOnly {
             return Err(NdarrayError::ReadOnly);
         }
@@ -329,7 +332,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         // so this is `Some` whenever the mapping is writable, except while a
         // serialization of this very array is being sent.
         let slot = Arc::get_mut(&mut self.slot).ok_or(NdarrayError::ReadOnly)?;
-        Ok(slot.segment_mut())
+        Ok(slot.prefix_mut(self.layout.total_len())?)
     }
 
     /// Copies the data out into an ordinary owned ndarray array (same order).

@@ -199,7 +199,7 @@ pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<Shm
     let size = named.current_len()?;
     let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
     let (mut slot, _) = cache::alloc(len)?;
-    named.read_at(0, &mut slot.segment_mut().as_mut_slice()?[..len])?;
+    named.read_at(0, slot.prefix_mut(len)?)?;
     let array = ShmArray::from_received(slot, len)?;
     if keep == Keep::No {
         shm_del(key)?;

@@ -162,6 +162,10 @@ pub struct Slot {
     /// The process that made this handle: a forked child inherits handles
     /// (and the cache) but is not their owner.
     pid: u32,
+    /// Bytes from the start that may hold anything but zeros (past them the
+    /// segment is zero): the whole segment unless the writes went through
+    /// [`Slot::prefix_mut`].
+    dirty: usize,
 }
 
 impl Slot {
@@ -175,7 +179,16 @@ impl Slot {
             lent: AtomicBool::new(false),
             no_cache: false,
             pid: crate::pid::current(),
+            dirty: usize::MAX,
         }
+    }
+
+    /// A handle of a segment this process just made (all zeros) or took
+    /// from the small free lists (`dirty` bytes written before).
+    fn own(seg: Segment, key: FileKey, dirty: usize) -> Slot {
+        let mut slot = Slot::new(seg, key, Origin::Own);
+        slot.dirty = dirty;
+        slot
     }
 
     /// A handle of `seg` that is unmapped on drop, never cached.
@@ -200,10 +213,65 @@ impl Slot {
         self.seg.as_ref().expect("segment present until drop")
     }
 
-    /// The segment, mutably (to write through it).
+    /// The segment, mutably (to write through it). Anything may be written
+    /// then: see [`Slot::prefix_mut`] for writes confined to a prefix.
     pub fn segment_mut(&mut self) -> &mut Segment {
+        self.dirty = usize::MAX;
         // Invariant: `seg` is only `None` inside `Drop`.
         self.seg.as_mut().expect("segment present until drop")
+    }
+
+    /// The first `len` bytes, to write. Unlike [`Slot::segment_mut`] this
+    /// records that nothing past `len` is written through it, so that a
+    /// later user of a reused segment ([`alloc`]) knows how much of it may
+    /// be non-zero ([`Slot::dirty_len`]) and clears no more than that.
+    ///
+    /// # Errors
+    /// [`ShmError::TooSmall`] past the segment's end; [`ShmError::ReadOnly`]
+    /// for a read-only mapping.
+    ///
+    /// ```
+    /// use npshmex_shm::cache;
+    /// let (mut slot, _) = cache::alloc(100)?;
+    /// slot.prefix_mut(3)?.copy_from_slice(b"abc");
+    /// assert!(slot.dirty_len() >= 3);
+    /// assert!(slot.prefix_mut(1 << 20).is_err());
+    /// # Ok::<(), npshmex_shm::ShmError>(())
+    /// ```
+    pub fn prefix_mut(&mut self, len: usize) -> Result<&mut [u8]> {
+        // Invariant: `seg` is only `None` inside `Drop`.
+        let seg = self.seg.as_mut().expect("segment present until drop");
+        let actual = seg.len();
+        let bytes = seg.as_mut_slice()?;
+        let prefix = bytes.get_mut(..len).ok_or(ShmError::TooSmall {
+            expected: len as u64,
+            actual: actual as u64,
+        })?;
+        self.dirty = self.dirty.max(len);
+        Ok(prefix)
+    }
+
+    /// Zeroes the bytes from `from` on that may be non-zero (none past
+    /// [`Slot::dirty_len`]), so that the segment is zero past `from`; only
+    /// as many bytes as were written are touched.
+    ///
+    /// # Errors
+    /// [`ShmError::ReadOnly`] for a read-only mapping with dirty bytes.
+    pub fn zero_from(&mut self, from: usize) -> Result<()> {
+        let dirty = self.dirty_len();
+        if dirty > from {
+            self.prefix_mut(dirty)?[from..].fill(0);
+            self.dirty = from;
+        }
+        Ok(())
+    }
+
+    /// How many bytes from the start may hold anything but zeros: past them
+    /// the segment is zero. A new segment is all zeros (0); a reused one
+    /// carries what its earlier users wrote (all of it, unless every write
+    /// went through [`Slot::prefix_mut`]).
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.min(self.segment().len())
     }
 
     /// The identity of the file.
@@ -265,7 +333,7 @@ impl Slot {
         let src = self.segment().as_slice();
         let len = len.min(src.len());
         let (mut copy, _) = alloc(len)?;
-        copy.segment_mut().as_mut_slice()?[..len].copy_from_slice(&src[..len]);
+        copy.prefix_mut(len)?.copy_from_slice(&src[..len]);
         Ok(copy)
     }
 
@@ -331,7 +399,15 @@ impl Drop for Slot {
             && seg.access() == Access::ReadWrite
         {
             if let Some(class) = small_class(seg.len()).filter(|&c| c == seg.len()) {
-                put_small(class, seg, self.key);
+                let dirty = self.dirty.min(seg.len());
+                put_small(
+                    class,
+                    FreeSmall {
+                        seg,
+                        key: self.key,
+                        dirty,
+                    },
+                );
                 return;
             }
         }
@@ -450,12 +526,20 @@ fn put(entry: Entry) {
     drop(evicted);
 }
 
+/// A small segment on a free list.
+struct FreeSmall {
+    seg: Segment,
+    key: FileKey,
+    /// Bytes from the start its users may have written (zero past them).
+    dirty: usize,
+}
+
 /// The small-segment free lists: by size class, segments this process made
 /// and never let out of its hands (no fd sent, never sealed, mapped only
 /// here), so reusing one needs no system call and no lock protocol.
 struct SmallPool {
     /// `classes[i]`: segments of `SMALL_MIN << i` bytes.
-    classes: Vec<Vec<(Segment, FileKey)>>,
+    classes: Vec<Vec<FreeSmall>>,
     /// The process the entries belong to (0: none yet).
     pid: u32,
 }
@@ -493,7 +577,7 @@ fn class_index(class: usize) -> usize {
     (class / SMALL_MIN).trailing_zeros() as usize
 }
 
-fn put_small(class: usize, seg: Segment, key: FileKey) {
+fn put_small(class: usize, free: FreeSmall) {
     if cache().limits().entries == 0 {
         // A zero limit disables every kind of reuse.
         return;
@@ -501,11 +585,11 @@ fn put_small(class: usize, seg: Segment, key: FileKey) {
     let mut p = small_pool();
     let list = &mut p.classes[class_index(class)];
     if list.len() < SMALL_PER_CLASS {
-        list.push((seg, key));
+        list.push(free);
         return;
     }
     drop(p);
-    drop(seg);
+    drop(free);
 }
 
 /// Allocates a segment of at least `len` bytes: a reusable cached one (pages
@@ -521,13 +605,13 @@ fn put_small(class: usize, seg: Segment, key: FileKey) {
 pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
     if let Some(class) = small_class(len) {
         let reused = small_pool().classes[class_index(class)].pop();
-        if let Some((seg, key)) = reused {
-            return Ok((Slot::new(seg, key, Origin::Own), Fresh::Dirty));
+        if let Some(f) = reused {
+            return Ok((Slot::own(f.seg, f.key, f.dirty), Fresh::Dirty));
         }
         let seg = Segment::anonymous(class)?;
         seg.seal(Seals::SIZE)?;
         let key = seg.file_key()?;
-        return Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed));
+        return Ok((Slot::own(seg, key, 0), Fresh::Zeroed));
     }
     if len >= MIN_CACHED {
         if let Some((seg, key)) = take_recycled(len) {
@@ -557,7 +641,7 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
         seg.advise_hugepage();
     }
     let key = seg.file_key()?;
-    Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
+    Ok((Slot::own(seg, key, 0), Fresh::Zeroed))
 }
 
 thread_local! {
@@ -673,7 +757,7 @@ pub fn alloc_exact(len: usize) -> Result<(Slot, Fresh)> {
     let seg = Segment::anonymous(len)?;
     seg.seal(Seals::SIZE)?;
     let key = seg.file_key()?;
-    Ok((Slot::new(seg, key, Origin::Own), Fresh::Zeroed))
+    Ok((Slot::own(seg, key, 0), Fresh::Zeroed))
 }
 
 /// Takes a cached mapping of the file `key` with the given access, if any
@@ -802,6 +886,52 @@ mod tests {
         assert_eq!(fresh, Fresh::Dirty);
         assert!(c.segment().is_exclusive());
         drop(b);
+        Ok(())
+    }
+
+    #[test]
+    fn a_reused_small_segment_knows_how_far_it_was_written() -> Result<()> {
+        // The 16 KiB class, which no other test of this module uses.
+        let len = 16 << 10;
+        let fresh_slot = || -> Result<Slot> {
+            let seg = Segment::anonymous(len)?;
+            seg.seal(Seals::SIZE)?;
+            let key = seg.file_key()?;
+            Ok(Slot::own(seg, key, 0))
+        };
+        // Written through a prefix: that much, and no more, is dirty.
+        let mut a = fresh_slot()?;
+        assert_eq!(a.dirty_len(), 0);
+        a.prefix_mut(100)?.fill(1);
+        a.prefix_mut(10)?.fill(2);
+        assert_eq!(a.dirty_len(), 100);
+        a.zero_from(50)?;
+        assert_eq!(a.dirty_len(), 50);
+        assert!(a.segment().as_slice()[50..].iter().all(|&x| x == 0));
+        a.prefix_mut(100)?.fill(1);
+        assert!(matches!(
+            a.prefix_mut(len + 1),
+            Err(ShmError::TooSmall { .. })
+        ));
+        let key = a.file_key();
+        drop(a);
+        let (mut b, fresh) = alloc(9000)?;
+        // Another thread of this test binary may have taken it first.
+        if b.file_key() == key {
+            assert_eq!(fresh, Fresh::Dirty);
+            assert_eq!(b.dirty_len(), 100);
+            assert!(b.segment().as_slice()[100..].iter().all(|&x| x == 0));
+        }
+        // Written through the whole segment: all of it is dirty, and stays
+        // so through the free list.
+        b.segment_mut().as_mut_slice()?.fill(3);
+        assert_eq!(b.dirty_len(), len);
+        let key = b.file_key();
+        drop(b);
+        let (c, _) = alloc(9000)?;
+        if c.file_key() == key {
+            assert_eq!(c.dirty_len(), len);
+        }
         Ok(())
     }
 

@@ -510,14 +510,14 @@ impl<'de> Deserialize<'de> for ArrivedSegment {
                         ),
                     }));
                 }
-                let (mut slot, fresh) = cache::alloc(v.len()).map_err(de_error)?;
-                let dst = slot.segment_mut().as_mut_slice().map_err(de_error)?;
-                dst[..v.len()].copy_from_slice(v);
-                if fresh == cache::Fresh::Dirty {
-                    // The rest of a reused segment holds this process's own
-                    // old bytes; zero it so the slot holds only the value.
-                    dst[v.len()..].fill(0);
-                }
+                let (mut slot, _) = cache::alloc(v.len()).map_err(de_error)?;
+                // A reused segment may hold this process's own old bytes
+                // after the value: zero them (only as far as they were
+                // written) so that the slot holds the value alone.
+                slot.zero_from(v.len()).map_err(de_error)?;
+                slot.prefix_mut(v.len())
+                    .map_err(de_error)?
+                    .copy_from_slice(v);
                 Ok((slot, v.len()))
             }
         }
@@ -788,6 +788,46 @@ mod tests {
 
     fn fd() -> Result<OwnedFd> {
         Ok(Segment::anonymous(0)?.into_fd())
+    }
+
+    #[test]
+    fn an_inline_move_lands_alone_in_a_reused_segment() -> Result<()> {
+        // Fill the free list of the 8 KiB class with fully written segments.
+        let dirtied: Vec<Slot> = (0..4)
+            .map(|_| -> Result<Slot> {
+                let (mut s, _) = cache::alloc(5000)?;
+                s.segment_mut().as_mut_slice()?.fill(0xff);
+                Ok(s)
+            })
+            .collect::<Result<_>>()?;
+        drop(dirtied);
+        let (mut src, _) = cache::alloc(5000)?;
+        src.prefix_mut(4100)?.fill(7);
+        let src = Arc::new(src);
+        let (bytes, collected) = collect(|| {
+            let sent = send_segment(&src, Transfer::Move, 4100)?;
+            postcard::to_allocvec(&sent).map_err(|e| ShmError::frame(e.to_string()))
+        });
+        let bytes = bytes?;
+        assert!(collected.finish()?.into_fds().is_empty(), "went inline");
+        for _ in 0..2 {
+            let (got, cause) = with_received(Vec::new(), || {
+                postcard::from_bytes::<ArrivedSegment>(&bytes)
+                    .map_err(|e| ShmError::frame(e.to_string()))
+                    .and_then(receive_segment)
+            });
+            assert!(cause.is_none());
+            let (slot, len) = got?;
+            assert_eq!(len, 4100);
+            let all = slot.segment().as_slice();
+            assert!(all[..4100].iter().all(|&x| x == 7));
+            assert!(
+                all[4100..].iter().all(|&x| x == 0),
+                "old bytes after the value"
+            );
+            assert!(slot.dirty_len() <= 4100);
+        }
+        Ok(())
     }
 
     fn writable_slot(byte: u8) -> Result<Arc<Slot>> {
