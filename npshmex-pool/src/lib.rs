@@ -172,9 +172,10 @@
 //! [`Future::result`] spins before it sleeps, receiving the result itself
 //! when its task is the only one on that worker. Back-to-back tasks
 //! therefore never sleep; idle workers park and burn nothing. Short tasks
-//! are pipelined (up to [`PoolBuilder::max_in_flight`] per worker, sent in
-//! batches); a worker whose tasks are long, or not known yet, holds one at
-//! a time, so queued work goes to whichever worker frees up first.
+//! are pipelined (about 250 µs of work per worker by its recent task times,
+//! up to [`PoolBuilder::max_in_flight`], sent in batches); a worker whose
+//! tasks are long, or not known yet, holds one at a time, so queued work
+//! goes to whichever worker frees up first.
 #![deny(unsafe_code)]
 
 pub mod backend;

@@ -112,6 +112,13 @@ const LONG_TASK: Duration = Duration::from_micros(500);
 /// worker frees up first instead of waiting behind a long one. The round
 /// trip it costs (a few microseconds) is below 1% of such a task.
 const LONG_TASK_DEPTH: usize = 1;
+/// How much work (by the slot's average task time) a worker may hold ahead:
+/// enough tiny tasks that a refill frame is shared by dozens of them, and
+/// at most this long for another worker to sit idle at the end of a batch
+/// while tasks wait behind this one.
+const QUEUED_WORK: Duration = Duration::from_micros(250);
+/// The least depth of a short-task pipeline (one running, one waiting).
+const SHORT_TASK_DEPTH: usize = 2;
 
 /// The mutable part.
 #[derive(Default)]
@@ -280,12 +287,19 @@ impl State {
 }
 
 impl SlotState {
-    /// How many tasks this worker may hold.
+    /// How many tasks this worker may hold: one while its tasks are long
+    /// or not known yet, else about [`QUEUED_WORK`] of them, within
+    /// `max_in_flight`.
     fn depth(&self, cfg: &Config) -> usize {
-        if self.avg_task.is_none_or(|avg| avg > LONG_TASK) {
-            cfg.max_in_flight.min(LONG_TASK_DEPTH)
-        } else {
-            cfg.max_in_flight
+        match self.avg_task {
+            Some(avg) if avg <= LONG_TASK => {
+                let by_time = QUEUED_WORK.as_nanos() / avg.as_nanos().max(1);
+                usize::try_from(by_time)
+                    .unwrap_or(usize::MAX)
+                    .clamp(SHORT_TASK_DEPTH, cfg.max_in_flight.max(SHORT_TASK_DEPTH))
+                    .min(cfg.max_in_flight)
+            }
+            _ => cfg.max_in_flight.min(LONG_TASK_DEPTH),
         }
     }
 
