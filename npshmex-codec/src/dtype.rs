@@ -409,7 +409,8 @@ impl DType {
     /// changes the reported alignment, never a byte offset) and how nested
     /// subarrays split their shape.
     pub fn same_layout(&self, other: &DType) -> bool {
-        self.canonical().without_align_flags() == other.canonical().without_align_flags()
+        self == other
+            || self.canonical().without_align_flags() == other.canonical().without_align_flags()
     }
 
     fn without_align_flags(&self) -> DType {

@@ -246,10 +246,16 @@ impl Encoded {
     }
 }
 
+/// The initial capacity of an encoding buffer.
+const ENCODE_ROOM: usize = 256;
+
 /// Serializes `value` inside an fd collector (postcard) and drops it, so
 /// that segments it held can move.
 pub(crate) fn encode<T: Serialize>(value: T) -> Result<Encoded, PackError> {
-    let (bytes, mut collected) = oob::collect(|| postcard::to_allocvec(&value));
+    // Room for a small value's bytes (an inline array's `.npy` header and
+    // data), so that encoding it does not grow the buffer five times over.
+    let (bytes, mut collected) =
+        oob::collect(|| postcard::to_io(&value, Vec::with_capacity(ENCODE_ROOM)));
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
