@@ -577,8 +577,12 @@ fn class_index(class: usize) -> usize {
     (class / SMALL_MIN).trailing_zeros() as usize
 }
 
+/// `set_limits` with zero entries: no segment is kept, small ones included
+/// (read without the cache lock on every small drop).
+static NO_REUSE: AtomicBool = AtomicBool::new(false);
+
 fn put_small(class: usize, free: FreeSmall) {
-    if cache().limits().entries == 0 {
+    if NO_REUSE.load(Ordering::Relaxed) {
         // A zero limit disables every kind of reuse.
         return;
     }
@@ -783,6 +787,7 @@ pub fn set_limits(limits: CacheLimits) {
     let evicted = {
         let mut c = cache();
         c.limits = Some(limits);
+        NO_REUSE.store(limits.entries == 0, Ordering::Relaxed);
         c.trim()
     };
     drop(evicted);
