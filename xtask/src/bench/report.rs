@@ -261,6 +261,19 @@ fn where_the_time_goes(s: &mut String, res: &Results) {
         show("limit.spin_rtt", "µs"),
         show("tiny.roundtrip", "µs"),
     );
+    let _ = writeln!(
+        s,
+        "- Round trips of a few µs also depend on where the scheduler puts the caller and \
+         the worker. With two CPUs, a caller and a worker on different CPUs see each \
+         other's writes at once; on the same CPU each hop waits for the other to yield. \
+         Seen on the machine these targets were set on, with the same binary: a one-element \
+         `ShmArray` round trip took ~4 µs in runs where the two sat apart and 8–13 µs in \
+         runs where they shared a CPU for the whole run, so `sweep.8.*`, `sweep.1024.*` and \
+         `tiny.*` can move between two levels from one run to the next (this run: \
+         `sweep.8.zero_copy` {}, `sweep.8.serde_pipe` {}).",
+        show("sweep.8.zero_copy", "µs"),
+        show("sweep.8.serde_pipe", "µs"),
+    );
 }
 
 /// What this machine says about free page reporting, which decides what
