@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::channel::Pacer;
 use crate::error::TaskError;
 use crate::rx::Assigned;
 use crate::wire::{self, Incoming};
@@ -219,6 +220,7 @@ impl<R> Shared<R> {
         }
         let mut done = false;
         let mut polls = 0u32;
+        let mut pacer = helping.as_ref().map(|(a, _)| Pacer::new(&a.conn));
         loop {
             if self.done.load(Ordering::Acquire) {
                 done = true;
@@ -234,11 +236,17 @@ impl<R> Shared<R> {
                     break;
                 }
             }
-            polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+            match &mut pacer {
+                // Receiving: paced against the worker's own polling.
+                Some(p) => p.pause(),
+                None => {
+                    polls = polls.wrapping_add(1);
+                    if polls.is_multiple_of(64) {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
             }
         }
         if let Some((a, inner)) = &helping {

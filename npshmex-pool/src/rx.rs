@@ -173,6 +173,7 @@ pub(crate) fn start_helping(a: &Assigned) {
 /// the ring), and so does this caller if the worker still holds tasks.
 pub(crate) fn stop_helping(inner: &Inner, a: &Assigned) {
     if a.rx.helpers.fetch_sub(1, Ordering::SeqCst) == 1 {
+        a.conn.forget_cpu();
         if a.rx.ring_parked.load(Ordering::SeqCst) {
             a.conn.rearm_wakes();
         }

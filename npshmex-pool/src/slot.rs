@@ -27,7 +27,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Pacer};
 use crate::error::{PoolError, TaskError, WorkerExit};
 use crate::rx::{self, End, Rx};
 use crate::spawn::{self, WorkerProc};
@@ -347,7 +347,7 @@ fn spin_for(conn: &Channel, rx: &Rx, spin: Duration) -> bool {
     }
     // A spin past the end of time (Duration::MAX) spins without end.
     let until = Instant::now().checked_add(spin);
-    let mut polls = 0u32;
+    let mut pacer = Pacer::new(conn);
     loop {
         if conn.has_incoming() {
             return true;
@@ -355,11 +355,6 @@ fn spin_for(conn: &Channel, rx: &Rx, spin: Duration) -> bool {
         if rx.helpers.load(Ordering::SeqCst) > 0 || until.is_some_and(|u| Instant::now() >= u) {
             return false;
         }
-        polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(64) {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
+        pacer.pause();
     }
 }
