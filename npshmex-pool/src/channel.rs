@@ -402,7 +402,7 @@ impl Channel {
         let start = Instant::now();
         let spin_until = start.checked_add(spin.min(timeout));
         let mut polls = 0u32;
-        let mut pacer = Pacer::new(self);
+        let mut pacer = Pacer::new(Some(self));
         loop {
             if let Some(m) = self.try_recv()? {
                 return Ok(Some(m));
@@ -451,8 +451,7 @@ impl Channel {
         let r = self.incoming();
         self.w32(r.data_sleeping).store(1, Ordering::SeqCst);
         if self.has_incoming() || self.is_closed() {
-            self.w32(r.data_event).fetch_add(1, Ordering::Release);
-            let _ = futex::wake(self.w32(r.data_event), futex::Flags::empty(), 1);
+            self.wake(r.data_event, r.data_sleeping);
         }
     }
 
@@ -531,14 +530,15 @@ impl Channel {
 /// round trip 18.6-19.0 µs yielding every 64 polls, 7.6-11.1 µs yielding on
 /// every poll); on different CPUs a yield per poll would only add a system
 /// call to each one.
+/// Without a channel (a loop that polls something else) it yields every 64.
 pub(crate) struct Pacer<'a> {
-    conn: &'a Channel,
+    conn: Option<&'a Channel>,
     polls: u32,
     shared: bool,
 }
 
 impl<'a> Pacer<'a> {
-    pub(crate) fn new(conn: &'a Channel) -> Pacer<'a> {
+    pub(crate) fn new(conn: Option<&'a Channel>) -> Pacer<'a> {
         Pacer {
             conn,
             polls: 0,
@@ -549,8 +549,8 @@ impl<'a> Pacer<'a> {
     /// Between two polls.
     pub(crate) fn pause(&mut self) {
         self.polls = self.polls.wrapping_add(1);
-        if self.polls.is_multiple_of(16) {
-            self.shared = self.conn.note_cpu();
+        if let Some(conn) = self.conn.filter(|_| self.polls.is_multiple_of(16)) {
+            self.shared = conn.note_cpu();
         }
         if self.shared || self.polls.is_multiple_of(64) {
             std::thread::yield_now();

@@ -219,8 +219,8 @@ impl<R> Shared<R> {
             crate::rx::start_helping(a);
         }
         let mut done = false;
-        let mut polls = 0u32;
-        let mut pacer = helping.as_ref().map(|(a, _)| Pacer::new(&a.conn));
+        // Receiving: paced against the worker's own polling.
+        let mut pacer = Pacer::new(helping.as_ref().map(|(a, _)| &*a.conn));
         loop {
             if self.done.load(Ordering::Acquire) {
                 done = true;
@@ -236,18 +236,7 @@ impl<R> Shared<R> {
                     break;
                 }
             }
-            match &mut pacer {
-                // Receiving: paced against the worker's own polling.
-                Some(p) => p.pause(),
-                None => {
-                    polls = polls.wrapping_add(1);
-                    if polls.is_multiple_of(64) {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-            }
+            pacer.pause();
         }
         if let Some((a, inner)) = &helping {
             crate::rx::stop_helping(inner, a);

@@ -347,7 +347,7 @@ fn spin_for(conn: &Channel, rx: &Rx, spin: Duration) -> bool {
     }
     // A spin past the end of time (Duration::MAX) spins without end.
     let until = Instant::now().checked_add(spin);
-    let mut pacer = Pacer::new(conn);
+    let mut pacer = Pacer::new(Some(conn));
     loop {
         if conn.has_incoming() {
             return true;
