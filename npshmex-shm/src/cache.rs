@@ -238,6 +238,18 @@ impl Slot {
     /// assert!(slot.prefix_mut(1 << 20).is_err());
     /// # Ok::<(), npshmex_shm::ShmError>(())
     /// ```
+    ///
+    /// It borrows the slot as [`Slot::segment_mut`] does: while the bytes are
+    /// writable through it, nothing else can read, map, send or drop them.
+    ///
+    /// ```compile_fail,E0502
+    /// use npshmex_shm::cache;
+    /// let (mut slot, _) = cache::alloc(100)?;
+    /// let bytes = slot.prefix_mut(3)?;
+    /// let other = slot.segment().as_slice(); // a second view of those bytes
+    /// bytes[0] = other[0];
+    /// # Ok::<(), npshmex_shm::ShmError>(())
+    /// ```
     pub fn prefix_mut(&mut self, len: usize) -> Result<&mut [u8]> {
         // Invariant: `seg` is only `None` inside `Drop`.
         let seg = self.seg.as_mut().expect("segment present until drop");
