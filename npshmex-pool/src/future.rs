@@ -211,7 +211,13 @@ impl<R> Shared<R> {
         if let Some(d) = deadline {
             until = Some(until.map_or(d, |u| u.min(d)));
         }
-        let assigned = self.lock().assigned.clone();
+        // Cloned only for a worker that may be worth it (a backlog never is).
+        let assigned = self
+            .lock()
+            .assigned
+            .as_ref()
+            .filter(|a| a.rx.held.load(Ordering::Relaxed) <= 1)
+            .cloned();
         let helping = assigned
             .and_then(|a| a.inner.upgrade().map(|inner| (a, inner)))
             .filter(|(a, inner)| crate::rx::worth_helping(inner, a));

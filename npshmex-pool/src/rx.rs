@@ -60,6 +60,10 @@ pub(crate) struct Rx {
     role: Mutex<()>,
     /// Callers currently polling this slot's ring.
     pub(crate) helpers: AtomicUsize,
+    /// How many tasks the worker holds, as of the last change under the
+    /// state lock: a hint that spares a caller with nothing to gain from
+    /// helping (a worker with a backlog) the state lock.
+    pub(crate) held: AtomicUsize,
     /// The slot thread is parked on the ring's futex (not on `wake`).
     pub(crate) ring_parked: AtomicBool,
     /// An ending a helper ran into, for the slot thread.
@@ -155,6 +159,9 @@ pub(crate) fn help(inner: &Inner, a: &Assigned) {
 /// thread in the round trip). With a backlog the slot thread is busy
 /// anyway, and handing the role back and forth would only add wake-ups.
 pub(crate) fn worth_helping(inner: &Inner, a: &Assigned) -> bool {
+    if a.rx.held.load(Ordering::Relaxed) > 1 {
+        return false;
+    }
     let st = inner.lock();
     let slot = &st.slots[a.index];
     slot.in_flight.len() <= 1 && slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &a.conn))
@@ -262,6 +269,7 @@ fn process(inner: &Inner, index: usize, conn: &Arc<Channel>, msg: Message) -> Op
         if let Some(next) = slot.in_flight.front_mut() {
             next.started = Some(now);
         }
+        slot.note_held();
         st.dispatch(inner);
         // Idle after dispatching: the last queued task may just have been
         // given to this very worker.

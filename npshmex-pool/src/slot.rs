@@ -146,7 +146,9 @@ fn teardown(
         let slot = &mut st.slots[index];
         slot.conn = None;
         slot.in_flight_bytes = 0;
-        (std::mem::take(&mut slot.in_flight), broken)
+        let held = std::mem::take(&mut slot.in_flight);
+        slot.note_held();
+        (held, broken)
     };
     // The task the worker announced last (0: none), read before anything
     // else can touch the region.
@@ -277,6 +279,11 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<Channel>, proc: &WorkerProc, rx
         if conn.is_closed() {
             // Closed by us (shutdown, a broken pool): wait for the exit.
             return End::Closed;
+        }
+        // Frames keep coming, no task has a deadline and the liveness check
+        // is not due: nothing below needs the state lock taken again.
+        if got && inner.cfg.task_timeout.is_none() && checked.elapsed() < BUSY_LIVENESS {
+            continue;
         }
         let (busy, deadline) = {
             let st = inner.lock();

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -251,6 +252,7 @@ impl State {
             let started = (slot.in_flight.is_empty() && slot.ready).then_some(now);
             slot.in_flight.push_back(InFlight { job, started });
         }
+        slot.note_held();
     }
 
     /// Marks the pool broken: nothing more is dispatched, every worker is
@@ -263,6 +265,7 @@ impl State {
         for slot in &mut self.slots {
             lost.extend(slot.in_flight.drain(..).map(|f| f.job));
             slot.in_flight_bytes = 0;
+            slot.note_held();
             if let Some(conn) = &slot.conn {
                 conn.close();
             }
@@ -301,6 +304,14 @@ impl SlotState {
             }
             _ => cfg.max_in_flight.min(LONG_TASK_DEPTH),
         }
+    }
+
+    /// Publishes how many tasks the worker holds, for callers deciding
+    /// without the state lock whether to receive for it
+    /// ([`crate::rx::worth_helping`]). Called after every change of
+    /// `in_flight`.
+    pub(crate) fn note_held(&self) {
+        self.rx.held.store(self.in_flight.len(), Ordering::Relaxed);
     }
 
     /// Records that the head task took `took`.
