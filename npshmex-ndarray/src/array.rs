@@ -86,20 +86,28 @@ fn mem_order(order: Option<Order>) -> MemOrder {
 impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// Allocates a segment for an array of `dim` in `order` and writes its
     /// header. The data bytes are zero if `Fresh::Zeroed`, old contents else.
-    fn alloc(dim: D, order: MemOrder) -> Result<(Self, Fresh)> {
+    /// A new array with its header written; also returns how many bytes
+    /// from the segment's start may hold old values (0 for a new segment;
+    /// a reused one is zero past what its earlier users wrote).
+    fn alloc(dim: D, order: MemOrder) -> Result<(Self, usize)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
         let (mut slot, fresh) = cache::alloc(layout.total_len())?;
+        let dirty = match fresh {
+            Fresh::Zeroed => 0,
+            Fresh::Dirty => slot.dirty_len(),
+        };
         // Writes stay within the header and the data (here and through the
         // array's views): a reuse of the segment then clears no more.
         let bytes = slot.prefix_mut(layout.total_len())?;
         bytes[..header.len()].copy_from_slice(&header);
-        let data = &mut bytes[layout.data_range()];
-        if fresh == Fresh::Dirty && A::validate(data).is_err() {
+        let range = layout.data_range();
+        let old = &mut bytes[range.start..range.end.min(dirty.max(range.start))];
+        if A::validate(old).is_err() {
             // Old bytes of a reused segment that are no valid `A` (bool):
             // typed views refuse them, so start from zeros.
-            data.fill(0);
+            old.fill(0);
         }
-        Ok((ShmArray::from_parts(slot, layout), fresh))
+        Ok((ShmArray::from_parts(slot, layout), dirty))
     }
 
     pub(crate) fn from_parts(slot: Slot, layout: Layout<D>) -> Self {
@@ -120,17 +128,19 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// `zeros((3, 4))`, `zeros(((3, 4), Order::ColumnMajor))`.
     ///
     /// A fresh segment is zero already and is not written (its pages are only
-    /// touched when used); a reused one is cleared.
+    /// touched when used); a reused one is cleared as far as it was written.
     ///
     /// # Errors
     /// [`NdarrayError::Shm`] when the segment cannot be created (no space),
     /// [`NdarrayError::SizeOverflow`] for a shape too large to address.
     pub fn zeros<Sh: ShapeArg<Dim = D>>(shape: Sh) -> Result<Self> {
         let (dim, order) = shape.into_shape_and_order();
-        let (mut a, fresh) = Self::alloc(dim, mem_order(order))?;
-        if fresh == Fresh::Dirty {
-            let range = a.layout.data_range();
-            a.bytes_mut()?[range].fill(0);
+        let (mut a, dirty) = Self::alloc(dim, mem_order(order))?;
+        // Past what earlier users of a reused segment wrote it is zero.
+        let range = a.layout.data_range();
+        let end = range.end.min(dirty);
+        if end > range.start {
+            a.bytes_mut()?[range.start..end].fill(0);
         }
         Ok(a)
     }
@@ -614,6 +624,32 @@ mod tests {
         let scalar = ShmArray::<u16, _>::zeros(()).unwrap();
         assert_eq!(scalar.len(), 1);
         assert_eq!(scalar.view()[()], 0);
+    }
+
+    #[test]
+    fn zeros_in_reused_segments_are_zero_whatever_was_written_before() {
+        // Every size from one element to a full 32 KiB class, after arrays
+        // of every other size filled the same size classes with ones (some
+        // through views, some through their constructor), in both orders:
+        // whichever reused segment comes back, its data reads all zeros.
+        let lens = [1usize, 7, 100, 500, 511, 1000, 2000, 4000];
+        for &dirty in &lens {
+            let mut kept = Vec::new();
+            for _ in 0..4 {
+                let mut a = ShmArray::<f64, _>::from_elem(dirty, 1.0).unwrap();
+                a.view_mut().unwrap().fill(-1.0);
+                kept.push(a);
+            }
+            drop(kept);
+            for &len in &lens {
+                let z = ShmArray::<f64, _>::zeros(len).unwrap();
+                assert!(z.view().iter().all(|&x| x == 0.0), "{len} after {dirty}");
+                let seg = z.slot.segment().as_slice();
+                assert!(seg[z.layout.data_range()].iter().all(|&b| b == 0));
+                let b = ShmArray::<bool, _>::zeros(len).unwrap();
+                assert!(b.view().iter().all(|&x| !x));
+            }
+        }
     }
 
     #[test]
