@@ -46,6 +46,11 @@ enum Phase {
     Cancelled,
 }
 
+/// Whether an outcome may still be decided in `phase`.
+fn not_decided(phase: Phase) -> bool {
+    !matches!(phase, Phase::Finished | Phase::Cancelled)
+}
+
 struct Slot<R> {
     phase: Phase,
     /// The outcome is decided but its callbacks still run (on the thread
@@ -133,11 +138,7 @@ impl<R> Shared<R> {
     }
 
     fn complete(&self, value: Result<R, TaskError>, phase: Phase) {
-        self.complete_if(
-            |p| !matches!(p, Phase::Finished | Phase::Cancelled),
-            value,
-            phase,
-        );
+        self.complete_if(not_decided, value, phase);
     }
 
     /// Decides the outcome if the current phase passes `allowed`, runs the
@@ -156,9 +157,35 @@ impl<R> Shared<R> {
         value: Result<R, TaskError>,
         phase: Phase,
     ) -> bool {
-        let mut s = self.lock();
+        self.complete_locked(self.lock(), allowed, value, phase)
+    }
+
+    /// [`Shared::complete_if`] with the lock already held (`s`). Without
+    /// callbacks the value is stored at once, under this one lock.
+    fn complete_locked(
+        &self,
+        mut s: MutexGuard<'_, Slot<R>>,
+        allowed: fn(Phase) -> bool,
+        value: Result<R, TaskError>,
+        phase: Phase,
+    ) -> bool {
         if !allowed(s.phase) {
             return false;
+        }
+        if s.callbacks.is_empty() {
+            s.phase = phase;
+            s.failed = phase == Phase::Finished && value.is_err();
+            s.value = Some(value);
+            self.done.store(true, Ordering::Release);
+            let waker = s.waker.take();
+            if s.waiters > 0 {
+                self.cond.notify_all();
+            }
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return true;
         }
         s.phase = phase;
         s.settling = true;
@@ -340,9 +367,9 @@ impl<R: DeserializeOwned + Send + 'static> Completion for Shared<R> {
     }
 
     fn publish(&self) {
-        let staged = self.lock().staged.take();
-        if let Some(value) = staged {
-            self.complete(value, Phase::Finished);
+        let mut s = self.lock();
+        if let Some(value) = s.staged.take() {
+            self.complete_locked(s, not_decided, value, Phase::Finished);
         }
     }
 
