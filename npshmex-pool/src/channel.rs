@@ -401,16 +401,13 @@ impl Channel {
     ) -> Result<Option<Message>, ShmError> {
         let start = Instant::now();
         let spin_until = start.checked_add(spin.min(timeout));
-        let mut polls = 0u32;
         let mut pacer = Pacer::new(Some(self));
         loop {
             if let Some(m) = self.try_recv()? {
                 return Ok(Some(m));
             }
-            polls = polls.wrapping_add(1);
-            // The clock and the closed flag every 16 polls (reading the
-            // clock costs more than a poll).
-            if polls.is_multiple_of(16)
+            // The clock and the closed flag only now and then.
+            if pacer.clock_due()
                 && (self.is_closed() || spin_until.is_none_or(|u| Instant::now() >= u))
             {
                 break;
@@ -547,6 +544,13 @@ impl<'a> Pacer<'a> {
     }
 
     /// Between two polls.
+    /// Whether a polling loop should read the clock now: once every 16
+    /// polls (a clock read costs more than a poll of the ring; on a VM as
+    /// much as the rest of the loop).
+    pub(crate) fn clock_due(&self) -> bool {
+        self.polls.is_multiple_of(16)
+    }
+
     pub(crate) fn pause(&mut self) {
         self.polls = self.polls.wrapping_add(1);
         if let Some(conn) = self.conn.filter(|_| self.polls.is_multiple_of(16)) {

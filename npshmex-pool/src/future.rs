@@ -259,7 +259,7 @@ impl<R> Shared<R> {
                 done = true;
                 break;
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
+            if pacer.clock_due() && until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             if let Some((a, inner)) = &helping {

@@ -359,7 +359,9 @@ fn spin_for(conn: &Channel, rx: &Rx, spin: Duration) -> bool {
         if conn.has_incoming() {
             return true;
         }
-        if rx.helpers.load(Ordering::SeqCst) > 0 || until.is_some_and(|u| Instant::now() >= u) {
+        if rx.helpers.load(Ordering::SeqCst) > 0
+            || (pacer.clock_due() && until.is_some_and(|u| Instant::now() >= u))
+        {
             return false;
         }
         pacer.pause();
