@@ -61,6 +61,31 @@ impl<D: Dimension> Layout<D> {
     /// Validates the `.npy` bytes of a segment (header, element type `A`,
     /// dimensionality `D`, size and alignment) and returns their layout.
     pub(crate) fn read<A: Element>(bytes: &[u8]) -> Result<Layout<D>> {
+        // Everything but the length check is a pure function of the header
+        // bytes, `A` and `D`: a stream of arrays of one shape (a pool's
+        // tasks) validates its layout once per thread.
+        if let Some(layout) = recent::find::<A, D>(bytes) {
+            return layout.fits(bytes.len());
+        }
+        let layout = Self::parse::<A>(bytes)?;
+        recent::keep::<A, D>(&bytes[..layout.offset], &layout);
+        Ok(layout)
+    }
+
+    /// `self` if its header and data fit `len` bytes.
+    fn fits(self, len: usize) -> Result<Layout<D>> {
+        let needed = self.total_len();
+        if needed > len {
+            return Err(NdarrayError::TooSmall {
+                needed: needed as u64,
+                actual: len as u64,
+            });
+        }
+        Ok(self)
+    }
+
+    /// [`Layout::read`] without the memo.
+    fn parse<A: Element>(bytes: &[u8]) -> Result<Layout<D>> {
         let (header, offset) = NpyHeader::read(bytes)?;
         let expected = A::dtype();
         if !expected.same_layout(&header.dtype) {
@@ -111,6 +136,86 @@ impl<D: Dimension> Layout<D> {
     /// The shape with strides for ndarray's view constructors.
     pub(crate) fn stride_shape(&self) -> StrideShape<D> {
         self.dim.clone().set_f(self.order == MemOrder::F).into()
+    }
+}
+
+/// The layouts this thread read last, by the exact bytes of their header
+/// and the array type they were read as.
+mod recent {
+    use super::{dim_from_shape, Layout, MemOrder};
+    use ndarray::Dimension;
+    use npshmex_codec::DType;
+    use std::any::TypeId;
+    use std::cell::RefCell;
+
+    /// Layouts kept per thread.
+    const KEPT: usize = 8;
+    /// Longer headers (large structured dtypes) are validated every time.
+    const MAX_BYTES: usize = 1024;
+
+    /// A validated layout, for the element type `elem` and a dimension
+    /// type of `ndim` axes (`None`: any).
+    struct Entry {
+        elem: TypeId,
+        ndim: Option<usize>,
+        header: Box<[u8]>,
+        shape: Box<[usize]>,
+        order: MemOrder,
+        offset: usize,
+        data_len: usize,
+        dtype: DType,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The layout of `bytes` read as `(A, D)` earlier on this thread: one
+    /// whose header `bytes` starts with (the header's length is part of
+    /// those bytes, so the same prefix is the same header).
+    pub(super) fn find<A: 'static, D: Dimension>(bytes: &[u8]) -> Option<Layout<D>> {
+        let elem = TypeId::of::<A>();
+        RECENT
+            .try_with(|r| {
+                let r = r.borrow();
+                let e = r.iter().find(|e| {
+                    e.elem == elem && e.ndim == D::NDIM && bytes.starts_with(&e.header)
+                })?;
+                Some(Layout {
+                    // Checked against `D` when the entry was made.
+                    dim: dim_from_shape::<D>(&e.shape).ok()?,
+                    order: e.order,
+                    offset: e.offset,
+                    data_len: e.data_len,
+                    dtype: e.dtype.clone(),
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps `layout`, read as `(A, D)` from a header of exactly `header`.
+    pub(super) fn keep<A: 'static, D: Dimension>(header: &[u8], layout: &Layout<D>) {
+        if header.len() > MAX_BYTES {
+            return;
+        }
+        let entry = Entry {
+            elem: TypeId::of::<A>(),
+            ndim: D::NDIM,
+            header: header.into(),
+            shape: layout.dim.slice().into(),
+            order: layout.order,
+            offset: layout.offset,
+            data_len: layout.data_len,
+            dtype: layout.dtype.clone(),
+        };
+        let _ = RECENT.try_with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= KEPT {
+                r.remove(0);
+            }
+            r.push(entry);
+        });
     }
 }
 
@@ -241,5 +346,44 @@ mod tests {
         }
         let f: Vec<_> = ours(ndarray::Ix2(2, 2), MemOrder::F);
         assert_eq!(f, vec![(0, 0), (1, 0), (0, 1), (1, 1)]);
+    }
+
+    /// Header and data of a new array of `A` with `len` elements.
+    fn segment<A: Element>(len: usize) -> Vec<u8> {
+        let (layout, mut bytes) = Layout::<Ix1>::new::<A>(Ix1(len), MemOrder::C).unwrap();
+        bytes.resize(layout.total_len(), 0);
+        bytes
+    }
+
+    #[test]
+    fn a_remembered_layout_is_checked_as_a_new_one() {
+        let f8 = segment::<f64>(7);
+        for _ in 0..3 {
+            // Read, then read again from the memo: the same layout.
+            let a = Layout::<Ix1>::read::<f64>(&f8).unwrap();
+            assert_eq!((a.dim, a.offset, a.data_len), (Ix1(7), f8.len() - 56, 56));
+            // Too short for its data, however often its header was seen.
+            assert!(matches!(
+                Layout::<Ix1>::read::<f64>(&f8[..f8.len() - 1]),
+                Err(NdarrayError::TooSmall { .. })
+            ));
+            // Another element type or dimensionality refuses it.
+            assert!(matches!(
+                Layout::<Ix1>::read::<u64>(&f8),
+                Err(NdarrayError::DTypeMismatch { .. })
+            ));
+            assert!(matches!(
+                Layout::<ndarray::Ix2>::read::<f64>(&f8),
+                Err(NdarrayError::DimMismatch { .. })
+            ));
+            let any = Layout::<IxDyn>::read::<f64>(&f8).unwrap();
+            assert_eq!(any.dim, IxDyn(&[7]));
+            // One byte apart in the shape: another layout.
+            let f8_8 = segment::<f64>(8);
+            assert_eq!(f8_8.len(), f8.len() + 8);
+            assert_eq!(Layout::<Ix1>::read::<f64>(&f8_8).unwrap().dim, Ix1(8));
+            // A header cut short is an error.
+            assert!(Layout::<Ix1>::read::<f64>(&f8[..20]).is_err());
+        }
     }
 }
