@@ -1,6 +1,6 @@
 //! [`ProcessPoolExecutor`]: submitting tasks and shutting down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -12,7 +12,7 @@ use crate::error::{PoolError, TaskError};
 use crate::executor::Executor;
 use crate::future::Future;
 use crate::map::{MapIter, MapOptions};
-use crate::state::{Config, Inner, Job, SlotState, State};
+use crate::state::{Config, Inbox, Inner, Job, SlotState, State};
 use crate::wire::{ExeId, PackError, Packet};
 
 /// Whether [`shutdown`](ProcessPoolExecutor::shutdown) blocks.
@@ -95,6 +95,8 @@ impl ProcessPoolExecutor {
                 slots: (0..n).map(|_| SlotState::default()).collect(),
                 ..State::default()
             }),
+            inbox: Inbox::default(),
+            last_id: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(n);
@@ -193,27 +195,52 @@ impl ProcessPoolExecutor {
         R: DeserializeOwned + Send + 'static,
     {
         let fut = Future::new(self.inner.cfg.spin);
-        let mut st = self.inner.lock();
-        if let Some(reason) = &st.broken {
-            return Err(PoolError::Broken {
-                reason: reason.clone(),
-            });
-        }
-        if st.shutting_down {
-            return Err(PoolError::ShutDown);
-        }
-        // Ids start at 1: a worker announces 0 for "no task" (see `channel`).
-        st.next_id += 1;
-        let id = st.next_id;
-        st.queue.push_back(Job {
-            id,
+        let job = Job {
+            id: self.inner.next_id(),
             tramp,
             func,
             packet,
             completion: fut.completion(),
-        });
+        };
+        let inbox = &self.inner.inbox;
+        if inbox.takes_tasks() {
+            // Every worker is busy: the next dispatch (a result coming
+            // back) takes it; the state lock is left to the slot threads.
+            let id = job.id;
+            inbox.push(job);
+            if inbox.is_closed() {
+                return self.withdraw(id).map(|()| fut);
+            }
+            if inbox.room_since() {
+                self.inner.lock().dispatch(&self.inner);
+            }
+            return Ok(fut);
+        }
+        let mut st = self.inner.lock();
+        if let Some(err) = closed_error(&st) {
+            return Err(err);
+        }
+        st.take_inbox(&self.inner);
+        st.queue.push_back(job);
         st.dispatch(&self.inner);
         Ok(fut)
+    }
+
+    /// A task pushed to the inbox as the pool stopped taking tasks: it is
+    /// withdrawn (the submit fails as if it came later) unless shutdown or
+    /// the breaking pool already took it, which then decides its fate
+    /// (run, cancelled or failed, like every other pending task).
+    fn withdraw(&self, id: u64) -> Result<(), PoolError> {
+        let mut st = self.inner.lock();
+        st.take_inbox(&self.inner);
+        let Some(at) = st.queue.iter().position(|j| j.id == id) else {
+            return Ok(());
+        };
+        let job = st.queue.remove(at);
+        let err = closed_error(&st).unwrap_or(PoolError::ShutDown);
+        drop(st);
+        drop(job);
+        Err(err)
     }
 
     /// The number of worker processes.
@@ -222,16 +249,7 @@ impl ProcessPoolExecutor {
     }
 
     fn check_open(&self) -> Result<(), PoolError> {
-        let st = self.inner.lock();
-        if let Some(reason) = &st.broken {
-            return Err(PoolError::Broken {
-                reason: reason.clone(),
-            });
-        }
-        if st.shutting_down {
-            return Err(PoolError::ShutDown);
-        }
-        Ok(())
+        closed_error(&self.inner.lock()).map_or(Ok(()), Err)
     }
 
     /// Pids of the live worker processes (for monitoring and leak checks).
@@ -253,6 +271,7 @@ impl ProcessPoolExecutor {
         let cancelled = {
             let mut st = self.inner.lock();
             st.shutting_down = true;
+            st.close(&self.inner);
             let cancelled: Vec<Job> = match opts.cancel_futures {
                 CancelFutures::CancelPending => st.queue.drain(..).collect(),
                 CancelFutures::RunPending => Vec::new(),
@@ -345,4 +364,14 @@ impl Drop for ProcessPoolExecutor {
             cancel_futures: CancelFutures::RunPending,
         });
     }
+}
+
+/// Why the pool takes no more tasks, if it does not.
+fn closed_error(st: &State) -> Option<PoolError> {
+    if let Some(reason) = &st.broken {
+        return Some(PoolError::Broken {
+            reason: reason.clone(),
+        });
+    }
+    st.shutting_down.then_some(PoolError::ShutDown)
 }

@@ -12,7 +12,9 @@
 //! 1. `Rx::role` (the receive role of one slot);
 //! 2. `Inner::state` (the pool's queue and slots);
 //! 3. a future's own lock (`future::Shared`), taken by dispatch under the
-//!    state lock to mark a task running.
+//!    state lock to mark a task running; or the inbox's (`state::Inbox`),
+//!    taken by dispatch to move its tasks to the queue, and alone by a
+//!    submitter while every worker is busy.
 //!
 //! A thread takes locks only in this order, never waits for the role while
 //! it holds the state, and holds no future lock while it runs user code:
@@ -227,7 +229,7 @@ fn process(inner: &Inner, index: usize, conn: &Arc<Channel>, msg: Message) -> Op
         ToParent::Ready(Some(message)) => {
             let lost = inner
                 .lock()
-                .break_pool(format!("a worker initializer failed: {message}"));
+                .break_pool(inner, format!("a worker initializer failed: {message}"));
             for job in lost {
                 job.into_completion()
                     .fail(TaskError::Initializer(message.clone()));

@@ -88,7 +88,7 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
                     return;
                 }
                 let reason = format!("could not replace a worker: {}", f.error);
-                let lost = inner.lock().break_pool(reason);
+                let lost = inner.lock().break_pool(&inner, reason);
                 let e = Arc::new(f.error);
                 for job in lost {
                     job.into_completion()
@@ -185,7 +185,7 @@ fn teardown(
         let lost = {
             let mut st = inner.lock();
             let mut lost: Vec<Job> = in_flight.into_iter().map(|f| f.job).collect();
-            lost.extend(st.break_pool(reason.clone()));
+            lost.extend(st.break_pool(inner, reason.clone()));
             lost
         };
         for job in lost {

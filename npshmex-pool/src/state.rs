@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,11 @@ pub(crate) struct Inner {
     pub(crate) cfg: Config,
     pub(crate) exe: ExeId,
     pub(crate) state: Mutex<State>,
+    /// Tasks submitted while no worker could take more.
+    pub(crate) inbox: Inbox,
+    /// The last task id handed out (ids start at 1: a worker announces 0
+    /// for "no task", see `channel`).
+    pub(crate) last_id: AtomicU64,
 }
 
 impl Inner {
@@ -55,6 +60,63 @@ impl Inner {
         // Nothing panics while holding this lock (completions run outside
         // it), so a poisoned state is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new task id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Where a task submitted while every worker's pipeline is full waits for
+/// the next dispatch, so that its submitter takes only this lock and not
+/// the state lock that the slot threads take for every result: with tiny
+/// tasks the submitter and the slot threads contended for that lock on
+/// every task, and a holder preempted on a busy machine stalled the others.
+///
+/// The rule: a dispatch that leaves a worker with room clears `saturated`
+/// and then looks at `len`; a submitter bumps `len` and then looks at
+/// `saturated` (both sequentially consistent), so one of the two always
+/// sees the other and the task is dispatched at once. A dispatch that
+/// leaves no room is followed by another (a result, a worker that starts
+/// or ends), which takes the inbox first. Shutdown and a broken pool set
+/// `closed` and then empty the inbox; a submitter that sees `closed` after
+/// its push withdraws its task if it is still waiting (see
+/// `ProcessPoolExecutor::submit_packet`).
+#[derive(Default)]
+pub(crate) struct Inbox {
+    jobs: Mutex<Vec<Job>>,
+    len: AtomicUsize,
+    /// No worker has room: a submit may leave its task here.
+    saturated: AtomicBool,
+    /// The pool takes no more tasks (shutting down or broken).
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    /// Whether a submit should leave its task here rather than dispatch.
+    pub(crate) fn takes_tasks(&self) -> bool {
+        self.saturated.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Leaves `job` for the next dispatch.
+    pub(crate) fn push(&self, job: Job) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(job);
+        self.len.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether a dispatch left room since the caller's push (then the
+    /// caller dispatches: its task may be the one no dispatch saw).
+    pub(crate) fn room_since(&self) -> bool {
+        !self.saturated.load(Ordering::SeqCst)
+    }
+
+    /// Whether the pool stopped taking tasks.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -128,12 +190,44 @@ pub(crate) struct State {
     pub(crate) slots: Vec<SlotState>,
     pub(crate) shutting_down: bool,
     pub(crate) broken: Option<String>,
-    pub(crate) next_id: u64,
 }
 
 impl State {
-    /// Sends queued tasks to workers with room, in batches.
+    /// Moves the inbox's tasks to the back of the queue (lock order: the
+    /// state, then the inbox).
+    pub(crate) fn take_inbox(&mut self, inner: &Inner) {
+        let inbox = &inner.inbox;
+        if inbox.len.load(Ordering::SeqCst) > 0 {
+            let mut jobs = inbox.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            inbox.len.store(0, Ordering::SeqCst);
+            self.queue.extend(jobs.drain(..));
+        }
+    }
+
+    /// No more tasks are taken: submitters stop using the inbox, and what
+    /// it holds joins the queue.
+    pub(crate) fn close(&mut self, inner: &Inner) {
+        inner.inbox.closed.store(true, Ordering::SeqCst);
+        self.take_inbox(inner);
+    }
+
+    /// Sends queued tasks (the inbox's first) to workers with room, in
+    /// batches, and tells submitters whether any room is left.
     pub(crate) fn dispatch(&mut self, inner: &Inner) {
+        loop {
+            self.take_inbox(inner);
+            self.dispatch_queue(inner);
+            let room = self.broken.is_some() || self.slots.iter().any(|s| s.has_room(&inner.cfg));
+            inner.inbox.saturated.store(!room, Ordering::SeqCst);
+            // A task pushed before the flag was cleared may have been
+            // missed by its submitter's check: take it now.
+            if !room || self.broken.is_some() || inner.inbox.len.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+
+    fn dispatch_queue(&mut self, inner: &Inner) {
         let cfg = &inner.cfg;
         if self.broken.is_some() {
             return;
@@ -257,10 +351,11 @@ impl State {
 
     /// Marks the pool broken: nothing more is dispatched, every worker is
     /// told to stop. Returns the tasks that will never run.
-    pub(crate) fn break_pool(&mut self, reason: String) -> Vec<Job> {
+    pub(crate) fn break_pool(&mut self, inner: &Inner, reason: String) -> Vec<Job> {
         if self.broken.is_none() {
             self.broken = Some(reason);
         }
+        self.close(inner);
         let mut lost: Vec<Job> = self.queue.drain(..).collect();
         for slot in &mut self.slots {
             lost.extend(slot.in_flight.drain(..).map(|f| f.job));

@@ -756,3 +756,64 @@ fn many_threads_submit_to_one_pool() {
     }
     leaks.finish();
 }
+
+/// Submits from several threads race a shutdown, for both ways of
+/// shutting down: every submit either fails with `ShutDown` or returns a
+/// future that is done once `shutdown` returns (its value, or cancelled
+/// when pending tasks are cancelled); nothing is left waiting, and the
+/// tasks that got through while every worker was busy (waiting for the
+/// next dispatch rather than queued under the pool's lock) are among them.
+#[test]
+fn submits_racing_shutdown_fail_or_complete() {
+    let leaks = LeakCheck::start();
+    for cancel in [CancelFutures::RunPending, CancelFutures::CancelPending] {
+        for round in 0..12u64 {
+            let p = Arc::new(
+                ProcessPoolExecutor::builder()
+                    .max_workers(2)
+                    .max_in_flight(4)
+                    .build()
+                    .expect("pool"),
+            );
+            let submitted = Arc::new(AtomicU64::new(0));
+            let threads: Vec<_> = (0..3u64)
+                .map(|t| {
+                    let (p, submitted) = (p.clone(), submitted.clone());
+                    std::thread::spawn(move || {
+                        let mut futs = Vec::new();
+                        for i in 0.. {
+                            let x = t * 1_000_000 + i;
+                            match p.submit(square, x) {
+                                Ok(f) => futs.push((x, f)),
+                                Err(PoolError::ShutDown) => break,
+                                Err(e) => panic!("submit failed with {e}"),
+                            }
+                            submitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        futs
+                    })
+                })
+                .collect();
+            let goal = 200 + round * 300;
+            wait_until("tasks are submitted", || {
+                submitted.load(Ordering::Relaxed) >= goal
+            });
+            p.shutdown(ShutdownOptions {
+                wait: Wait::UntilDone,
+                cancel_futures: cancel,
+            });
+            for t in threads {
+                for (x, f) in t.join().expect("submitting thread") {
+                    assert!(f.done(), "a future of an accepted task is done");
+                    match (cancel, f.result()) {
+                        (_, Ok(v)) => assert_eq!(v, square(x)),
+                        (CancelFutures::CancelPending, Err(TaskError::Cancelled)) => {}
+                        (_, Err(e)) => panic!("task {x}: {e}"),
+                    }
+                }
+            }
+            assert!(matches!(p.submit(square, 1), Err(PoolError::ShutDown)));
+        }
+    }
+    leaks.finish();
+}
