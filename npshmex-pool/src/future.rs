@@ -172,25 +172,14 @@ impl<R> Shared<R> {
         if !allowed(s.phase) {
             return false;
         }
-        if s.callbacks.is_empty() {
-            s.phase = phase;
-            s.failed = phase == Phase::Finished && value.is_err();
-            s.value = Some(value);
-            self.done.store(true, Ordering::Release);
-            let waker = s.waker.take();
-            if s.waiters > 0 {
-                self.cond.notify_all();
-            }
-            drop(s);
-            if let Some(w) = waker {
-                w.wake();
-            }
-            return true;
-        }
         s.phase = phase;
-        s.settling = true;
         s.failed = phase == Phase::Finished && value.is_err();
         self.done.store(true, Ordering::Release);
+        if s.callbacks.is_empty() {
+            self.settle(s, value);
+            return true;
+        }
+        s.settling = true;
         let mut callbacks = std::mem::take(&mut s.callbacks);
         drop(s);
         loop {
@@ -202,18 +191,23 @@ impl<R> Shared<R> {
             // them while settling) run too, before the value is stored.
             callbacks = std::mem::take(&mut s.callbacks);
             if callbacks.is_empty() {
-                s.value = Some(value);
-                s.settling = false;
-                let waker = s.waker.take();
-                if s.waiters > 0 {
-                    self.cond.notify_all();
-                }
-                drop(s);
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                self.settle(s, value);
                 return true;
             }
+        }
+    }
+
+    /// Stores the decided value and wakes whoever waits for it.
+    fn settle(&self, mut s: MutexGuard<'_, Slot<R>>, value: Result<R, TaskError>) {
+        s.value = Some(value);
+        s.settling = false;
+        let waker = s.waker.take();
+        if s.waiters > 0 {
+            self.cond.notify_all();
+        }
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
