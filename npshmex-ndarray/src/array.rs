@@ -16,7 +16,7 @@ use ndarray::{
     IxDyn, Order, ShapeArg, ShapeBuilder, Zip,
 };
 use npshmex_codec::{cast_slice, cast_slice_mut, DType, Element};
-use npshmex_shm::cache::{self, Fresh, Origin, Slot};
+use npshmex_shm::cache::{self, Origin, Slot};
 use npshmex_shm::{Access, Seals, Segment};
 use std::fmt;
 use std::marker::PhantomData;
@@ -85,23 +85,18 @@ fn mem_order(order: Option<Order>) -> MemOrder {
 
 impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// Allocates a segment for an array of `dim` in `order` and writes its
-    /// header. The data bytes are zero if `Fresh::Zeroed`, old contents else.
-    /// A new array with its header written; also returns how many bytes
-    /// from the segment's start may hold old values (0 for a new segment;
-    /// a reused one is zero past what its earlier users wrote).
+    /// header; also returns how many bytes from the segment's start may
+    /// hold old values (0 for a new segment; a reused one is zero past what
+    /// its earlier users wrote).
     fn alloc(dim: D, order: MemOrder) -> Result<(Self, usize)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
-        let (mut slot, fresh) = cache::alloc(layout.total_len())?;
-        let dirty = match fresh {
-            Fresh::Zeroed => 0,
-            Fresh::Dirty => slot.dirty_len(),
-        };
+        let (mut slot, _) = cache::alloc(layout.total_len())?;
+        let dirty = slot.dirty_len();
         // Writes stay within the header and the data (here and through the
         // array's views): a reuse of the segment then clears no more.
         let bytes = slot.prefix_mut(layout.total_len())?;
         bytes[..header.len()].copy_from_slice(&header);
-        let range = layout.data_range();
-        let old = &mut bytes[range.start..range.end.min(dirty.max(range.start))];
+        let old = &mut bytes[layout.data_before(dirty)];
         if A::validate(old).is_err() {
             // Old bytes of a reused segment that are no valid `A` (bool):
             // typed views refuse them, so start from zeros.
@@ -137,10 +132,9 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
         let (dim, order) = shape.into_shape_and_order();
         let (mut a, dirty) = Self::alloc(dim, mem_order(order))?;
         // Past what earlier users of a reused segment wrote it is zero.
-        let range = a.layout.data_range();
-        let end = range.end.min(dirty);
-        if end > range.start {
-            a.bytes_mut()?[range.start..end].fill(0);
+        let old = a.layout.data_before(dirty);
+        if !old.is_empty() {
+            a.bytes_mut()?[old].fill(0);
         }
         Ok(a)
     }

@@ -74,13 +74,7 @@ impl<D: Dimension> Layout<D> {
 
     /// `self` if its header and data fit `len` bytes.
     fn fits(self, len: usize) -> Result<Layout<D>> {
-        let needed = self.total_len();
-        if needed > len {
-            return Err(NdarrayError::TooSmall {
-                needed: needed as u64,
-                actual: len as u64,
-            });
-        }
+        fits(self.total_len(), len)?;
         Ok(self)
     }
 
@@ -99,12 +93,7 @@ impl<D: Dimension> Layout<D> {
                 shape: header.shape.clone(),
                 itemsize: expected.itemsize(),
             })?;
-        if needed > bytes.len() {
-            return Err(NdarrayError::TooSmall {
-                needed: needed as u64,
-                actual: bytes.len() as u64,
-            });
-        }
+        fits(needed, bytes.len())?;
         let align = expected.alignment().max(1);
         if !offset.is_multiple_of(align) {
             return Err(NdarrayError::Misaligned { offset, align });
@@ -133,10 +122,26 @@ impl<D: Dimension> Layout<D> {
         self.offset..self.total_len()
     }
 
+    /// The data bytes that lie before byte `end` of the segment.
+    pub(crate) fn data_before(&self, end: usize) -> std::ops::Range<usize> {
+        self.offset..self.total_len().min(end).max(self.offset)
+    }
+
     /// The shape with strides for ndarray's view constructors.
     pub(crate) fn stride_shape(&self) -> StrideShape<D> {
         self.dim.clone().set_f(self.order == MemOrder::F).into()
     }
+}
+
+/// `TooSmall` unless `needed` bytes fit in `len`.
+fn fits(needed: usize, len: usize) -> Result<()> {
+    if needed > len {
+        return Err(NdarrayError::TooSmall {
+            needed: needed as u64,
+            actual: len as u64,
+        });
+    }
+    Ok(())
 }
 
 /// The layouts this thread read last, by the exact bytes of their header
