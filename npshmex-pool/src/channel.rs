@@ -543,7 +543,6 @@ impl<'a> Pacer<'a> {
         }
     }
 
-    /// Between two polls.
     /// Whether a polling loop should read the clock now: once every 16
     /// polls (a clock read costs more than a poll of the ring; on a VM as
     /// much as the rest of the loop).
@@ -551,6 +550,7 @@ impl<'a> Pacer<'a> {
         self.polls.is_multiple_of(16)
     }
 
+    /// Between two polls.
     pub(crate) fn pause(&mut self) {
         self.polls = self.polls.wrapping_add(1);
         if let Some(conn) = self.conn.filter(|_| self.polls.is_multiple_of(16)) {

@@ -63,8 +63,9 @@ pub(crate) struct Rx {
     /// Callers currently polling this slot's ring.
     pub(crate) helpers: AtomicUsize,
     /// How many tasks the worker holds, as of the last change under the
-    /// state lock: a hint that spares a caller with nothing to gain from
-    /// helping (a worker with a backlog) the state lock.
+    /// state lock: a hint that spares a waiting caller with nothing to gain
+    /// from helping (a worker with a backlog) the state lock of
+    /// [`worth_helping`] (`future::Shared::spin_and_help` checks it first).
     pub(crate) held: AtomicUsize,
     /// The slot thread is parked on the ring's futex (not on `wake`).
     pub(crate) ring_parked: AtomicBool,
@@ -161,9 +162,6 @@ pub(crate) fn help(inner: &Inner, a: &Assigned) {
 /// thread in the round trip). With a backlog the slot thread is busy
 /// anyway, and handing the role back and forth would only add wake-ups.
 pub(crate) fn worth_helping(inner: &Inner, a: &Assigned) -> bool {
-    if a.rx.held.load(Ordering::Relaxed) > 1 {
-        return false;
-    }
     let st = inner.lock();
     let slot = &st.slots[a.index];
     slot.in_flight.len() <= 1 && slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &a.conn))

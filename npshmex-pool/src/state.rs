@@ -394,7 +394,7 @@ impl SlotState {
                 let by_time = QUEUED_WORK.as_nanos() / avg.as_nanos().max(1);
                 usize::try_from(by_time)
                     .unwrap_or(usize::MAX)
-                    .clamp(SHORT_TASK_DEPTH, cfg.max_in_flight.max(SHORT_TASK_DEPTH))
+                    .max(SHORT_TASK_DEPTH)
                     .min(cfg.max_in_flight)
             }
             _ => cfg.max_in_flight.min(LONG_TASK_DEPTH),
@@ -402,9 +402,8 @@ impl SlotState {
     }
 
     /// Publishes how many tasks the worker holds, for callers deciding
-    /// without the state lock whether to receive for it
-    /// ([`crate::rx::worth_helping`]). Called after every change of
-    /// `in_flight`.
+    /// without the state lock whether to receive for it (`Rx::held`).
+    /// Called after every change of `in_flight`.
     pub(crate) fn note_held(&self) {
         self.rx.held.store(self.in_flight.len(), Ordering::Relaxed);
     }
