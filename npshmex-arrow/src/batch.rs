@@ -102,7 +102,7 @@ impl ShmBatch {
     /// (one dictionary per field in an IPC file).
     pub fn from_batches(schema: SchemaRef, batches: &[RecordBatch]) -> Result<ShmBatch> {
         let layout = FileLayout::new(&schema, batches)?;
-        let (mut slot, _) =
+        let mut slot =
             cache::alloc_exact(layout.len()).map_err(ArrowShmError::shm("create segment"))?;
         write(&layout, slot.segment_mut())?;
         // Frozen before any other process can map it: nobody can change

@@ -355,7 +355,7 @@ impl Incoming {
         };
         for &len in &payload.items {
             let len = frame::to_len(peer, len)?;
-            let (slot, _) = cache::alloc(len).map_err(|source| MpiError::Shm {
+            let slot = cache::alloc(len).map_err(|source| MpiError::Shm {
                 op: "allocating a segment to receive into",
                 source,
             })?;

@@ -90,7 +90,7 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// its earlier users wrote).
     fn alloc(dim: D, order: MemOrder) -> Result<(Self, usize)> {
         let (layout, header) = Layout::new::<A>(dim, order)?;
-        let (mut slot, _) = cache::alloc(layout.total_len())?;
+        let mut slot = cache::alloc(layout.total_len())?;
         let dirty = slot.dirty_len();
         // Writes stay within the header and the data (here and through the
         // array's views): a reuse of the segment then clears no more.

@@ -198,7 +198,7 @@ pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<Shm
     let named = NamedSegment::open(&key.name, Writable::No)?;
     let size = named.current_len()?;
     let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
-    let (mut slot, _) = cache::alloc(len)?;
+    let mut slot = cache::alloc(len)?;
     named.read_at(0, slot.prefix_mut(len)?)?;
     let array = ShmArray::from_received(slot, len)?;
     if keep == Keep::No {

@@ -716,8 +716,8 @@ fn argument_pages_are_recycled(x: ShmArg<'_, f64, Ix1>) -> (bool, bool) {
     let x = x.into_owned();
     let len = x.len() * 8 + 128;
     match npshmex_shm::cache::alloc(len) {
-        Ok((slot, fresh)) => (
-            fresh == npshmex_shm::cache::Fresh::Dirty,
+        Ok(slot) => (
+            slot.dirty_len() > 0,
             slot.origin() == npshmex_shm::cache::Origin::Received,
         ),
         Err(_) => (false, false),

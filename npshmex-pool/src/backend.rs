@@ -144,7 +144,7 @@ pub fn inbound(item: Outbound) -> Result<Inbound, ShmError> {
         Outbound::Slot(slot) => Ok(Inbound::Slot(slot)),
         Outbound::Fd(fd) => {
             let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0)?;
-            let (mut slot, _) = cache::alloc(seg.len())?;
+            let mut slot = cache::alloc(seg.len())?;
             slot.segment_mut().as_mut_slice()?[..seg.len()].copy_from_slice(seg.as_slice());
             Ok(Inbound::Slot(slot))
         }

@@ -2,6 +2,11 @@
 //! slot's tasks in flight, and the dispatch rule that moves tasks from the
 //! queue to workers.
 //!
+//! While every worker is busy, submitters leave their tasks in the
+//! [`Inbox`] (its own lock) instead of taking the state lock; every
+//! dispatch first moves the inbox to the back of the queue, so the order of
+//! submission is kept.
+//!
 //! Tasks are pipelined: a worker may hold several (up to `max_in_flight`,
 //! and never more inline bytes than fit the socket buffer, so a send never
 //! blocks while the lock is held). It runs them in order, so when it dies

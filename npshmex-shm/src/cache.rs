@@ -131,15 +131,6 @@ pub enum Origin {
     Received,
 }
 
-/// Whether an allocated segment's bytes are known to be zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fresh {
-    /// A new memfd: every byte is zero and no page is touched yet.
-    Zeroed,
-    /// A reused segment: old contents, pages already faulted.
-    Dirty,
-}
-
 /// An owned segment handle with what the cache needs to know about it.
 /// Dropping it offers the segment to the cache.
 ///
@@ -232,7 +223,7 @@ impl Slot {
     ///
     /// ```
     /// use npshmex_shm::cache;
-    /// let (mut slot, _) = cache::alloc(100)?;
+    /// let mut slot = cache::alloc(100)?;
     /// slot.prefix_mut(3)?.copy_from_slice(b"abc");
     /// assert!(slot.dirty_len() >= 3);
     /// assert!(slot.prefix_mut(1 << 20).is_err());
@@ -244,7 +235,7 @@ impl Slot {
     ///
     /// ```compile_fail,E0502
     /// use npshmex_shm::cache;
-    /// let (mut slot, _) = cache::alloc(100)?;
+    /// let mut slot = cache::alloc(100)?;
     /// let bytes = slot.prefix_mut(3)?;
     /// let other = slot.segment().as_slice(); // a second view of those bytes
     /// bytes[0] = other[0];
@@ -344,7 +335,7 @@ impl Slot {
     pub fn copy_to_new(&self, len: usize) -> Result<Slot> {
         let src = self.segment().as_slice();
         let len = len.min(src.len());
-        let (mut copy, _) = alloc(len)?;
+        let mut copy = alloc(len)?;
         copy.prefix_mut(len)?.copy_from_slice(&src[..len]);
         Ok(copy)
     }
@@ -618,16 +609,16 @@ fn put_small(class: usize, free: FreeSmall) {
 ///
 /// # Errors
 /// As [`Segment::anonymous`].
-pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
+pub fn alloc(len: usize) -> Result<Slot> {
     if let Some(class) = small_class(len) {
         let reused = small_pool().classes[class_index(class)].pop();
         if let Some(f) = reused {
-            return Ok((Slot::own(f.seg, f.key, f.dirty), Fresh::Dirty));
+            return Ok(Slot::own(f.seg, f.key, f.dirty));
         }
         let seg = Segment::anonymous(class)?;
         seg.seal(Seals::SIZE)?;
         let key = seg.file_key()?;
-        return Ok((Slot::own(seg, key, 0), Fresh::Zeroed));
+        return Ok(Slot::own(seg, key, 0));
     }
     if len >= MIN_CACHED {
         if let Some((seg, key)) = take_recycled(len) {
@@ -636,7 +627,7 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
             // allocator instead of this cache.
             let mut slot = Slot::new(seg, key, Origin::Received);
             slot.no_cache = true;
-            return Ok((slot, Fresh::Dirty));
+            return Ok(slot);
         }
         let mut c = cache();
         let found = c
@@ -648,7 +639,7 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
             drop(c);
             let mut slot = Slot::new(e.seg, e.key, Origin::Own);
             *slot.lent_unlocked.get_mut() = !e.reusable;
-            return Ok((slot, Fresh::Dirty));
+            return Ok(slot);
         }
     }
     let seg = Segment::anonymous(len)?;
@@ -657,7 +648,7 @@ pub fn alloc(len: usize) -> Result<(Slot, Fresh)> {
         seg.advise_hugepage();
     }
     let key = seg.file_key()?;
-    Ok((Slot::own(seg, key, 0), Fresh::Zeroed))
+    Ok(Slot::own(seg, key, 0))
 }
 
 thread_local! {
@@ -730,7 +721,7 @@ fn take_recycled(len: usize) -> Option<(Segment, FileKey)> {
 ///
 /// ```
 /// use npshmex_shm::cache;
-/// let n = cache::recycle_scope(|| cache::alloc(1 << 20).map(|(s, _)| s.segment().len()));
+/// let n = cache::recycle_scope(|| cache::alloc(1 << 20).map(|s| s.segment().len()));
 /// assert_eq!(n?, 1 << 20);
 /// # Ok::<(), npshmex_shm::ShmError>(())
 /// ```
@@ -766,14 +757,14 @@ pub fn recycle_scope<T>(f: impl FnOnce() -> T) -> T {
 ///
 /// # Errors
 /// As [`Segment::anonymous`].
-pub fn alloc_exact(len: usize) -> Result<(Slot, Fresh)> {
+pub fn alloc_exact(len: usize) -> Result<Slot> {
     if len > SMALL_MAX {
         return alloc(len);
     }
     let seg = Segment::anonymous(len)?;
     seg.seal(Seals::SIZE)?;
     let key = seg.file_key()?;
-    Ok((Slot::own(seg, key, 0), Fresh::Zeroed))
+    Ok(Slot::own(seg, key, 0))
 }
 
 /// Takes a cached mapping of the file `key` with the given access, if any
@@ -890,17 +881,21 @@ mod tests {
     fn segments_are_reused_only_after_the_receiver_let_go() -> Result<()> {
         // A size no other test uses, so the shared cache holds no candidate.
         let n = (3 << 20) + 4099;
-        let (mut a, fresh) = alloc(n)?;
-        assert_eq!(fresh, Fresh::Zeroed);
+        let mut a = alloc(n)?;
+        assert_eq!(a.dirty_len(), 0, "a new segment has nothing written");
         a.segment_mut().as_mut_slice()?.fill(7);
         let first = a.file_key();
         let held = lend(a)?;
-        let (b, _) = alloc(n)?;
+        let b = alloc(n)?;
         assert_ne!(b.file_key(), first, "reused while a receiver holds it");
         drop(held);
-        let (c, fresh) = alloc(n)?;
+        let c = alloc(n)?;
         assert_eq!(c.file_key(), first, "reused once the receiver let go");
-        assert_eq!(fresh, Fresh::Dirty);
+        assert_eq!(
+            c.dirty_len(),
+            c.segment().len(),
+            "reused: may hold anything"
+        );
         assert!(c.segment().is_exclusive());
         drop(b);
         Ok(())
@@ -934,21 +929,17 @@ mod tests {
         drop(a);
         // Whoever used a segment from the free list, every byte past what
         // it says was written is zero (what an inline receive relies on).
-        let clean_past_dirty = |s: &Slot, fresh: Fresh| {
+        let clean_past_dirty = |s: &Slot| {
             let dirty = s.dirty_len();
             assert!(dirty <= s.segment().len());
             assert!(s.segment().as_slice()[dirty..].iter().all(|&x| x == 0));
-            if fresh == Fresh::Zeroed {
-                assert_eq!(dirty, 0, "a new segment has nothing written");
-            }
         };
-        let (mut b, fresh) = alloc(9000)?;
-        clean_past_dirty(&b, fresh);
+        let mut b = alloc(9000)?;
+        clean_past_dirty(&b);
         // Exactly our extent when it is ours (under `cargo test` another
         // thread of this binary may have popped it first; under nextest, as
         // in CI, nothing else runs in this process and it always is).
         if b.file_key() == key {
-            assert_eq!(fresh, Fresh::Dirty);
             assert_eq!(b.dirty_len(), 100);
         }
         // Written through the whole segment: all of it is dirty, and stays
@@ -957,8 +948,8 @@ mod tests {
         assert_eq!(b.dirty_len(), len);
         let key = b.file_key();
         drop(b);
-        let (c, fresh) = alloc(9000)?;
-        clean_past_dirty(&c, fresh);
+        let c = alloc(9000)?;
+        clean_past_dirty(&c);
         if c.file_key() == key {
             assert_eq!(c.dirty_len(), len);
         }
@@ -968,7 +959,7 @@ mod tests {
     #[test]
     fn a_moved_segment_coming_back_reuses_its_mapping() -> Result<()> {
         let n = (5 << 20) + 8191;
-        let (a, _) = alloc(n)?;
+        let a = alloc(n)?;
         let first = a.file_key();
         let ptr = a.segment().as_ptr();
         let fd = lend(a)?;
@@ -1005,7 +996,7 @@ mod tests {
     #[test]
     fn freezing_a_segment_mapped_elsewhere_copies_it() -> Result<()> {
         let n = (2 << 20) + 77;
-        let (mut a, _) = alloc(n)?;
+        let mut a = alloc(n)?;
         a.segment_mut().as_mut_slice()?[..4].copy_from_slice(b"data");
         let key = a.file_key();
         // A receiver maps it writable: the kernel refuses the write seal.

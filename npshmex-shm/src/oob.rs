@@ -38,7 +38,7 @@
 //!
 //! ```
 //! use npshmex_shm::{cache, oob, Transfer};
-//! let (mut slot, _) = cache::alloc(4096)?;
+//! let mut slot = cache::alloc(4096)?;
 //! slot.segment_mut().as_mut_slice()?[0] = 42;
 //! let slot = std::sync::Arc::new(slot);
 //! let (sent, collected) = oob::collect(|| oob::send(&slot, Transfer::Move));
@@ -510,7 +510,7 @@ impl<'de> Deserialize<'de> for ArrivedSegment {
                         ),
                     }));
                 }
-                let (mut slot, _) = cache::alloc(v.len()).map_err(de_error)?;
+                let mut slot = cache::alloc(v.len()).map_err(de_error)?;
                 // A reused segment may hold this process's own old bytes
                 // after the value: zero them (only as far as they were
                 // written) so that the slot holds the value alone.
@@ -795,13 +795,13 @@ mod tests {
         // Fill the free list of the 8 KiB class with fully written segments.
         let dirtied: Vec<Slot> = (0..4)
             .map(|_| -> Result<Slot> {
-                let (mut s, _) = cache::alloc(5000)?;
+                let mut s = cache::alloc(5000)?;
                 s.segment_mut().as_mut_slice()?.fill(0xff);
                 Ok(s)
             })
             .collect::<Result<_>>()?;
         drop(dirtied);
-        let (mut src, _) = cache::alloc(5000)?;
+        let mut src = cache::alloc(5000)?;
         src.prefix_mut(4100)?.fill(7);
         let src = Arc::new(src);
         let (bytes, collected) = collect(|| {
@@ -831,7 +831,7 @@ mod tests {
     }
 
     fn writable_slot(byte: u8) -> Result<Arc<Slot>> {
-        let (mut slot, _) = cache::alloc(4096)?;
+        let mut slot = cache::alloc(4096)?;
         slot.segment_mut().as_mut_slice()?[0] = byte;
         Ok(Arc::new(slot))
     }
@@ -916,7 +916,7 @@ mod tests {
     fn an_unproven_move_is_sealed_and_private() -> Result<()> {
         // Large enough for the cache to keep its mapping after the send.
         let n = (2 << 20) + 4096 * 3;
-        let (mut slot, _) = cache::alloc(n)?;
+        let mut slot = cache::alloc(n)?;
         slot.segment_mut().as_mut_slice()?[..3].copy_from_slice(&[3, 1, 4]);
         let sent_key = slot.file_key();
         let slot = Arc::new(slot);

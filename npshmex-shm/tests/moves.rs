@@ -10,7 +10,7 @@ use npshmex_shm::oob::{self, collect, receive, send, with_received_moves};
 use npshmex_shm::{Access, Result, Transfer};
 
 fn writable_slot(byte: u8) -> Result<Arc<Slot>> {
-    let (mut slot, _) = cache::alloc(4096)?;
+    let mut slot = cache::alloc(4096)?;
     slot.segment_mut().as_mut_slice()?[0] = byte;
     Ok(Arc::new(slot))
 }
@@ -44,7 +44,7 @@ fn a_move_of_a_kept_handle_sends_a_copy() -> Result<()> {
 #[test]
 fn a_proven_move_arrives_writable_and_comes_home_to_its_mapping() -> Result<()> {
     // Past the cache's minimum size, so the sender keeps its mapping.
-    let (slot, _) = cache::alloc((3 << 20) + 123)?;
+    let slot = cache::alloc((3 << 20) + 123)?;
     let slot = Arc::new(slot);
     let key = slot.file_key();
     let ptr = slot.segment().as_ptr();
@@ -86,7 +86,7 @@ fn plain_fds_are_never_taken_for_moves() -> Result<()> {
 fn contents_transports_hand_segments_over_as_slots() -> Result<()> {
     // What a transport that carries contents does: the sender reads each
     // moved slot, the receiver fills a slot of its own and decodes.
-    let (mut slot, _) = cache::alloc(4096)?;
+    let mut slot = cache::alloc(4096)?;
     slot.segment_mut().as_mut_slice()?[..3].copy_from_slice(b"abc");
     let slot = Arc::new(slot);
     let (refs, collected) = collect(|| {
@@ -102,7 +102,7 @@ fn contents_transports_hand_segments_over_as_slots() -> Result<()> {
             panic!("a moved segment arrives as a slot");
         };
         let bytes = s.segment().as_slice();
-        let (mut mine, _) = cache::alloc(bytes.len())?;
+        let mut mine = cache::alloc(bytes.len())?;
         mine.segment_mut().as_mut_slice()?[..bytes.len()].copy_from_slice(bytes);
         inbound.push(oob::Inbound::Slot(mine));
     }

@@ -92,7 +92,7 @@ impl FdSegment {
     /// # Errors
     /// As [`cache::alloc`].
     pub fn new(len: usize, fill: impl FnOnce(&mut [u8])) -> npshmex_shm::Result<FdSegment> {
-        let (mut slot, _) = cache::alloc(len)?;
+        let mut slot = cache::alloc(len)?;
         let bytes = slot.segment_mut().as_mut_slice()?;
         fill(&mut bytes[..len]);
         Ok(FdSegment {
