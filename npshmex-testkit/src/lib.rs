@@ -21,6 +21,7 @@
 
 mod fds;
 mod leak;
+pub mod mpi;
 mod oob;
 mod procs;
 mod shm;

@@ -14,6 +14,7 @@
 use crate::flags;
 use crate::util::{self, cargo, run_cmd as sh};
 use anyhow::{bail, ensure, Context, Result};
+use npshmex_testkit::mpi::launchers;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -131,7 +132,7 @@ pub fn ensure_installed() -> Result<Availability> {
 /// this command only.
 pub fn mpiexec() -> Command {
     let mut c = Command::new("mpiexec");
-    c.args(["--oversubscribe", "--bind-to", "none"]);
+    c.args(npshmex_testkit::mpi::LAUNCH_ARGS);
     if is_root() {
         c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
@@ -143,16 +144,6 @@ pub fn mpiexec() -> Command {
 pub struct JobOutput {
     pub stdout: String,
     pub stderr: String,
-}
-
-/// Launcher daemons running now (`orted`, `mpiexec`, ...).
-fn daemons() -> BTreeSet<u32> {
-    processes(|_, cmdline| {
-        let prog = cmdline.split('\0').next().unwrap_or("");
-        ["orted", "orterun", "mpiexec", "mpirun", "prterun", "prted"]
-            .iter()
-            .any(|d| prog.ends_with(d))
-    })
 }
 
 fn processes(keep: impl Fn(&Path, &str) -> bool) -> BTreeSet<u32> {
@@ -177,7 +168,7 @@ fn processes(keep: impl Fn(&Path, &str) -> bool) -> BTreeSet<u32> {
 /// echoing its stdout as it comes; kills it past `limit`; then checks that
 /// no rank, no new launcher daemon and no MPI file in `/dev/shm` is left.
 pub fn run_job(cmd: &mut Command, program: &Path, limit: Duration) -> Result<JobOutput> {
-    let daemons_before = daemons();
+    let daemons_before = launchers();
     let shm_before = util::shm_entries();
     eprintln!("$ {cmd:?}");
     let mut child = cmd
@@ -255,7 +246,7 @@ fn wait_gone(
         let marker = program.to_string_lossy();
         let ranks =
             processes(|exe, cmdline| exe == program || cmdline.split('\0').any(|a| a == marker));
-        let new_daemons: Vec<u32> = daemons().difference(daemons_before).copied().collect();
+        let new_daemons: Vec<u32> = launchers().difference(daemons_before).copied().collect();
         let new_shm: Vec<String> = util::shm_entries()
             .difference(shm_before)
             .filter(|n| n.starts_with("vader") || n.contains("ompi"))

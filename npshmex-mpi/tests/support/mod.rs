@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use npshmex_mpi::{Mpi, MpiPoolExecutor};
 use npshmex_ndarray::ShmArray1;
+use npshmex_testkit::mpi;
 use serde::{Deserialize, Serialize};
 
 /// The variable that makes this binary a rank of a case.
@@ -134,25 +135,15 @@ impl Launch {
             Some(p) => p.display().to_string(),
             None => std::env::current_exe()?.display().to_string(),
         };
-        let mut a: Vec<String> = ["mpiexec", "--oversubscribe", "--bind-to", "none"]
-            .iter()
-            .map(|s| s.to_string())
+        let mut a: Vec<String> = std::iter::once("mpiexec")
+            .chain(mpi::LAUNCH_ARGS)
+            .map(String::from)
             .collect();
         if self.transport == Transport::Tcp {
-            a.extend(["--mca", "btl", "tcp,self"].map(String::from));
+            a.extend(mpi::TCP_ONLY_ARGS.map(String::from));
             if self.extra.iter().all(|e| e != "--hostfile") {
                 // One machine: TCP over loopback only.
-                a.extend(
-                    [
-                        "--mca",
-                        "btl_tcp_if_include",
-                        "lo",
-                        "--mca",
-                        "oob_tcp_if_include",
-                        "lo",
-                    ]
-                    .map(String::from),
-                );
+                a.extend(mpi::LOOPBACK_ARGS.map(String::from));
             }
         }
         a.extend(self.extra.iter().cloned());
@@ -332,21 +323,6 @@ fn all_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn daemons() -> BTreeSet<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| {
-            proc_text(p, "cmdline").is_some_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                let prog = c.split('\0').next().unwrap_or("");
-                ["orted", "orterun", "mpiexec", "mpirun", "prterun", "prted"]
-                    .iter()
-                    .any(|d| prog.ends_with(d))
-            })
-        })
-        .collect()
-}
-
 fn shm_names() -> BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
         .map(|d| {
@@ -360,7 +336,7 @@ fn shm_names() -> BTreeSet<String> {
 impl Snapshot {
     fn take() -> Snapshot {
         Snapshot {
-            daemons: daemons(),
+            daemons: mpi::launchers(),
             shm: shm_names(),
         }
     }
@@ -379,7 +355,10 @@ impl Snapshot {
                         .is_some_and(|e| e.split(|&b| b == 0).any(|v| v == marker.as_bytes()))
                 })
                 .collect();
-            let new_daemons: Vec<u32> = daemons().difference(&self.daemons).copied().collect();
+            let new_daemons: Vec<u32> = mpi::launchers()
+                .difference(&self.daemons)
+                .copied()
+                .collect();
             let new_shm: Vec<String> = shm_names()
                 .difference(&self.shm)
                 .filter(|n| mpi_shm_name(n))

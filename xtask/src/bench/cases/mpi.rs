@@ -22,19 +22,9 @@ pub const PYTHON_ENV: &str = "NPSHMEX_BENCH_MPI4PY_PYTHON";
 /// machine; no other address is ever used).
 fn tcp_job(ranks: u32) -> Command {
     let mut c = mpi::mpiexec();
-    c.args([
-        "--mca",
-        "btl",
-        "tcp,self",
-        "--mca",
-        "btl_tcp_if_include",
-        "lo",
-        "--mca",
-        "oob_tcp_if_include",
-        "lo",
-        "-n",
-        &ranks.to_string(),
-    ]);
+    c.args(npshmex_testkit::mpi::TCP_ONLY_ARGS)
+        .args(npshmex_testkit::mpi::LOOPBACK_ARGS)
+        .args(["-n", &ranks.to_string()]);
     c
 }
 
