@@ -245,16 +245,19 @@ mod tests {
     /// The variant tag of inline segment bytes (`SentSegment::Bytes`).
     const BYTES: u32 = 1;
 
-    #[test]
-    fn inline_bytes_are_validated_as_segments_are() {
-        // A hostile sender's inline `.npy` with a byte that is no bool.
+    /// A hostile sender's `.npy` of 8 bools whose element 3 is the byte 7.
+    fn npy_with_a_bad_bool() -> Vec<u8> {
         let a = ShmArray::<bool, Ix1>::zeros(8).unwrap();
         let mut npy = a.as_npy_bytes().to_vec();
         npy[a.layout.offset + 3] = 7;
-        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&npy))).unwrap();
-        let (r, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
-            postcard::from_bytes::<ShmArray1<bool>>(&wire)
-        });
+        npy
+    }
+
+    /// Decoding [`npy_with_a_bad_bool`] failed with exactly that cause.
+    fn refused_the_bad_bool(
+        r: Result<ShmArray1<bool>, postcard::Error>,
+        cause: Option<oob::Cause>,
+    ) {
         assert!(r.is_err());
         assert!(cause.is_some_and(|c| matches!(
             c.downcast_ref::<NdarrayError>(),
@@ -262,6 +265,16 @@ mod tests {
                 npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }
             ))
         )));
+    }
+
+    #[test]
+    fn inline_bytes_are_validated_as_segments_are() {
+        let npy = npy_with_a_bad_bool();
+        let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&npy))).unwrap();
+        let (r, cause) = npshmex_shm::oob::with_received(Vec::new(), || {
+            postcard::from_bytes::<ShmArray1<bool>>(&wire)
+        });
+        refused_the_bad_bool(r, cause);
         // Truncated: the header promises more data than came.
         let good = ShmArray1::<f64>::from_elem(16, 1.0).unwrap();
         let npy = good.as_npy_bytes();
@@ -324,10 +337,7 @@ mod tests {
     fn invalid_bools_from_a_sender_are_refused() {
         // A sealed segment holding a `.npy` of bools with a byte that is
         // no bool: refused with a typed error at receive, never viewed.
-        let a = ShmArray::<bool, Ix1>::zeros(8).unwrap();
-        let mut bytes = a.as_npy_bytes().to_vec();
-        let at = a.layout.offset + 3;
-        bytes[at] = 7;
+        let bytes = npy_with_a_bad_bool();
         let mut seg = npshmex_shm::Segment::anonymous(bytes.len()).unwrap();
         seg.as_mut_slice().unwrap().copy_from_slice(&bytes);
         let seg = seg.freeze().unwrap();
@@ -338,13 +348,7 @@ mod tests {
             npshmex_shm::oob::with_received(collected.finish().unwrap().into_fds(), || {
                 postcard::from_bytes::<ShmArray1<bool>>(&wire)
             });
-        assert!(r.is_err());
-        assert!(cause.is_some_and(|c| matches!(
-            c.downcast_ref::<NdarrayError>(),
-            Some(NdarrayError::Codec(
-                npshmex_codec::CodecError::InvalidBool { index: 3, value: 7 }
-            ))
-        )));
+        refused_the_bad_bool(r, cause);
     }
 
     #[test]
