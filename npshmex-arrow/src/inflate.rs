@@ -416,15 +416,7 @@ fn patched_footer(
 
 /// `MemAvailable` of `/proc/meminfo` in bytes, if it can be read.
 fn memory_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line["MemAvailable:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib.saturating_mul(1024))
+    npshmex_shm::procfs::MemInfo::read().map(|m| m.available)
 }
 
 #[cfg(test)]

@@ -65,6 +65,16 @@ fn status() -> ffi::MPI_Status {
     unsafe { MaybeUninit::<ffi::MPI_Status>::zeroed().assume_init() }
 }
 
+/// The element count of one message of `len` bytes to or from `peer`.
+fn message_count(len: usize, peer: i32) -> Result<c_int, MpiError> {
+    debug_assert!(len <= CHUNK);
+    c_int::try_from(len).map_err(|_| MpiError::Size {
+        rank: peer,
+        len: len as u64,
+        reason: "longer than one MPI message",
+    })
+}
+
 fn byte() -> ffi::MPI_Datatype {
     // SAFETY: reading an extern constant the C shim defines.
     unsafe { ffi::RSMPI_UINT8_T }
@@ -210,12 +220,7 @@ impl Comm {
         dest: i32,
         tag: Tag,
     ) -> Result<Request, MpiError> {
-        debug_assert!(len <= CHUNK);
-        let count = c_int::try_from(len).map_err(|_| MpiError::Size {
-            rank: dest,
-            len: len as u64,
-            reason: "longer than one MPI message",
-        })?;
+        let count = message_count(len, dest)?;
         // SAFETY: zeroes are a valid placeholder for the handle MPI fills in.
         let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
         // SAFETY: per the contract, `buf` stays valid and unchanged until the
@@ -253,12 +258,7 @@ impl Comm {
         source: i32,
         tag: Tag,
     ) -> Result<Request, MpiError> {
-        debug_assert!(len <= CHUNK);
-        let count = c_int::try_from(len).map_err(|_| MpiError::Size {
-            rank: source,
-            len: len as u64,
-            reason: "longer than one MPI message",
-        })?;
+        let count = message_count(len, source)?;
         // SAFETY: zeroes are a valid placeholder for the handle MPI fills in.
         let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
         // SAFETY: per the contract, `buf` is ours alone until completion.

@@ -282,27 +282,9 @@ fn drive(shared: &Shared, flight: &mut InFlight) -> Result<(), MpiError> {
 
 /// Runs one task: receives its argument, calls it, sends the outcome.
 fn run(shared: &Shared, me: i32, task: &Task, inline: &[u8], inline_max: usize) {
-    let posted = {
-        let link = shared.lock();
-        Incoming::post(&link.comm, 0, &task.arg, inline)
-    };
-    let mut incoming = match posted {
-        Ok(i) => i,
-        Err(e) => {
-            // The argument's raw messages cannot be received as announced:
-            // the stream is out of step from here on.
-            reply(
-                shared,
-                me,
-                task.id,
-                Err(Failure::Transport(RemoteCause::from_error(&e))),
-                None,
-            );
-            out_of_step(shared, me, &e.to_string());
-            return;
-        }
-    };
-    if let Err(e) = drive_with(shared, |_| incoming.poll()) {
+    // The argument's raw messages cannot be received as announced: the
+    // task fails, and the stream is out of step from here on.
+    let lost = |e: MpiError| {
         reply(
             shared,
             me,
@@ -311,7 +293,17 @@ fn run(shared: &Shared, me: i32, task: &Task, inline: &[u8], inline_max: usize) 
             None,
         );
         out_of_step(shared, me, &e.to_string());
-        return;
+    };
+    let posted = {
+        let link = shared.lock();
+        Incoming::post(&link.comm, 0, &task.arg, inline)
+    };
+    let mut incoming = match posted {
+        Ok(i) => i,
+        Err(e) => return lost(e),
+    };
+    if let Err(e) = drive_with(shared, |_| incoming.poll()) {
+        return lost(e);
     }
     let Ok(arg) = incoming.finish() else {
         out_of_step(shared, me, "a receive did not complete");

@@ -5,6 +5,10 @@
 //! A pid alone does not identify a process: after a `kill -9` the pid may
 //! be reused. The pair (pid, [`ProcStat::start_time`]) does, for the life of
 //! the system, which is what segment names carry.
+//!
+//! [`MemInfo`]: what `/proc/meminfo` says about free memory, read by the
+//! checks that refuse an allocation the machine cannot back (a segment
+//! here, a decompression buffer in npshmex-arrow).
 
 use std::io;
 
@@ -89,9 +93,58 @@ pub fn is_gone(pid: u32, start: Option<u64>) -> bool {
     }
 }
 
+/// What `/proc/meminfo` says about free memory, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInfo {
+    /// `MemAvailable`: what can be allocated without swapping.
+    pub available: u64,
+    /// `SwapFree` (0 without swap, or when the line is missing).
+    pub swap_free: u64,
+}
+
+impl MemInfo {
+    /// Reads `/proc/meminfo`; `None` when it cannot be read or has no
+    /// `MemAvailable` line (kernels before 3.14).
+    pub fn read() -> Option<MemInfo> {
+        MemInfo::parse(&std::fs::read_to_string("/proc/meminfo").ok()?)
+    }
+
+    /// Parses the text of `/proc/meminfo` (`Key:   value kB` lines).
+    pub fn parse(text: &str) -> Option<MemInfo> {
+        let field = |key: &str| -> Option<u64> {
+            let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        };
+        Some(MemInfo {
+            available: field("MemAvailable:")?,
+            swap_free: field("SwapFree:").unwrap_or(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_parses_and_refuses_what_it_cannot_read() {
+        let text = "MemTotal:       24576000 kB\nMemAvailable:    1000 kB\nSwapFree:  2 kB\n";
+        assert_eq!(
+            MemInfo::parse(text),
+            Some(MemInfo {
+                available: 1_024_000,
+                swap_free: 2048
+            })
+        );
+        assert_eq!(
+            MemInfo::parse("MemAvailable: 3 kB\n").map(|m| m.swap_free),
+            Some(0)
+        );
+        assert_eq!(MemInfo::parse("MemTotal: 3 kB\n"), None);
+        assert_eq!(MemInfo::parse("MemAvailable: lots\n"), None);
+        assert!(MemInfo::read().is_some_and(|m| m.available > 0));
+    }
 
     #[test]
     fn lines_parse_with_odd_comm_names() {

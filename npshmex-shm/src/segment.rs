@@ -618,18 +618,7 @@ pub(crate) fn free_space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 
 /// `MemAvailable + SwapFree` from `/proc/meminfo`, if readable.
 pub(crate) fn memory_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |key: &str| -> Option<u64> {
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        let kib: u64 = line[key.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib.saturating_mul(1024))
-    };
-    Some(field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0)))
+    crate::procfs::MemInfo::read().map(|m| m.available.saturating_add(m.swap_free))
 }
 
 /// A file size as a mappable length.

@@ -5,7 +5,7 @@
 //! untrusted reader. Every input must give `Ok` or a typed `Err`: no panic,
 //! no slow input; and what it accepts must pass arrow's full validation.
 
-use super::mutate::Mutator;
+use super::mutate::{Mutator, Stats};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use npshmex_arrow::{write_ipc_file, IpcCompression, ShmBatch, WriteOptions};
@@ -62,19 +62,6 @@ pub fn corpus() -> Result<Vec<Vec<u8>>> {
         }
     }
     Ok(out)
-}
-
-/// What a fuzz run saw.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Inputs tried.
-    pub inputs: usize,
-    /// Accepted (and fully valid).
-    pub ok: usize,
-    /// Refused with a typed error.
-    pub refused: usize,
-    /// Slowest single open.
-    pub slowest: Duration,
 }
 
 /// Opens `n` mutated files; `Err` on the first panic, hang or invalid acceptance.

@@ -4,7 +4,7 @@
 //! panic, no slow input; and whatever is accepted must write back to bytes
 //! that read to the same header.
 
-use super::mutate::Mutator;
+use super::mutate::{Mutator, Stats};
 use anyhow::{bail, Result};
 use npshmex_codec::NpyHeader;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -105,19 +105,6 @@ fn npy(major: u8, dict: &str) -> Vec<u8> {
     v.resize(total - 1, b' ');
     v.push(b'\n');
     v
-}
-
-/// What a fuzz run saw.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Inputs tried.
-    pub inputs: usize,
-    /// Accepted.
-    pub ok: usize,
-    /// Refused with a typed error.
-    pub refused: usize,
-    /// Slowest single parse.
-    pub slowest: Duration,
 }
 
 /// Parses `n` mutated headers; `Err` on the first panic, hang or broken round trip.

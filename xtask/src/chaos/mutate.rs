@@ -5,6 +5,20 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+/// What a fuzz run over mutated inputs saw.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Inputs tried.
+    pub inputs: usize,
+    /// Accepted (and fully valid).
+    pub ok: usize,
+    /// Refused with a typed error.
+    pub refused: usize,
+    /// Slowest single input.
+    pub slowest: Duration,
+}
 
 /// Mutates seed inputs.
 pub struct Mutator {
