@@ -268,6 +268,52 @@ mod tests {
     }
 
     #[test]
+    fn a_move_lent_outside_the_pool_is_never_handed_out_again() {
+        // The receiver of the safe `finish` may release the lend lock and
+        // keep writing: a new array must never get those pages (a bool
+        // view would then see the peer's 7).
+        use std::os::unix::fs::FileExt;
+        let n = (3 << 20) + 777;
+        let a = ShmArray::<bool, Ix1>::from_elem(n, false).unwrap();
+        let (bytes, collected) = npshmex_shm::oob::collect(|| postcard::to_allocvec(&a));
+        bytes.unwrap();
+        let key = a.segment().file_key().unwrap();
+        drop(a);
+        let mut fds = collected.finish().unwrap().into_fds();
+        let peer = std::fs::File::from(fds.pop().unwrap());
+        rustix::fs::flock(&peer, rustix::fs::FlockOperation::Unlock).unwrap();
+        let b = ShmArray::<bool, Ix1>::zeros(n).unwrap();
+        assert_ne!(b.segment().file_key().unwrap(), key);
+        let v = b.view();
+        peer.write_all_at(&[7; 64], 0).unwrap();
+        peer.write_all_at(&[7; 64], 4096).unwrap();
+        assert!(!v[0] && !v[4000], "the peer's writes land elsewhere");
+    }
+
+    #[test]
+    fn a_frozen_array_holds_nothing_but_itself() {
+        // Small segments come back from the free list holding older
+        // arrays' bytes past what the next array writes; a frozen (shared)
+        // segment must not carry them to its readers.
+        for _ in 0..8 {
+            drop(ShmArray1::<u8>::from_elem(3000, 0xab).unwrap());
+        }
+        let frozen = ShmArray1::<u8>::from_elem(10, 0)
+            .unwrap()
+            .into_read_only()
+            .unwrap();
+        let used = frozen.as_npy_bytes().len();
+        assert!(frozen.segment().as_slice()[used..].iter().all(|&b| b == 0));
+        for _ in 0..8 {
+            drop(ShmArray1::<u8>::from_elem(3000, 0xab).unwrap());
+        }
+        let src = ShmArray1::<u8>::from_elem(10, 0).unwrap();
+        let share = src.share_copy_on_write().unwrap();
+        let used = share.as_npy_bytes().len();
+        assert!(share.segment().as_slice()[used..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn inline_bytes_are_validated_as_segments_are() {
         let npy = npy_with_a_bad_bool();
         let wire = postcard::to_allocvec(&(BYTES, serde_bytes_of(&npy))).unwrap();

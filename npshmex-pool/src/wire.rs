@@ -320,8 +320,16 @@ impl Packet {
     /// `inline_max` bytes the encoding moves to a sealed memfd.
     pub(crate) fn from_encoded(enc: Encoded, inline_max: usize) -> Result<Packet, PackError> {
         let Encoded { bytes, collected } = enc;
-        let out = collected
-            .finish()
+        // SAFETY: a packet goes only to this pool's private socket, whose
+        // other end runs this very executable (checked at handshake) and
+        // receives through `decode` alone: `with_received_moves` maps each
+        // moved fd into a slot that keeps the description (and its lock) it
+        // was given until the slot is dropped, and a slot never unlocks,
+        // re-opens or hands out the fd of a writable segment (`Segment::fd`
+        // refuses exclusive ones; passing the array on lends it again under
+        // these same rules). User code in the worker cannot reach the fd.
+        #[allow(unsafe_code)]
+        let out = unsafe { collected.finish_trusted() }
             .map_err(|e| PackError::Shm("handing out the value's segments", e))?;
         let (fds, moved) = out.into_parts();
         let moved: Vec<u32> = moved
@@ -499,9 +507,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
         // header our peer wrote (`Incoming::new`): the other end of this
         // pool's private socket, a process running this very executable
         // (checked at handshake) whose pool code sets a flag only for fds
-        // `Collected::finish` proved to be moves (the sender's last handle
-        // was dropped; no writable fd or mapping of the file is left to it
-        // outside its segment cache, which never writes a lent segment).
+        // `Collected::finish_trusted` proved to be moves (the sender's last
+        // handle was dropped; no writable fd or mapping of the file is left
+        // to it outside its segment cache, which hands a lent segment out
+        // again only once every description it lent is closed, which this
+        // side's slots do only when they let go of the pages).
         // User code in the peer cannot write frame headers.
         Incoming::Fds { fds, moved } => unsafe { oob::with_received_moves(fds, &moved, run) },
         Incoming::Local(items) => oob::with_received_local(items, run),

@@ -25,7 +25,17 @@
 //!
 //! A receiver therefore needs to do nothing but drop its handle. If the lock
 //! cannot be taken (no `/proc`), the segment is sent as its own fd and marked
-//! never reusable. The alternatives rejected: a "done" flag written into the
+//! never reusable.
+//!
+//! The lock proves the receiver done only if the receiver *keeps* it: whoever
+//! holds a descriptor can release its `flock` (`LOCK_UN`) or re-open the file
+//! through `/proc` and go on writing. So the protocol is used only for
+//! receivers that promise not to, through the `unsafe`
+//! [`oob::Collected::finish_trusted`](crate::oob::Collected::finish_trusted)
+//! (the pool's workers, which run this very code). The safe
+//! [`oob::Collected::finish`](crate::oob::Collected::finish) lends a segment
+//! of this process and forgets it (unmapped, never reused), and lends a
+//! received one as a copy (its allocator would reuse it). The alternatives rejected: a "done" flag written into the
 //! segment by the receiver (needs atomics in shared memory and trust in the
 //! receiver, and a crashed receiver never sets it), or a hook in the pool's
 //! reply (ties this crate to the pool's protocol and breaks for values sent
@@ -33,12 +43,14 @@
 //!
 //! # Why this is sound
 //! A [`Slot`] hands out views only through its [`Segment`], under that
-//! segment's basis. While a lent segment is away, this process keeps its
-//! mapping only inside the cache, which gives no access to it: the mapping
-//! comes back out as a writable segment only when the exclusive lock proves
-//! that every lent description is gone ([`alloc`]), or when the file comes
-//! back by a trusted move ([`crate::oob`]), whose sender gave it up. So at
-//! any moment at most one live handle, in one process, can write the pages.
+//! segment's basis. While a segment lent to a trusted receiver is away, this
+//! process keeps its mapping only inside the cache, which gives no access to
+//! it: the mapping comes back out as a writable segment only when the
+//! exclusive lock proves that every lent description is gone ([`alloc`]),
+//! or when the file comes back by a trusted move ([`crate::oob`]), whose
+//! sender gave it up. A segment lent to anyone else is not kept at all. So
+//! at any moment at most one live handle, in one process, can write the
+//! pages.
 //!
 //! # What is kept
 //! On drop, an array's segment goes into a bounded per-process cache
@@ -287,14 +299,22 @@ impl Slot {
         self.origin
     }
 
-    /// Freezes the segment ([`Segment::freeze`]). When the kernel refuses
-    /// (another process, or a cache, still maps the file writable) the
-    /// first `len` bytes are copied into a new segment, which is frozen.
+    /// Freezes the segment ([`Segment::freeze`]) holding its first `len`
+    /// bytes and zeros after them (a reused segment's older bytes are
+    /// cleared first: every reader of the frozen file sees all of it). When
+    /// the kernel refuses (another process, or a cache, still maps the file
+    /// writable) the first `len` bytes are copied into a new segment, which
+    /// is frozen.
     ///
     /// # Errors
     /// [`ShmError::NotSealable`] for files that cannot be sealed, and the
     /// errors of [`alloc`] when a copy is made.
     pub fn freeze(mut self, len: usize) -> Result<Slot> {
+        // Whoever maps the frozen file reads all of it: a reused segment's
+        // bytes past `len` (this process's earlier values) go first.
+        if self.segment().access() == Access::ReadWrite && self.segment().is_exclusive() {
+            self.zero_from(len)?;
+        }
         let seg = self.seg.take().expect("segment present until drop");
         match seg.try_freeze() {
             Ok(frozen) => {
@@ -327,6 +347,18 @@ impl Slot {
         Ok(self)
     }
 
+    /// A copy of the whole segment in a new memfd of this process (never a
+    /// reused or recycled one).
+    fn copy_to_fresh(&self) -> Result<Slot> {
+        let src = self.segment().as_slice();
+        let seg = Segment::anonymous(src.len())?;
+        seg.seal(Seals::SIZE)?;
+        let key = seg.file_key()?;
+        let mut copy = Slot::own(seg, key, 0);
+        copy.prefix_mut(src.len())?.copy_from_slice(src);
+        Ok(copy)
+    }
+
     /// A copy of the first `len` bytes in a new writable segment of this
     /// process ([`alloc`]: reused pages where possible).
     ///
@@ -336,15 +368,36 @@ impl Slot {
         let src = self.segment().as_slice();
         let len = len.min(src.len());
         let mut copy = alloc(len)?;
+        // A reused segment: nothing of its earlier values after the copy.
+        copy.zero_from(len)?;
         copy.prefix_mut(len)?.copy_from_slice(&src[..len]);
         Ok(copy)
     }
 
-    /// The descriptor to send for a move of this slot, following the lend
-    /// protocol: the slot is used up; its mapping may stay in the cache,
-    /// where nothing can reach it until the lock protocol (or the segment
-    /// coming back) says the receiver is done.
-    pub(crate) fn lend_move(self) -> Result<OwnedFd> {
+    /// The descriptor to send for a move of this slot: the slot is used
+    /// up; its mapping may stay in the cache, where nothing can reach it
+    /// until the lock protocol (or the segment coming back) says the
+    /// receiver is done.
+    ///
+    /// With `trusted`, the lend protocol holds: the receiver keeps the
+    /// locked description it gets for as long as it may write the pages,
+    /// so a segment allocated here is reused once the lock is free, and a
+    /// received one is passed on as it is (its allocator waits for the same
+    /// lock). Without it the receiver could release the lock (`flock`
+    /// `LOCK_UN`) or re-open the file and keep writing, so the lock proves
+    /// nothing: the segment is lent as a new file of this process that it
+    /// then forgets (the slot's own when it was allocated here; a copy when
+    /// it was received, since its allocator would reuse it).
+    pub(crate) fn lend_move(mut self, trusted: bool) -> Result<OwnedFd> {
+        if !trusted {
+            if self.origin == Origin::Received {
+                return self.copy_to_fresh()?.lend_move(false);
+            }
+            // Unmapped and closed here when `self` drops: nothing of this
+            // process can reach the pages again.
+            self.no_cache = true;
+            return dup(self.segment().raw_fd());
+        }
         let seg = self.segment();
         if self.origin == Origin::Own {
             self.lent.store(true, Ordering::Relaxed);
@@ -867,14 +920,96 @@ mod tests {
     use crate::oob::{self, Transfer};
     use std::sync::Arc;
 
-    /// Sends `slot` as a move and returns the lent fd (what a receiver holds).
+    /// Sends `slot` as a move to a receiver that keeps to the lend protocol
+    /// and returns the lent fd (what that receiver holds).
     fn lend(slot: Slot) -> Result<OwnedFd> {
+        lend_to(slot, true)
+    }
+
+    /// Sends `slot` as a move; `trusted`: through
+    /// [`oob::Collected::finish_trusted`], else through the safe `finish`.
+    fn lend_to(slot: Slot, trusted: bool) -> Result<OwnedFd> {
         let slot = Arc::new(slot);
         let (r, collected) = oob::collect(|| oob::send(&slot, Transfer::Move));
         r?;
         drop(slot);
-        let mut fds = collected.finish()?.into_fds();
+        let out = if trusted {
+            // SAFETY: the tests keep the fd as they got it (or map it) and
+            // only ever close it: the lock is never released early.
+            unsafe { collected.finish_trusted()? }
+        } else {
+            collected.finish()?
+        };
+        let mut fds = out.into_fds();
         fds.pop().ok_or(ShmError::NoCollector)
+    }
+
+    #[test]
+    fn a_receiver_outside_the_protocol_cannot_get_pages_reused() -> Result<()> {
+        // Lent through the safe finish, a receiver may drop the lock, or
+        // re-open the file, and keep writing: the sender must never hand
+        // those pages out again (issue: a hostile peer writing under a
+        // live borrow of a reused segment).
+        let n = (3 << 20) + 12345;
+        for reopen in [false, true] {
+            let mut a = alloc(n)?;
+            a.segment_mut().as_mut_slice()?.fill(1);
+            let key = a.file_key();
+            let lent = lend_to(a, false)?;
+            let peer: OwnedFd = if reopen {
+                let path = format!("/proc/self/fd/{}", lent.as_raw_fd());
+                let again = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| ShmError::io("reopen", e))?;
+                drop(lent);
+                again.into()
+            } else {
+                rustix::fs::flock(&lent, FlockOperation::Unlock)
+                    .map_err(|e| ShmError::io("flock", e.into()))?;
+                lent
+            };
+            let b = alloc(n)?;
+            assert_ne!(
+                b.file_key(),
+                key,
+                "pages reused while a peer can write them"
+            );
+            assert!(take_mapping(key, Access::ReadWrite).is_none());
+            assert!(take_mapping(key, Access::ReadOnly).is_none());
+            // And the peer holds a file nothing here maps writable: the
+            // kernel grants the write seal.
+            rustix::fs::fcntl_add_seals(&peer, rustix::fs::SealFlags::WRITE)
+                .map_err(|e| ShmError::io("seal", e.into()))?;
+            drop(b);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_received_move_passed_on_unsafely_goes_as_a_copy() -> Result<()> {
+        // A segment this process received by a move belongs to its
+        // allocator, which reuses it once the lent description is closed:
+        // lent on through the safe finish it must go as a copy, or its new
+        // holder could release that lock and write after the reuse.
+        let n = (2 << 20) + 333;
+        let mut a = alloc(n)?;
+        a.segment_mut().as_mut_slice()?[..4].copy_from_slice(b"mine");
+        let key = a.file_key();
+        let fd = lend(a)?;
+        let got = Slot::new(
+            Segment::from_moved_fd(fd, Access::ReadWrite)?,
+            key,
+            Origin::Received,
+        );
+        let passed = lend_to(got, false)?;
+        rustix::fs::fcntl_add_seals(&passed, rustix::fs::SealFlags::WRITE)
+            .map_err(|e| ShmError::io("seal", e.into()))?;
+        let copy = Segment::from_fd_sealed(passed, Access::ReadOnly, 0)?;
+        assert_ne!(copy.file_key()?, key, "went as a copy");
+        assert_eq!(&copy.as_slice()[..4], b"mine");
+        Ok(())
     }
 
     #[test]

@@ -38,7 +38,9 @@
 //!    its fd: [`ShmError::Exclusive`]), or received by a *move* whose sender
 //!    gave up every writable mapping and fd ([`Transfer::Move`]: sending
 //!    consumes the handle, proven by [`oob::Collected::finish`], and trusted
-//!    by the receiver only through the `unsafe` [`oob::with_received_moves`]);
+//!    by the receiver only through the `unsafe` [`oob::with_received_moves`];
+//!    the sender reuses lent pages only for receivers that keep the lend
+//!    lock, through the `unsafe` [`oob::Collected::finish_trusted`]);
 //! 3. a **private** (`MAP_PRIVATE`) mapping of a write-sealed file
 //!    ([`Access::CopyOnWrite`], [`Transfer::CopyOnWrite`]): a snapshot the
 //!    receiver may scribble on.

@@ -232,10 +232,42 @@ impl Collected {
     /// it is; one whose handle is still alive is copied first, so that the
     /// handle stays the only writer of its pages.
     ///
+    /// Whoever gets a moved fd may write its pages for as long as it holds
+    /// any descriptor of the file, so a segment lent here is never handed
+    /// out again by this process's cache, and one this process received by
+    /// a move (which its allocator will reuse) is copied before it is lent.
+    /// A transport whose receivers keep to the lend protocol uses
+    /// [`Collected::finish_trusted`] instead and keeps the reuse.
+    ///
     /// # Errors
     /// [`ShmError`] when a copy cannot be made or an fd not duplicated;
     /// every fd is closed then.
     pub fn finish(self) -> Result<Outgoing> {
+        self.finish_with(false)
+    }
+
+    /// [`Collected::finish`] for receivers that keep to the lend protocol
+    /// (the `cache` module docs): a moved segment allocated here is reused
+    /// once its receiver let go, and a received one is passed on without a
+    /// copy.
+    ///
+    /// # Safety
+    /// Every fd this returns as a move must reach only code that keeps the
+    /// open file description it was given, with the `flock` that comes
+    /// with it, for as long as it can write the file: it never releases
+    /// that lock (`flock(LOCK_UN)`), never re-opens the file (through
+    /// `/proc/<pid>/fd`, say) and hands the fd to nothing that would. The
+    /// pool's workers, which run this very executable and receive through
+    /// [`with_received_moves`] alone, are such code. Otherwise this
+    /// process may reuse pages that the receiver still writes.
+    ///
+    /// # Errors
+    /// As [`Collected::finish`].
+    pub unsafe fn finish_trusted(self) -> Result<Outgoing> {
+        self.finish_with(true)
+    }
+
+    fn finish_with(self, trusted: bool) -> Result<Outgoing> {
         let mut fds = Vec::with_capacity(self.items.len());
         let mut moved = Vec::with_capacity(self.items.len());
         for item in self.items {
@@ -249,7 +281,7 @@ impl Collected {
                         Ok(slot) => slot,
                         Err(shared) => shared.copy_to_new(shared.segment().len())?,
                     };
-                    fds.push(slot.lend_move()?);
+                    fds.push(slot.lend_move(trusted)?);
                     moved.push(true);
                 }
             }
@@ -923,10 +955,13 @@ mod tests {
         let (r, collected) = collect(|| send(&slot, Transfer::Move));
         let r = r?;
         drop(slot);
-        // Received without trusting the flags: the sender's cache still maps
-        // the segment writable, so it cannot be sealed: the receiver gets a
-        // copy of its own, read without mapping the sender's file.
-        let out = collected.finish()?;
+        // Lent for a trusted receiver, received without trusting the flags:
+        // the sender's cache still maps the segment writable, so it cannot
+        // be sealed: the receiver gets a copy of its own, read without
+        // mapping the sender's file.
+        // SAFETY: the fd goes only to `with_received` below, which keeps or
+        // closes it and never releases its lock.
+        let out = unsafe { collected.finish_trusted()? };
         let (got, _) = with_received(out.into_fds(), || receive(r));
         let mut got = got?;
         assert_ne!(got.file_key(), sent_key, "a copy, not the sent file");
@@ -957,6 +992,20 @@ mod tests {
         assert_eq!(got.segment().access(), Access::CopyOnWrite);
         assert!(got.segment().seals()?.contains(Seals::WRITE));
         got.segment_mut().as_mut_slice()?[0] = 5;
+        // Lent through the safe finish, the sender keeps no mapping: the
+        // receiver seals the very file and maps it privately, no copy.
+        let mut slot = cache::alloc(n)?;
+        slot.segment_mut().as_mut_slice()?[0] = 6;
+        let key = slot.file_key();
+        let slot = Arc::new(slot);
+        let (r, collected) = collect(|| send(&slot, Transfer::Move));
+        let r = r?;
+        drop(slot);
+        let (got, _) = with_received(collected.finish()?.into_fds(), || receive(r));
+        let got = got?;
+        assert_eq!(got.file_key(), key, "no copy");
+        assert_eq!(got.segment().access(), Access::CopyOnWrite);
+        assert_eq!(got.segment().as_slice()[0], 6);
         Ok(())
     }
 
