@@ -420,7 +420,7 @@ mod shm {
         // Not even sealed against shrinking, claimed as a move: refused
         // before it is mapped.
         let writable = npshmex_shm::Segment::anonymous(4096)?;
-        let cause = receive(writable.into_fd(), Transfer::Move)?;
+        let cause = receive(writable.into_fd()?, Transfer::Move)?;
         assert!(matches!(
             cause.downcast_ref::<ArrowShmError>(),
             Some(ArrowShmError::Shm {

@@ -191,7 +191,7 @@ mod tests {
         raw.as_mut_slice()
             .unwrap()
             .copy_from_slice(a.segment().as_slice());
-        let fd = raw.into_fd();
+        let fd = raw.into_fd().unwrap();
         let dup = fd.try_clone().unwrap();
         let (index, collected) = npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(dup));
         let wire = (REF, index.unwrap(), Transfer::ReadOnly);
@@ -366,7 +366,7 @@ mod tests {
         seg.as_mut_slice().unwrap()[0] = 1;
         seg.seal(Seals::SIZE).unwrap();
         let (index, collected) =
-            npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(seg.into_fd()));
+            npshmex_shm::oob::collect(|| npshmex_shm::oob::push_fd(seg.into_fd().unwrap()));
         let bytes = postcard::to_allocvec(&(REF, index.unwrap(), Transfer::ReadOnly)).unwrap();
         let (r, cause) =
             npshmex_shm::oob::with_received(collected.finish().unwrap().into_fds(), || {

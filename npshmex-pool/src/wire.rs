@@ -721,7 +721,7 @@ mod tests {
         // change it while we decode it: such a payload is refused unmapped.
         let seg = Segment::anonymous(4096).expect("memfd");
         let mut inline: &[u8] = &[];
-        let mut fds = vec![seg.into_fd()].into_iter();
+        let mut fds = vec![seg.into_fd().expect("own fd")].into_iter();
         let r = with_payload(Body::Memfd(10), 1, &[], &mut inline, &mut fds, |_, _| ());
         assert!(matches!(r, Err(ShmError::NotSealed { .. })));
     }

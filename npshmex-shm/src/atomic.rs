@@ -160,7 +160,7 @@ mod tests {
     fn unsealed_files_are_refused() -> Result<()> {
         let seg = Segment::anonymous(4096)?;
         assert!(matches!(
-            AtomicRegion::from_fd(seg.into_fd(), 1, 1),
+            AtomicRegion::from_fd(seg.into_fd()?, 1, 1),
             Err(ShmError::NotSealed { .. })
         ));
         Ok(())

@@ -66,7 +66,7 @@
 //! ```compile_fail,E0133
 //! use npshmex_shm::{Access, Segment};
 //! let a = Segment::anonymous(4096)?;
-//! let fd = a.into_fd();
+//! let fd = a.into_fd()?;
 //! let b = Segment::from_fd_unchecked(fd, Access::ReadWrite, 0)?; // needs `unsafe`
 //! # Ok::<(), npshmex_shm::ShmError>(())
 //! ```

@@ -690,16 +690,23 @@ fn take(index: u32) -> Result<Received> {
     })
 }
 
-/// Takes the fd at `index` of the innermost [`with_received`], as it is.
+/// Takes the fd at `index` of the innermost [`with_received`], as it is;
+/// a segment that came by a proven move (on loan: [`Segment::into_fd`])
+/// as the fd of a copy.
 ///
 /// # Errors
 /// [`ShmError::MissingFd`] when `index` is out of range or already taken,
-/// [`ShmError::NoCollector`] outside [`with_received`].
+/// [`ShmError::NoCollector`] outside [`with_received`]; for a proven move,
+/// those of mapping and copying it.
 pub fn take_fd(index: u32) -> Result<OwnedFd> {
     match take(index)? {
-        Received::Fd { fd, .. } => Ok(fd),
+        Received::Fd { fd, moved: false } => Ok(fd),
+        Received::Fd { fd, moved: true } => {
+            segment::require_seals(fd.as_fd(), Seals::SHRINK)?;
+            Segment::from_moved_fd(fd, Access::ReadOnly)?.into_fd()
+        }
         // This process's own segment, given up: the fd is all that is left.
-        Received::Slot(slot) => Ok(slot.into_segment().into_fd()),
+        Received::Slot(slot) => slot.into_segment().into_fd(),
     }
 }
 
@@ -817,9 +824,10 @@ pub fn de_error<E: serde::de::Error>(cause: impl Error + Send + Sync + 'static) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::FileKey;
 
     fn fd() -> Result<OwnedFd> {
-        Ok(Segment::anonymous(0)?.into_fd())
+        Segment::anonymous(0)?.into_fd()
     }
 
     #[test]
@@ -944,6 +952,71 @@ mod tests {
         assert!(!is_receiving());
     }
 
+    /// A segment of `n` bytes starting with `tag`, lent as a trusted move:
+    /// the reference, the fds and their move flags, and its file.
+    fn lent_trusted(n: usize, tag: u8) -> Result<(SegmentRef, Outgoing, FileKey)> {
+        let mut slot = cache::alloc(n)?;
+        slot.segment_mut().as_mut_slice()?[0] = tag;
+        let key = slot.file_key();
+        let slot = Arc::new(slot);
+        let (r, collected) = collect(|| send(&slot, Transfer::Move));
+        let r = r?;
+        drop(slot);
+        // SAFETY: the fds go only to `with_received_moves` in the tests
+        // below, whose slots keep them; what the tests take out is what
+        // they check: never the lent description itself.
+        let out = unsafe { collected.finish_trusted()? };
+        Ok((r, out, key))
+    }
+
+    #[test]
+    fn a_loaned_segment_never_gives_up_its_fd() -> Result<()> {
+        // A move received from a trusted sender is on loan: the sender
+        // writes the pages again once the lent description is closed, so
+        // whoever could get that description could release its lock early
+        // and keep writing. Every way out of a handle gives a copy instead.
+        let n = (2 << 20) + 4096 * 5;
+        // 1. `take_fd` on a proven move.
+        let (r, out, key) = lent_trusted(n, 7)?;
+        let (fds, moved) = out.into_parts();
+        // SAFETY: the flags come straight from `finish_trusted`.
+        let (fd, _) = unsafe { with_received_moves(fds, &moved, || take_fd(r.index)) };
+        let fd = fd?;
+        assert_ne!(FileKey::of(fd.as_fd())?, key, "a copy, not the loan");
+        assert!(segment::get_seals(fd.as_fd())?.contains(Seals::SIZE));
+        // 2. A received slot's segment, taken out of it (or swapped out of
+        // `segment_mut`) and turned into an fd.
+        let (r, out, key) = lent_trusted(n, 8)?;
+        let (fds, moved) = out.into_parts();
+        // SAFETY: as above.
+        let (got, _) = unsafe { with_received_moves(fds, &moved, || receive(r)) };
+        let mut got = got?;
+        // Back in the process that lent it, the cache hands its own
+        // mapping back (taken out of the slot, nothing else reaches the
+        // file again); in a peer the segment is on loan, as in 3. below.
+        let swapped = std::mem::replace(got.segment_mut(), Segment::anonymous(1)?);
+        assert!(matches!(swapped.fd(), Err(ShmError::Exclusive)));
+        let fd = swapped.into_fd()?;
+        let copy = Segment::from_fd_sealed(
+            {
+                segment::add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE)?;
+                fd
+            },
+            Access::ReadOnly,
+            0,
+        )?;
+        assert_eq!(copy.as_slice()[0], 8);
+        assert!(cache::take_mapping(key, Access::ReadWrite).is_none());
+        // 3. A segment mapped from a lent fd directly is on loan too.
+        let (_, out, key) = lent_trusted(n, 9)?;
+        let lent = out.into_fds().pop().ok_or(ShmError::NoCollector)?;
+        let seg = Segment::from_moved_fd(lent, Access::ReadWrite)?;
+        assert!(seg.is_exclusive());
+        let fd = seg.into_fd()?;
+        assert_ne!(FileKey::of(fd.as_fd())?, key, "a copy, not the loan");
+        Ok(())
+    }
+
     #[test]
     fn an_unproven_move_is_sealed_and_private() -> Result<()> {
         // Large enough for the cache to keep its mapping after the send.
@@ -982,7 +1055,7 @@ mod tests {
         let mut seg = Segment::anonymous(100)?;
         seg.as_mut_slice()?[0] = 4;
         seg.seal(Seals::SIZE)?;
-        let (r, collected) = collect(|| push_fd(seg.into_fd()));
+        let (r, collected) = collect(|| push_fd(seg.into_fd()?));
         let r = SegmentRef {
             index: r?,
             transfer: Transfer::Move,

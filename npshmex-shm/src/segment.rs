@@ -38,8 +38,13 @@ struct PageAligned([u8; 4096]);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Basis {
     /// Only this handle maps or writes the file: created here and its fd
-    /// never handed out, or received by a move whose sender gave it up.
+    /// never handed out.
     Exclusive,
+    /// Received by a trusted move: only this handle maps or writes the
+    /// file, but its sender reuses the pages once the description this
+    /// handle holds is closed (the lend protocol of [`crate::cache`]), so
+    /// that fd never leaves the handle.
+    Loaned,
     /// The file is write-sealed: nobody anywhere can change its pages
     /// (this handle maps it read-only, or privately).
     Sealed,
@@ -206,11 +211,12 @@ impl Segment {
     }
 
     /// A segment received by a move the caller trusts (see
-    /// [`oob`](crate::oob)): mapped with `access`, owned exclusively.
+    /// [`oob`](crate::oob)): mapped with `access`, owned exclusively, its
+    /// fd never handed out (see [`Segment::into_fd`]).
     /// The caller (this crate's receive path) has checked the size seal.
     pub(crate) fn from_moved_fd(fd: OwnedFd, access: Access) -> Result<Segment> {
         let len = checked_len(fd.as_fd(), 0)?;
-        Segment::map(fd, len, access, Basis::Exclusive)
+        Segment::map(fd, len, access, Basis::Loaned)
     }
 
     /// Maps `len` bytes of `fd` with `access`.
@@ -255,7 +261,7 @@ impl Segment {
     /// Whether this handle owns the segment exclusively (created here or
     /// received by a trusted move): its fd is not handed out.
     pub fn is_exclusive(&self) -> bool {
-        self.basis == Basis::Exclusive
+        matches!(self.basis, Basis::Exclusive | Basis::Loaned)
     }
 
     /// Whether an `unsafe` constructor made it (such segments, maybe named
@@ -318,7 +324,7 @@ impl Segment {
     /// [`Segment::into_fd`], or share it after [`Segment::freeze`].
     pub fn fd(&self) -> Result<BorrowedFd<'_>> {
         match self.basis {
-            Basis::Exclusive => Err(ShmError::Exclusive),
+            Basis::Exclusive | Basis::Loaned => Err(ShmError::Exclusive),
             Basis::Sealed | Basis::Vouched => Ok(self.fd.as_fd()),
         }
     }
@@ -342,10 +348,25 @@ impl Segment {
 
     /// Unmaps the segment and returns its fd: the end of this handle, so
     /// nothing is left to alias (a move).
-    pub fn into_fd(self) -> OwnedFd {
+    ///
+    /// A segment received by a trusted move is on loan: its sender writes
+    /// the pages again once the description this handle holds is closed,
+    /// which the holder of that fd could bring about early (`flock`
+    /// `LOCK_UN`) while still able to write. Such a segment gives the fd of
+    /// a copy in a new memfd instead.
+    ///
+    /// # Errors
+    /// For a segment on loan, those of [`Segment::anonymous`] (the copy).
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        if self.basis == Basis::Loaned {
+            let mut copy = Segment::anonymous(self.len)?;
+            copy.as_mut_slice()?.copy_from_slice(self.as_slice());
+            copy.seal(Seals::SIZE)?;
+            return copy.into_fd();
+        }
         let Segment { map, fd, .. } = self;
         drop(map);
-        fd
+        Ok(fd)
     }
 
     /// Unmaps the segment, seals it against resizing and writing
@@ -356,7 +377,7 @@ impl Segment {
     /// As [`Segment::seal`]; the segment is gone either way.
     pub fn into_sealed_fd(self) -> Result<OwnedFd> {
         let exclusive = self.is_exclusive();
-        let fd = self.into_fd();
+        let fd = self.into_fd()?;
         if exclusive {
             seal_fresh(fd.as_fd())?;
         } else {
@@ -680,7 +701,7 @@ mod tests {
             seg.remap(Access::ReadWrite),
             Err(ShmError::NotExclusive { .. })
         ));
-        let fd = seg.into_fd();
+        let fd = seg.into_fd()?;
         assert!(FileKey::of(fd.as_fd()).is_ok());
         Ok(())
     }
@@ -742,7 +763,7 @@ mod tests {
     fn from_fd_sealed_requires_size_and_write_seals() -> Result<()> {
         let seg = Segment::anonymous(4096)?;
         seg.seal(Seals::SIZE)?;
-        let fd = seg.into_fd();
+        let fd = seg.into_fd()?;
         let dup = || fd.try_clone().map_err(|e| ShmError::io("dup", e));
         let err = Segment::from_fd_sealed(dup()?, Access::ReadOnly, 1);
         assert!(matches!(err, Err(ShmError::NotSealed { missing }) if missing == Seals::WRITE));

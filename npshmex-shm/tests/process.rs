@@ -116,7 +116,7 @@ fn round_trip_through_a_child_process() -> TestResult {
     // The child writes in place while we wait, then we read: a hand-over
     // the safe API cannot express (an exclusive segment keeps its fd), so
     // this test shares the file through `from_fd_unchecked` on both sides.
-    let fd = seg.into_fd();
+    let fd = seg.into_fd()?;
     // SAFETY: only the child writes, and only before it answers; we read
     // after its answer. The size is sealed.
     let seg = unsafe { Segment::from_fd_unchecked(fd, Access::ReadOnly, LEN as u64)? };
