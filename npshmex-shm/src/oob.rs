@@ -952,19 +952,20 @@ mod tests {
         assert!(!is_receiving());
     }
 
-    /// A segment of `n` bytes starting with `tag`, lent as a trusted move:
-    /// the reference, the fds and their move flags, and its file.
+    /// A segment of `n` bytes starting with `tag, 1`, lent as a trusted
+    /// move: the reference, the fds and their move flags, and its file.
     fn lent_trusted(n: usize, tag: u8) -> Result<(SegmentRef, Outgoing, FileKey)> {
         let mut slot = cache::alloc(n)?;
-        slot.segment_mut().as_mut_slice()?[0] = tag;
+        slot.segment_mut().as_mut_slice()?[..2].copy_from_slice(&[tag, 1]);
         let key = slot.file_key();
         let slot = Arc::new(slot);
         let (r, collected) = collect(|| send(&slot, Transfer::Move));
         let r = r?;
         drop(slot);
-        // SAFETY: the fds go only to `with_received_moves` in the tests
-        // below, whose slots keep them; what the tests take out is what
-        // they check: never the lent description itself.
+        // SAFETY: the fds go only to `with_received_moves` or
+        // `with_received` in the tests below, whose slots keep them; what
+        // the tests take out is what they check: never the lent
+        // description itself.
         let out = unsafe { collected.finish_trusted()? };
         Ok((r, out, key))
     }
@@ -1021,26 +1022,17 @@ mod tests {
     fn an_unproven_move_is_sealed_and_private() -> Result<()> {
         // Large enough for the cache to keep its mapping after the send.
         let n = (2 << 20) + 4096 * 3;
-        let mut slot = cache::alloc(n)?;
-        slot.segment_mut().as_mut_slice()?[..3].copy_from_slice(&[3, 1, 4]);
-        let sent_key = slot.file_key();
-        let slot = Arc::new(slot);
-        let (r, collected) = collect(|| send(&slot, Transfer::Move));
-        let r = r?;
-        drop(slot);
         // Lent for a trusted receiver, received without trusting the flags:
         // the sender's cache still maps the segment writable, so it cannot
         // be sealed: the receiver gets a copy of its own, read without
         // mapping the sender's file.
-        // SAFETY: the fd goes only to `with_received` below, which keeps or
-        // closes it and never releases its lock.
-        let out = unsafe { collected.finish_trusted()? };
+        let (r, out, sent_key) = lent_trusted(n, 3)?;
         let (got, _) = with_received(out.into_fds(), || receive(r));
         let mut got = got?;
         assert_ne!(got.file_key(), sent_key, "a copy, not the sent file");
         assert_eq!(got.segment().len(), n);
         assert!(got.segment().is_exclusive());
-        assert_eq!(&got.segment().as_slice()[..3], &[3, 1, 4]);
+        assert_eq!(got.segment().as_slice()[0], 3);
         got.segment_mut().as_mut_slice()?[0] = 9;
         let mut sent =
             cache::take_mapping(sent_key, Access::ReadWrite).ok_or(ShmError::NoCollector)?;
