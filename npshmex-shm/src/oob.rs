@@ -121,7 +121,9 @@ enum Item {
     /// An fd to send as it is.
     Fd(OwnedFd),
     /// A slot to move: lent if this is the last reference, copied if not.
-    Move(Arc<Slot>),
+    /// Its first `used` bytes are the value's (the rest, a size class's or
+    /// a reused segment's slack).
+    Move { slot: Arc<Slot>, used: usize },
 }
 
 #[derive(Default)]
@@ -203,7 +205,7 @@ impl Collected {
             .into_iter()
             .map(|item| match item {
                 Item::Fd(fd) => Ok(Outbound::Fd(fd)),
-                Item::Move(slot) => Ok(Outbound::Slot(match Arc::try_unwrap(slot) {
+                Item::Move { slot, .. } => Ok(Outbound::Slot(match Arc::try_unwrap(slot) {
                     Ok(slot) => slot,
                     Err(shared) => shared.copy_to_new(shared.segment().len())?,
                 })),
@@ -276,11 +278,17 @@ impl Collected {
                     fds.push(fd);
                     moved.push(false);
                 }
-                Item::Move(slot) => {
-                    let slot = match Arc::try_unwrap(slot) {
+                Item::Move { slot, used } => {
+                    let mut slot = match Arc::try_unwrap(slot) {
                         Ok(slot) => slot,
-                        Err(shared) => shared.copy_to_new(shared.segment().len())?,
+                        Err(shared) => shared.copy_to_new(used)?,
                     };
+                    if !trusted {
+                        // A receiver outside this program gets the value
+                        // alone, not this process's older bytes in the
+                        // slack of a reused segment.
+                        slot.zero_from(used)?;
+                    }
                     fds.push(slot.lend_move(trusted)?);
                     moved.push(true);
                 }
@@ -418,6 +426,11 @@ pub fn push_fd(fd: OwnedFd) -> Result<u32> {
 /// for a shared mode of a segment that is not write-sealed; the errors of
 /// [`cache::alloc`] when a copy is made.
 pub fn send(slot: &Arc<Slot>, transfer: Transfer) -> Result<SegmentRef> {
+    send_used(slot, transfer, usize::MAX)
+}
+
+/// [`send`] of a slot whose first `used` bytes hold the value.
+fn send_used(slot: &Arc<Slot>, transfer: Transfer, used: usize) -> Result<SegmentRef> {
     if !is_collecting() {
         return Err(ShmError::NoCollector);
     }
@@ -428,9 +441,15 @@ pub fn send(slot: &Arc<Slot>, transfer: Transfer) -> Result<SegmentRef> {
         // sealed one, or one an `unsafe` constructor vouched for, moves as
         // a copy the receiver owns.
         Transfer::Move if seg.is_exclusive() && seg.access() == Access::ReadWrite => {
-            push(Item::Move(Arc::clone(slot)))?
+            push(Item::Move {
+                slot: Arc::clone(slot),
+                used,
+            })?
         }
-        Transfer::Move => push(Item::Move(Arc::new(slot.copy_to_new(seg.len())?)))?,
+        Transfer::Move => push(Item::Move {
+            slot: Arc::new(slot.copy_to_new(used)?),
+            used,
+        })?,
         Transfer::ReadOnly | Transfer::CopyOnWrite => {
             segment::require_seals(seg.raw_fd(), Seals::SHRINK | Seals::WRITE)?;
             // Write-sealed: handing out a duplicate cannot alias anything.
@@ -474,7 +493,7 @@ pub fn send_segment(slot: &Arc<Slot>, transfer: Transfer, used: usize) -> Result
     if transfer == Transfer::Move && used <= cache::SMALL_MAX && used <= bytes.len() {
         return Ok(SentSegment::Bytes(&bytes[..used]));
     }
-    send(slot, transfer).map(SentSegment::Ref)
+    send_used(slot, transfer, used).map(SentSegment::Ref)
 }
 
 const SENT_VARIANTS: &[&str] = &["Ref", "Bytes"];
@@ -968,6 +987,34 @@ mod tests {
         // description itself.
         let out = unsafe { collected.finish_trusted()? };
         Ok((r, out, key))
+    }
+
+    #[test]
+    fn a_move_for_an_outside_receiver_carries_the_value_alone() -> Result<()> {
+        // A reused cached segment may be a quarter larger than asked for,
+        // its slack holding this process's older values: through the safe
+        // finish the receiver sees zeros there.
+        let n = (3 << 20) + 4096 * 7;
+        let mut old = cache::alloc(n)?;
+        old.segment_mut().as_mut_slice()?.fill(0xab);
+        drop(old);
+        // Whichever cached segment comes back (ours, or under `cargo test`
+        // another test's of a size close enough), its slack is not zero.
+        let used = n - 4096 * 100;
+        let mut slot = cache::alloc(used)?;
+        slot.prefix_mut(used)?.fill(1);
+        let slot = Arc::new(slot);
+        let (r, collected) = collect(|| send_segment(&slot, Transfer::Move, used));
+        let SentSegment::Ref(r) = r? else {
+            panic!("too large to travel inline")
+        };
+        drop(slot);
+        let (got, _) = with_received(collected.finish()?.into_fds(), || receive(r));
+        let got = got?;
+        let bytes = got.segment().as_slice();
+        assert!(bytes[..used].iter().all(|&b| b == 1));
+        assert!(bytes[used..].iter().all(|&b| b == 0), "no older bytes");
+        Ok(())
     }
 
     #[test]
