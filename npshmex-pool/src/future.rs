@@ -202,10 +202,15 @@ impl<R> Shared<R> {
         s.value = Some(value);
         s.settling = false;
         let waker = s.waker.take();
+        // A decided future needs its worker no more: a kept future must not
+        // keep a gone worker's channel (its socket, control memfd and
+        // mapping) alive. Dropped after the lock is let go.
+        let assigned = s.assigned.take();
         if s.waiters > 0 {
             self.cond.notify_all();
         }
         drop(s);
+        drop(assigned);
         if let Some(w) = waker {
             w.wake();
         }

@@ -61,6 +61,43 @@ fn pool(n: usize) -> ProcessPoolExecutor {
 }
 
 #[test]
+fn kept_futures_do_not_keep_their_workers_channels() {
+    // A decided future lets go of the worker it went to: with a new worker
+    // per task, 30 kept futures would otherwise hold 30 sockets and
+    // control memfds (and their mappings) of workers long gone.
+    let leaks = LeakCheck::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(1)
+            .build()
+            .expect("pool");
+        assert_eq!(
+            p.submit(square, 1).expect("submit").result().expect("ran"),
+            1
+        );
+        let before = npshmex_testkit::open_fds();
+        let kept: Vec<_> = (0..30)
+            .map(|i| {
+                let mut f = p.submit(square, i).expect("submit");
+                let r = f.result_timeout(Duration::from_secs(60)).expect("ran");
+                assert_eq!(r, i * i);
+                f
+            })
+            .collect();
+        let now = npshmex_testkit::open_fds();
+        // One worker (and its replacement starting) at a time: a few fds.
+        assert!(
+            now <= before + 8,
+            "30 finished futures hold {} fds more than one did",
+            now.saturating_sub(before)
+        );
+        drop(kept);
+    }
+    leaks.finish();
+}
+
+#[test]
 fn submit_returns_the_value() {
     let leaks = LeakCheck::start();
     {
