@@ -40,10 +40,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TaskError;
 
+/// [`RemoteCause::MAX_LINKS`].
+const MAX_LINKS: usize = 128;
+
 /// One error of a chain, as text: its message, the name of its Rust type
 /// where known, and what caused it. An `Error` whose `source()` is the next
 /// link, so `{:#}` (anyhow) and error reporters print the whole chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire the chain is a flat list of at most
+/// [`RemoteCause::MAX_LINKS`] links.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteCause {
     message: String,
     type_name: Option<String>,
@@ -51,6 +57,14 @@ pub struct RemoteCause {
 }
 
 impl RemoteCause {
+    /// Most links of a chain that crosses a process boundary. Longer
+    /// chains (or cyclic ones, whose `source()`s never end) keep their
+    /// first links and end with a note that the rest was left out; a peer
+    /// that sends more is refused. Each link is a level of recursion for
+    /// whoever decodes, prints or drops the chain, so the bound keeps a
+    /// deep chain from overflowing the receiving thread's stack.
+    pub const MAX_LINKS: usize = MAX_LINKS;
+
     /// A cause with just a message.
     pub fn new(message: impl Into<String>) -> RemoteCause {
         RemoteCause {
@@ -78,23 +92,35 @@ impl RemoteCause {
         // Sources are kept in order; a source whose message merely repeats
         // its parent's (wrappers that print their inner error) is kept too,
         // since dropping links would hide types a caller may look for.
-        let mut links = vec![err.to_string()];
+        let mut links = vec![(err.to_string(), type_name.map(str::to_owned))];
         let mut next = err.source();
         while let Some(e) = next {
-            links.push(e.to_string());
+            if links.len() == MAX_LINKS - 1 {
+                links.push((OMITTED.to_owned(), None));
+                break;
+            }
+            links.push((e.to_string(), None));
             next = e.source();
         }
+        Self::from_links(links)
+    }
+
+    /// The chain of `links`, head first (at least one).
+    fn from_links(links: Vec<(String, Option<String>)>) -> RemoteCause {
         let mut cause: Option<Box<RemoteCause>> = None;
-        for message in links.into_iter().rev() {
+        for (message, type_name) in links.into_iter().rev() {
             cause = Some(Box::new(RemoteCause {
                 message,
-                type_name: None,
+                type_name,
                 source: cause,
             }));
         }
-        let mut head = cause.map_or_else(|| RemoteCause::new(""), |b| *b);
-        head.type_name = type_name.map(str::to_owned);
-        head
+        cause.map_or_else(|| RemoteCause::new(""), |b| *b)
+    }
+
+    /// Every link, this one first.
+    fn links(&self) -> impl Iterator<Item = &RemoteCause> {
+        std::iter::successors(Some(self), |c| c.source.as_deref())
     }
 
     /// The message of this link.
@@ -109,7 +135,59 @@ impl RemoteCause {
 
     /// Every message of the chain, this one first.
     pub fn messages(&self) -> impl Iterator<Item = &str> {
-        std::iter::successors(Some(self), |c| c.source.as_deref()).map(|c| c.message.as_str())
+        self.links().map(|c| c.message.as_str())
+    }
+}
+
+/// The last link of a chain cut at [`RemoteCause::MAX_LINKS`].
+const OMITTED: &str = "(further causes left out)";
+
+impl Serialize for RemoteCause {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Flat: (message, type name) per link, at most MAX_LINKS (a chain
+        // built by hand with `with_source` may be longer: cut like one from
+        // `from_error`).
+        use serde::ser::SerializeSeq;
+        let n = self.links().count();
+        let cut = n > MAX_LINKS;
+        let kept = if cut { MAX_LINKS - 1 } else { n };
+        let mut seq = s.serialize_seq(Some(kept + usize::from(cut)))?;
+        for c in self.links().take(kept) {
+            seq.serialize_element(&(c.message.as_str(), c.type_name.as_deref()))?;
+        }
+        if cut {
+            seq.serialize_element(&(OMITTED, None::<&str>))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteCause {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RemoteCause, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RemoteCause;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an error chain of 1 to {MAX_LINKS} links")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RemoteCause, A::Error> {
+                let mut links = Vec::new();
+                while let Some(link) = seq.next_element::<(String, Option<String>)>()? {
+                    if links.len() == MAX_LINKS {
+                        return Err(serde::de::Error::invalid_length(MAX_LINKS + 1, &self));
+                    }
+                    links.push(link);
+                }
+                if links.is_empty() {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                }
+                Ok(RemoteCause::from_links(links))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 
@@ -215,6 +293,45 @@ impl From<RemoteError> for TaskError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error that is its own source: a chain without end.
+    #[derive(Debug)]
+    struct Cyclic;
+
+    impl fmt::Display for Cyclic {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("again")
+        }
+    }
+
+    impl Error for Cyclic {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&Cyclic)
+        }
+    }
+
+    #[test]
+    fn chains_are_cut_and_peers_cannot_send_longer_ones() {
+        let cause = RemoteCause::from_error(&Cyclic);
+        assert_eq!(cause.messages().count(), RemoteCause::MAX_LINKS);
+        assert_eq!(cause.messages().last(), Some(OMITTED));
+        let bytes = postcard::to_allocvec(&cause).unwrap();
+        assert_eq!(postcard::from_bytes::<RemoteCause>(&bytes).unwrap(), cause);
+        // A chain built by hand, longer than the bound, is cut on the wire.
+        let mut long = RemoteCause::new("end");
+        for _ in 0..MAX_LINKS + 5 {
+            long = RemoteCause::with_source("more", long);
+        }
+        let bytes = postcard::to_allocvec(&long).unwrap();
+        let back = postcard::from_bytes::<RemoteCause>(&bytes).unwrap();
+        assert_eq!(back.messages().count(), MAX_LINKS);
+        // A peer's list of more links, or of none, is refused.
+        let links = vec![("x".to_string(), None::<String>); MAX_LINKS + 1];
+        let bytes = postcard::to_allocvec(&links).unwrap();
+        assert!(postcard::from_bytes::<RemoteCause>(&bytes).is_err());
+        let bytes = postcard::to_allocvec(&Vec::<(String, Option<String>)>::new()).unwrap();
+        assert!(postcard::from_bytes::<RemoteCause>(&bytes).is_err());
+    }
 
     #[derive(Debug)]
     struct Outer(std::io::Error);

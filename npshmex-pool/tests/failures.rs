@@ -85,6 +85,72 @@ fn one_bad_among_1000(bad: Act) -> Result<u64, TaskError> {
     outcome
 }
 
+/// An error whose chain of sources is `levels` long (dropped without
+/// recursion, so only the pool's own handling of the depth is tested).
+#[derive(Debug)]
+struct Link(Option<Box<Link>>);
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("link")
+    }
+}
+
+impl std::error::Error for Link {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.as_deref().map(|l| l as _)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let mut next = self.0.take();
+        while let Some(mut l) = next {
+            next = l.0.take();
+        }
+    }
+}
+
+fn fail_deeply(levels: u32) -> Result<u64, npshmex_pool::RemoteError> {
+    let mut chain = Link(None);
+    for _ in 0..levels {
+        chain = Link(Some(Box::new(chain)));
+    }
+    Err(chain.into())
+}
+
+#[test]
+fn an_error_with_a_deep_source_chain_comes_back_cut() {
+    // 50,000 links decoded by recursion overflowed the slot thread's stack
+    // and aborted the caller's whole process; the chain now travels flat
+    // and cut to RemoteCause::MAX_LINKS.
+    let leaks = LeakCheck::start();
+    {
+        // spin 0: the slot thread (the smaller stack) receives the result.
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .spin(Duration::ZERO)
+            .build()
+            .expect("pool");
+        let r = p.submit(fail_deeply, 50_000).expect("submit").result();
+        let Ok(Err(e)) = r else {
+            panic!("expected the task's own error, got {r:?}");
+        };
+        let links: Vec<&str> = e.cause().messages().collect();
+        assert_eq!(links.len(), npshmex_pool::RemoteCause::MAX_LINKS);
+        assert_eq!(links[0], "link");
+        assert!(links[links.len() - 1].contains("left out"));
+        assert_eq!(
+            p.submit(act, Act::Ok(5))
+                .expect("submit")
+                .result()
+                .expect("ran"),
+            6
+        );
+    }
+    leaks.finish();
+}
+
 #[test]
 fn a_panic_fails_only_its_task() {
     let leaks = LeakCheck::start();
