@@ -230,11 +230,11 @@ impl Channel {
         let put =
             |i: u64, v: u64| ring[(i % RING_WORDS as u64) as usize].store(v, Ordering::Relaxed);
         put(head, len as u64 | (u64::from(nfds) << 32));
-        put(head + 1, seq);
+        put(head.wrapping_add(1), seq);
         // The payload, packed 8 bytes to a word, parts back to back.
         let mut word = [0u8; 8];
         let mut fill = 0;
-        let mut at = head + 2;
+        let mut at = head.wrapping_add(2);
         for part in parts {
             let mut rest: &[u8] = part;
             if fill > 0 {
@@ -244,7 +244,7 @@ impl Channel {
                 rest = &rest[take..];
                 if fill == 8 {
                     put(at, u64::from_le_bytes(word));
-                    at += 1;
+                    at = at.wrapping_add(1);
                     fill = 0;
                 }
             }
@@ -253,7 +253,7 @@ impl Channel {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(c);
                 put(at, u64::from_le_bytes(w));
-                at += 1;
+                at = at.wrapping_add(1);
             }
             let tail = chunks.remainder();
             if !tail.is_empty() {
@@ -266,7 +266,8 @@ impl Channel {
             put(at, u64::from_le_bytes(word));
         }
         // Publish last: a writer that dies before this leaves nothing.
-        self.w64(r.head).store(head + need, Ordering::SeqCst);
+        self.w64(r.head)
+            .store(head.wrapping_add(need), Ordering::SeqCst);
         self.wake(r.data_event, r.data_sleeping);
         Ok(())
     }
@@ -338,7 +339,7 @@ impl Channel {
         let ring = self.ring(r);
         let get = |i: u64| ring[(i % RING_WORDS as u64) as usize].load(Ordering::Relaxed);
         let h0 = get(tail);
-        let seq = get(tail + 1);
+        let seq = get(tail.wrapping_add(1));
         let len = (h0 & 0xffff_ffff) as usize;
         let nfds = (h0 >> 32) as usize;
         let expect = self.received.load(Ordering::Relaxed);
@@ -355,7 +356,7 @@ impl Channel {
         }
         let mut bytes = Vec::with_capacity(len);
         for i in 0..len.div_ceil(8) as u64 {
-            let w = get(tail + 2 + i).to_le_bytes();
+            let w = get(tail.wrapping_add(2 + i)).to_le_bytes();
             let take = (len - bytes.len()).min(8);
             bytes.extend_from_slice(&w[..take]);
         }
@@ -365,7 +366,8 @@ impl Channel {
             Vec::new()
         };
         self.received.store(expect + 1, Ordering::Relaxed);
-        self.w64(r.tail).store(tail + need, Ordering::Release);
+        self.w64(r.tail)
+            .store(tail.wrapping_add(need), Ordering::Release);
         self.wake(r.space_event, r.space_sleeping);
         Ok(Some(Message { bytes, fds }))
     }
@@ -635,6 +637,30 @@ mod tests {
             h.join().map_err(|_| frame("reader panicked"))?
         })?;
         assert_eq!(reader, 20);
+        Ok(())
+    }
+
+    #[test]
+    fn ring_indices_near_the_end_of_u64_wrap() -> Result<(), ShmError> {
+        // The indices live in memory the peer writes: any value, including
+        // ones next to u64::MAX, must wrap (the ring size divides 2^64),
+        // never overflow (a panic in a debug build).
+        let (p, w) = pair()?;
+        let r = RESPONSES;
+        let t = u64::MAX - 1;
+        let at = |i: u64| r.base + (i % RING_WORDS as u64) as usize;
+        w.w64(at(t)).store(0, Ordering::Relaxed); // 0 bytes, no fds
+        w.w64(at(t.wrapping_add(1))).store(0, Ordering::Relaxed); // sequence 0
+        w.w64(r.tail).store(t, Ordering::SeqCst);
+        w.w64(r.head).store(t.wrapping_add(2), Ordering::SeqCst);
+        let got = p.try_recv()?.ok_or_else(|| frame("no entry"))?;
+        assert!(got.bytes.is_empty() && got.fds.is_empty());
+        let (p, w) = pair()?;
+        w.w64(REQUESTS.head).store(u64::MAX, Ordering::SeqCst);
+        w.w64(REQUESTS.tail).store(u64::MAX, Ordering::SeqCst);
+        p.send(&[b"task"], &[])?;
+        let got = w.try_recv()?.ok_or_else(|| frame("no entry"))?;
+        assert_eq!(got.bytes, b"task");
         Ok(())
     }
 
