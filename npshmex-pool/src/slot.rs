@@ -48,6 +48,9 @@ const IDLE_LIVENESS: Duration = Duration::from_millis(250);
 /// signal) before they are ready before the pool is declared broken
 /// (instead of respawning in a loop).
 const MAX_START_DEATHS: u32 = 3;
+/// How long a worker whose connection ended may take to exit before it is
+/// killed (one that closed its end exits within milliseconds).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// Whether a worker that ended before it was up should be replaced: a
 /// signal came from outside (an operator, the OOM killer); anything else
@@ -160,7 +163,7 @@ fn teardown(
     if broken || matches!(end, End::TimedOut | End::Transport(_) | End::Fatal(_)) {
         proc.kill();
     }
-    let exit = proc.wait();
+    let exit = proc.wait_or_kill(EXIT_GRACE);
     if matches!(end, End::DiedStarting) {
         let mut st = inner.lock();
         let slot = &mut st.slots[index];

@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use npshmex_shm::{FdSocket, ShmError};
 use rustix::io::Errno;
@@ -71,6 +71,24 @@ impl WorkerProc {
             // ECHILD: not our child any more (reaped elsewhere).
             Err(_) => true,
         }
+    }
+
+    /// Waits at most `grace` for it to exit (as a worker that said it is
+    /// closing does at once), then kills it, and collects its status. The
+    /// word that says "closing" lives in memory the worker writes, so it
+    /// is never trusted to mean that the process will end.
+    pub(crate) fn wait_or_kill(&mut self, grace: Duration) -> WorkerExit {
+        let deadline = Instant::now() + grace;
+        let mut pause = Duration::from_micros(100);
+        while !self.has_exited() {
+            if Instant::now() >= deadline {
+                self.kill();
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        self.wait()
     }
 
     /// Blocks until it has exited and collects its status.

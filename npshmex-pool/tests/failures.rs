@@ -151,6 +151,60 @@ fn an_error_with_a_deep_source_chain_comes_back_cut() {
     leaks.finish();
 }
 
+/// Writes the "closed" word of its own control region (re-opened through
+/// `/proc/self/fd`), then hangs: a worker that says it is leaving and
+/// does not.
+fn claim_closed_and_hang(_: u32) -> u32 {
+    use std::os::unix::fs::FileExt;
+    for e in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        let Ok(target) = std::fs::read_link(&p) else {
+            continue;
+        };
+        if target.to_string_lossy().contains("npshmex-ctl") {
+            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+                // 32-bit word 8 (CLOSED), at byte 32.
+                let _ = f.write_at(&1u32.to_le_bytes(), 32);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+    0
+}
+
+#[test]
+fn a_worker_that_claims_to_close_and_hangs_is_killed() {
+    // The parent used to trust the word and wait for the exit without
+    // end: the task's timeout never fired and dropping the pool hung.
+    let leaks = LeakCheck::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .task_timeout(Duration::from_secs(1))
+            .build()
+            .expect("pool");
+        let mut f = p.submit(claim_closed_and_hang, 0).expect("submit");
+        let r = f.result_timeout(Duration::from_secs(60));
+        assert!(r.is_err(), "the hung task cannot succeed: {r:?}");
+        assert!(
+            !matches!(r, Err(TaskError::WaitTimedOut { .. })),
+            "the future itself completed"
+        );
+        assert_eq!(
+            p.submit(act, Act::Ok(1))
+                .expect("submit")
+                .result()
+                .expect("ran"),
+            2
+        );
+    }
+    leaks.finish();
+}
+
 #[test]
 fn a_panic_fails_only_its_task() {
     let leaks = LeakCheck::start();
