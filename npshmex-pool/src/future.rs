@@ -202,15 +202,10 @@ impl<R> Shared<R> {
         s.value = Some(value);
         s.settling = false;
         let waker = s.waker.take();
-        // A decided future needs its worker no more: a kept future must not
-        // keep a gone worker's channel (its socket, control memfd and
-        // mapping) alive. Dropped after the lock is let go.
-        let assigned = s.assigned.take();
         if s.waiters > 0 {
             self.cond.notify_all();
         }
         drop(s);
-        drop(assigned);
         if let Some(w) = waker {
             w.wake();
         }
@@ -303,7 +298,17 @@ impl<R> Shared<R> {
             }
         }
         s.waiters -= 1;
-        s.settled()
+        let settled = s.settled();
+        // Seen decided, the future needs its worker no more: a kept future
+        // must not keep a gone worker's channel (socket, control memfd,
+        // mapping) alive. Let go here, on the waiting thread, not on the
+        // pool thread that completes it, where the drop would bounce the
+        // channel's refcount against the submitting thread's clones
+        // (tiny.throughput -7 to -12%, medians of 6 alternating runs).
+        let assigned = if settled { s.assigned.take() } else { None };
+        drop(s);
+        drop(assigned);
+        settled
     }
 }
 
