@@ -43,6 +43,7 @@ impl Default for PoolBuilder {
                 max_tasks_per_child: None,
                 start_method: StartMethod::Spawn,
                 task_timeout: None,
+                initializer_timeout: None,
                 spin: Duration::from_micros(50),
                 inline_max: 64 * 1024,
                 max_in_flight: 128,
@@ -82,9 +83,22 @@ impl PoolBuilder {
 
     /// Longest a task may run; past it the worker is killed and replaced and
     /// the task fails with [`TaskError::TimedOut`](crate::TaskError::TimedOut).
-    /// Measured from when the task started on its worker.
+    /// Measured from when the task started on its worker: a worker's
+    /// initializer does not count (see
+    /// [`initializer_timeout`](Self::initializer_timeout)).
     pub fn task_timeout(mut self, d: Duration) -> Self {
         self.cfg.task_timeout = Some(d);
+        self
+    }
+
+    /// Longest a worker's initializer may run (default: no limit, as
+    /// Python's, since an initializer may load a lot). Past it the worker
+    /// is killed and counts as a failed start: a slot whose workers fail to
+    /// start three times in a row breaks the pool, and the futures it held
+    /// fail with [`TaskError::Initializer`](crate::TaskError::Initializer)
+    /// instead of waiting forever on an initializer that hangs.
+    pub fn initializer_timeout(mut self, d: Duration) -> Self {
+        self.cfg.initializer_timeout = Some(d);
         self
     }
 
@@ -152,6 +166,11 @@ impl PoolBuilder {
         if c.task_timeout.is_some_and(|d| d.is_zero()) {
             return Err(PoolError::InvalidConfig {
                 reason: "task_timeout must be positive",
+            });
+        }
+        if c.initializer_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(PoolError::InvalidConfig {
+                reason: "initializer_timeout must be positive",
             });
         }
         ProcessPoolExecutor::start(self.cfg)

@@ -163,7 +163,8 @@
 //! killed and replaced. Workers die with the parent (`PR_SET_PDEATHSIG`
 //! and EOF on their socket), are always reaped, and share the parent's
 //! stdout and stderr. If an initializer fails the pool is broken, as in
-//! Python.
+//! Python; one that hangs past [`PoolBuilder::initializer_timeout`] counts
+//! as a failed start (three in a row break the pool).
 //!
 //! # Latency
 //! Waking a sleeping thread costs tens of µs on a VM. After every message

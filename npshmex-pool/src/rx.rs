@@ -53,6 +53,8 @@ pub(crate) enum End {
     Fatal(RemoteCause),
     /// The worker ended before its initializer finished.
     DiedStarting,
+    /// The worker's initializer ran past `initializer_timeout`.
+    StartTimedOut,
 }
 
 /// Who receives from one slot's worker: the slot thread, or a caller

@@ -110,6 +110,11 @@ pub(crate) fn run(inner: Arc<Inner>, index: usize, ready: Sender<Result<(), Pool
             slot.pid = proc.pid();
             slot.budget = inner.cfg.max_tasks_per_child;
             slot.ready = false;
+            // A limit past the end of time (Duration::MAX) never expires.
+            slot.ready_by = inner
+                .cfg
+                .initializer_timeout
+                .and_then(|limit| Instant::now().checked_add(limit));
             if !stop {
                 slot.conn = Some(conn.clone());
                 st.dispatch(&inner);
@@ -160,14 +165,21 @@ fn teardown(
     // A broken pool has already failed every task it held: a worker still
     // running one (maybe for hours, or hung) is killed rather than waited
     // for, or dropping the pool would block on work nobody will receive.
-    if broken || matches!(end, End::TimedOut | End::Transport(_) | End::Fatal(_)) {
+    if broken
+        || matches!(
+            end,
+            End::TimedOut | End::StartTimedOut | End::Transport(_) | End::Fatal(_)
+        )
+    {
         proc.kill();
     }
     let exit = proc.wait_or_kill(EXIT_GRACE);
-    if matches!(end, End::DiedStarting) {
+    let hung = matches!(end, End::StartTimedOut);
+    if hung || matches!(end, End::DiedStarting) {
         let mut st = inner.lock();
         let slot = &mut st.slots[index];
-        if !killed_from_outside(exit) {
+        // A hung initializer was killed by us: it failed all the same.
+        if hung || !killed_from_outside(exit) {
             slot.start_deaths += 1;
         }
         if slot.start_deaths < MAX_START_DEATHS {
@@ -181,10 +193,17 @@ fn teardown(
             return !stop;
         }
         drop(st);
-        let reason = format!(
-            "worker {} {exit} before its initializer finished",
-            proc.pid()
-        );
+        let reason = match inner.cfg.initializer_timeout {
+            Some(limit) if hung => format!(
+                "the initializer of worker {} ran past initializer_timeout ({limit:?}), \
+                 {MAX_START_DEATHS} workers in a row",
+                proc.pid()
+            ),
+            _ => format!(
+                "worker {} {exit} before its initializer finished",
+                proc.pid()
+            ),
+        };
         let lost = {
             let mut st = inner.lock();
             let mut lost: Vec<Job> = in_flight.into_iter().map(|f| f.job).collect();
@@ -214,12 +233,14 @@ fn teardown(
                 },
                 End::Transport(e) => TaskError::transport("receiving a result", e),
                 End::Fatal(why) => TaskError::transport("sending the task to the worker", why),
-                End::Closed | End::Retired | End::InitFailed | End::DiedStarting => {
-                    TaskError::WorkerDied {
-                        pid: proc.pid(),
-                        exit,
-                    }
-                }
+                End::Closed
+                | End::Retired
+                | End::InitFailed
+                | End::DiedStarting
+                | End::StartTimedOut => TaskError::WorkerDied {
+                    pid: proc.pid(),
+                    exit,
+                },
             };
             failed.push((head.job, err));
         }
@@ -288,20 +309,32 @@ fn serve(inner: &Inner, index: usize, conn: &Arc<Channel>, proc: &WorkerProc, rx
         if got && inner.cfg.task_timeout.is_none() && checked.elapsed() < BUSY_LIVENESS {
             continue;
         }
-        let (busy, deadline) = {
+        let (busy, ready, deadline) = {
             let st = inner.lock();
             let slot = &st.slots[index];
-            let started = slot.in_flight.front().and_then(|f| f.started);
-            // A limit past the end of time (Duration::MAX) never expires.
-            let deadline = inner
-                .cfg
-                .task_timeout
-                .and_then(|limit| started.and_then(|t| t.checked_add(limit)));
-            (!slot.in_flight.is_empty() || !slot.ready, deadline)
+            let deadline = if slot.ready {
+                let started = slot.in_flight.front().and_then(|f| f.started);
+                // A limit past the end of time (Duration::MAX) never expires.
+                inner
+                    .cfg
+                    .task_timeout
+                    .and_then(|limit| started.and_then(|t| t.checked_add(limit)))
+            } else {
+                slot.ready_by
+            };
+            (
+                !slot.in_flight.is_empty() || !slot.ready,
+                slot.ready,
+                deadline,
+            )
         };
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return End::TimedOut;
+            return if ready {
+                End::TimedOut
+            } else {
+                End::StartTimedOut
+            };
         }
         let liveness = if busy { BUSY_LIVENESS } else { IDLE_LIVENESS };
         if now.saturating_duration_since(checked) >= liveness {

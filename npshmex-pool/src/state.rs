@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) start_method: StartMethod,
     pub(crate) task_timeout: Option<Duration>,
+    pub(crate) initializer_timeout: Option<Duration>,
     pub(crate) spin: Duration,
     pub(crate) inline_max: usize,
     pub(crate) max_in_flight: usize,
@@ -164,6 +165,9 @@ pub(crate) struct SlotState {
     pub(crate) budget: Option<u64>,
     /// The worker's initializer has finished (task timers start then).
     pub(crate) ready: bool,
+    /// When a worker that is not ready yet is given up
+    /// (`initializer_timeout`).
+    pub(crate) ready_by: Option<Instant>,
     /// Workers of this slot in a row that died before they were ready.
     pub(crate) start_deaths: u32,
     /// Smoothed run time of this slot's recent tasks; `None` until one

@@ -827,3 +827,71 @@ fn pool_dropped_in_a_callback_run_by_a_waiting_caller() {
     }
     leaks.finish();
 }
+
+fn hung_initializer() {
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+#[test]
+fn a_hung_initializer_fails_its_tasks_after_initializer_timeout() {
+    let leaks = LeakCheck::start();
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(hung_initializer)
+            .initializer_timeout(Duration::from_millis(300))
+            .task_timeout(Duration::from_secs(1))
+            .build()
+            .expect("the handshake happens before the initializer");
+        let mut f = p.submit(plus_one, 1).expect("submit");
+        match f.result_timeout(PATIENCE) {
+            Err(TaskError::Initializer(m)) => assert!(m.contains("initializer_timeout"), "{m}"),
+            other => panic!("expected an initializer error, got {other:?}"),
+        }
+        assert!(matches!(
+            p.submit(plus_one, 1),
+            Err(npshmex_pool::PoolError::Broken { .. })
+        ));
+        // Dropping the pool must not wait for the hung initializer.
+    }
+    leaks.finish();
+}
+
+/// The first worker's initializer hangs; later ones return at once
+/// (markers in a directory named after the parent's pid).
+fn first_initializer_hangs() {
+    // SAFETY: getppid has no preconditions.
+    #[allow(unsafe_code)]
+    let ppid = unsafe { libc::getppid() };
+    let dir = std::env::temp_dir().join(format!("npshmex-abuse-hang-{ppid}"));
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join("first"));
+    if first.is_ok() {
+        hung_initializer();
+    }
+}
+
+#[test]
+fn a_worker_whose_initializer_hangs_once_is_replaced() {
+    let leaks = LeakCheck::start();
+    let dir = std::env::temp_dir().join(format!("npshmex-abuse-hang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("marker dir");
+    {
+        let p = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .initializer(first_initializer_hangs)
+            .initializer_timeout(Duration::from_millis(500))
+            .build()
+            .expect("pool starts");
+        let first = p.worker_pids();
+        let mut f = p.submit(plus_one, 41).expect("submit");
+        let r = f.result_timeout(PATIENCE);
+        assert_eq!(r.as_ref().ok(), Some(&42), "{r:?}");
+        assert_ne!(p.worker_pids(), first, "the hung worker was replaced");
+        assert!(dir.join("first").exists(), "the first initializer ran");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    leaks.finish();
+}
