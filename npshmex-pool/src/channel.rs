@@ -43,8 +43,10 @@ use rustix::thread::futex;
 pub(crate) const RING_WORDS: usize = 1 << 17;
 /// Largest payload of one entry (a quarter of a ring).
 pub(crate) const MAX_ENTRY_BYTES: usize = RING_WORDS * 8 / 4;
-/// How long a writer waits for room before it gives up (the reader is
-/// gone or stuck).
+/// How long the pool waits for room to send to a worker before it gives up
+/// (the worker is stuck, or stopped reading on purpose). A worker waits for
+/// as long as the pool lives: a stopped parent (a debugger, a shell's job
+/// control) must not make it give up its results.
 const SPACE_PATIENCE: Duration = Duration::from_secs(10);
 /// How long fds announced by an entry may take to show up on the socket
 /// (they are sent before the entry is published, so they are normally
@@ -204,12 +206,16 @@ impl Channel {
 
     /// Sends one frame made of `parts`, with `fds`: the fds first, over the
     /// socket, then the entry, published on the ring. Waits (spinning, then
-    /// parked) while the ring is full.
+    /// parked) while the ring or the socket buffer is full; the pool's end
+    /// for at most `SPACE_PATIENCE` each: a worker that stops reading
+    /// either fails the send rather than blocking its caller (who may hold
+    /// the pool's state lock) for as long.
     ///
     /// # Errors
     /// [`ShmError::Frame`] for a frame past [`MAX_ENTRY_BYTES`] or a ring
-    /// that stays full (the reader is gone), [`ShmError::PeerClosed`] and
-    /// socket errors while sending fds.
+    /// that stays full (the reader is gone), [`ShmError::TimedOut`] for a
+    /// socket that stays full, [`ShmError::PeerClosed`] and socket errors
+    /// while sending fds.
     pub(crate) fn send(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<(), ShmError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > MAX_ENTRY_BYTES {
@@ -218,12 +224,16 @@ impl Channel {
             )));
         }
         let nfds = u32::try_from(fds.len()).map_err(|_| frame("too many fds"))?;
+        let patience = match self.side {
+            Side::Parent => SPACE_PATIENCE,
+            Side::Worker => Duration::MAX,
+        };
         if !fds.is_empty() {
-            self.sock.send(&[], fds)?;
+            self.sock.send_vectored_timeout(&[], fds, patience)?;
         }
         let r = self.outgoing();
         let need = 2 + len.div_ceil(8) as u64;
-        self.wait_for_room(r, need)?;
+        self.wait_for_room(r, need, patience)?;
         let head = self.w64(r.head).load(Ordering::Relaxed);
         let seq = self.sent.fetch_add(1, Ordering::Relaxed);
         let ring = self.ring(r);
@@ -272,12 +282,13 @@ impl Channel {
         Ok(())
     }
 
-    /// Waits until `need` words are free in ring `r`.
-    fn wait_for_room(&self, r: RingAt, need: u64) -> Result<(), ShmError> {
+    /// Waits until `need` words are free in ring `r`, for at most
+    /// `patience` (past the end of time: until the other end closes).
+    fn wait_for_room(&self, r: RingAt, need: u64, patience: Duration) -> Result<(), ShmError> {
         if self.room(r) >= need {
             return Ok(());
         }
-        let deadline = Instant::now() + SPACE_PATIENCE;
+        let deadline = Instant::now().checked_add(patience);
         loop {
             if self.is_closed() {
                 return Err(ShmError::PeerClosed);
@@ -288,7 +299,9 @@ impl Channel {
                 self.w32(r.space_sleeping).store(0, Ordering::Relaxed);
                 return Ok(());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 self.w32(r.space_sleeping).store(0, Ordering::Relaxed);
                 return Err(frame("the ring stayed full: its reader is gone or stuck"));
@@ -611,6 +624,25 @@ mod tests {
             assert_eq!(m.fds.len(), fds.len());
         }
         assert!(w.try_recv()?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_send_to_a_reader_that_stopped_gives_up() -> Result<(), ShmError> {
+        let (p, _w) = pair()?;
+        let seg = npshmex_shm::Segment::anonymous(4096)?.freeze()?;
+        let fds = [seg.fd()?];
+        // Nobody reads: the socket (or the ring) fills, and a send then
+        // fails within SPACE_PATIENCE instead of blocking for good.
+        let err = loop {
+            if let Err(e) = p.send(&[b"x"], &fds) {
+                break e;
+            }
+        };
+        assert!(
+            matches!(err, ShmError::TimedOut { .. } | ShmError::Frame { .. }),
+            "{err:?}"
+        );
         Ok(())
     }
 

@@ -8,8 +8,10 @@
 //! submission is kept.
 //!
 //! Tasks are pipelined: a worker may hold several (up to `max_in_flight`,
-//! and never more inline bytes than fit the socket buffer, so a send never
-//! blocks while the lock is held). It runs them in order, so when it dies
+//! and never more inline bytes than fit its request ring, so a send to a
+//! worker that reads never waits while the lock is held; one to a worker
+//! that stopped reading fails within a bounded time, and the worker is
+//! closed). It runs them in order, so when it dies
 //! the first unanswered task is the one that killed it and the others were
 //! not started: they go back to the front of the queue. A future is
 //! cancellable only while its task is still in the queue.
@@ -29,8 +31,8 @@ use crate::StartMethod;
 /// Most tasks in one frame.
 const MAX_FRAME_TASKS: usize = 64;
 /// Most inline payload bytes in flight to one worker (far below the
-/// request ring's size, so a send never waits for room while the state
-/// lock is held).
+/// request ring's size, so a send to a worker that reads never waits for
+/// room while the state lock is held).
 const MAX_IN_FLIGHT_BYTES: usize = 96 * 1024;
 
 /// The builder's settings, fixed for the pool's life.

@@ -100,6 +100,13 @@ pub enum ShmError {
         /// What was asked.
         reason: &'static str,
     },
+    /// A bounded wait ran out: the peer did not make room (stopped reading)
+    /// in time.
+    #[error("{op} timed out")]
+    TimedOut {
+        /// What was being waited for.
+        op: &'static str,
+    },
     /// The peer closed the socket (end of file between frames).
     #[error("peer closed the socket")]
     PeerClosed,

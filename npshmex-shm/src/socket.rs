@@ -191,6 +191,33 @@ impl FdSocket {
     /// # Errors
     /// As [`FdSocket::send`].
     pub fn send_vectored(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.send_until(parts, fds, None)
+    }
+
+    /// As [`FdSocket::send_vectored`], but gives up when the frame is not
+    /// fully sent within `timeout` (a peer that stops reading fills the
+    /// socket buffer, and a plain send would then block for as long).
+    ///
+    /// # Errors
+    /// As [`FdSocket::send`], and [`ShmError::TimedOut`] past `timeout`. A
+    /// frame given up half sent leaves the stream unusable: later sends fail
+    /// with [`ShmError::Frame`].
+    pub fn send_vectored_timeout(
+        &self,
+        parts: &[&[u8]],
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+    ) -> Result<()> {
+        // A timeout past the end of time waits forever.
+        self.send_until(parts, fds, Instant::now().checked_add(timeout))
+    }
+
+    fn send_until(
+        &self,
+        parts: &[&[u8]],
+        fds: &[BorrowedFd<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let len = parts
             .iter()
             .try_fold(0u64, |acc, p| acc.checked_add(p.len() as u64))
@@ -234,7 +261,7 @@ impl FdSocket {
             ));
         }
         let mut sent_any = false;
-        let result = self.send_frame(slices, fds, &mut sent_any);
+        let result = self.send_frame(slices, fds, deadline, &mut sent_any);
         if result.is_err() && sent_any {
             state.broken = true;
         }
@@ -245,6 +272,7 @@ impl FdSocket {
         &self,
         mut bufs: &mut [IoSlice<'_>],
         fds: &[BorrowedFd<'_>],
+        deadline: Option<Instant>,
         sent_any: &mut bool,
     ) -> Result<()> {
         IoSlice::advance_slices(&mut bufs, 0);
@@ -254,15 +282,15 @@ impl FdSocket {
             // enough bytes for its chunks (padding covers the rest).
             let n = if chunks.peek().is_some() {
                 let one = [IoSlice::new(&bufs[0][..1])];
-                self.sendmsg(&one, chunk)?
+                self.sendmsg(&one, chunk, deadline)?
             } else {
-                self.sendmsg(&bufs[..bufs.len().min(IOV_MAX)], chunk)?
+                self.sendmsg(&bufs[..bufs.len().min(IOV_MAX)], chunk, deadline)?
             };
             *sent_any = true;
             IoSlice::advance_slices(&mut bufs, n);
         }
         while !bufs.is_empty() {
-            let n = self.sendmsg(&bufs[..bufs.len().min(IOV_MAX)], &[])?;
+            let n = self.sendmsg(&bufs[..bufs.len().min(IOV_MAX)], &[], deadline)?;
             *sent_any = true;
             IoSlice::advance_slices(&mut bufs, n);
         }
@@ -270,8 +298,14 @@ impl FdSocket {
     }
 
     /// One `sendmsg` that wrote at least one byte, retrying `EINTR` and waiting
-    /// out `EAGAIN` (for sockets someone made non-blocking).
-    fn sendmsg(&self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> Result<usize> {
+    /// for room while the socket buffer is full, until `deadline` (`None`:
+    /// for as long as it takes).
+    fn sendmsg(
+        &self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<usize> {
         loop {
             match sendmsg(self.fd.as_fd(), bufs, fds) {
                 Ok(0) => return Err(ShmError::PeerClosed),
@@ -279,7 +313,14 @@ impl FdSocket {
                 Err(e) => match e.kind() {
                     io::ErrorKind::Interrupted => {}
                     io::ErrorKind::WouldBlock => {
-                        poll(self.fd.as_fd(), Interest::Write, None)
+                        let left = match deadline {
+                            None => None,
+                            Some(d) => match d.checked_duration_since(Instant::now()) {
+                                Some(left) if !left.is_zero() => Some(left),
+                                _ => return Err(ShmError::TimedOut { op: "sendmsg" }),
+                            },
+                        };
+                        poll(self.fd.as_fd(), Interest::Write, left)
                             .map_err(|e| ShmError::io("poll", e))?;
                     }
                     io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
@@ -534,12 +575,14 @@ fn sendmsg(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> 
         // More fds than the buffer holds: a caller bug, refused before sending.
         return Err(io::ErrorKind::InvalidInput.into());
     }
-    // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a process-killing SIGPIPE.
+    // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a process-killing
+    // SIGPIPE. MSG_DONTWAIT: a full buffer is EAGAIN, waited out by the caller
+    // with its own deadline.
     Ok(rustix::net::sendmsg(
         fd,
         bufs,
         &mut control,
-        SendFlags::NOSIGNAL,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
     )?)
 }
 
@@ -651,6 +694,30 @@ mod tests {
         for fd in m.fds {
             let got = Segment::from_fd_sealed(fd, crate::Access::ReadOnly, 1)?;
             assert_eq!(got.as_slice()[0], 9);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_send_to_a_peer_that_stopped_reading_times_out() -> Result<()> {
+        let (a, b) = FdSocket::pair()?;
+        let seg = Segment::anonymous(4096)?.freeze()?;
+        let fds = [seg.fd()?, seg.fd()?];
+        let mut sent = 0u64;
+        // Nobody reads `b`: the buffer fills and then a send gives up.
+        let err = loop {
+            match a.send_vectored_timeout(&[&[7u8; 512]], &fds, Duration::from_millis(100)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, ShmError::TimedOut { .. }), "{err:?}");
+        assert!(sent > 0);
+        // What was sent whole is still there, in order, with its fds.
+        for _ in 0..sent {
+            let m = b.try_recv()?.ok_or(ShmError::PeerClosed)?;
+            assert_eq!(m.bytes, [7u8; 512]);
+            assert_eq!(m.fds.len(), 2);
         }
         Ok(())
     }
