@@ -506,7 +506,16 @@ impl RecvState {
         Ok(None)
     }
 
-    /// Pairs `bytes` with the next `nfds` queued fds.
+    /// Pairs `bytes` (the frame just cut out of the stream) with the next
+    /// `nfds` queued fds.
+    ///
+    /// A sender attaches a frame's fds to the frame's own bytes, and the
+    /// kernel hands fds out with the first byte they ride on, so fds of a
+    /// later frame can be queued only while some of its bytes are
+    /// buffered. With nothing buffered past this frame, fds left over were
+    /// sent with it beyond what its header announced: they are closed and
+    /// the frame is refused, rather than kept open for the life of the
+    /// socket or paired with a later frame.
     fn finish(&mut self, bytes: Vec<u8>, nfds: u32) -> Result<Message> {
         let nfds = nfds as usize;
         if self.fds.len() < nfds {
@@ -516,6 +525,14 @@ impl RecvState {
             )));
         }
         let fds = self.fds.drain(..nfds).collect();
+        if !self.fds.is_empty() && !self.has_partial_frame() {
+            let surplus = self.fds.len();
+            self.fds.clear();
+            return Err(ShmError::frame(format!(
+                "frame announces {nfds} fds but {} came with it",
+                nfds + surplus
+            )));
+        }
         Ok(Message { bytes, fds })
     }
 
@@ -695,6 +712,38 @@ mod tests {
             let got = Segment::from_fd_sealed(fd, crate::Access::ReadOnly, 1)?;
             assert_eq!(got.as_slice()[0], 9);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn fds_beyond_what_a_frame_announces_are_closed_and_refused() -> Result<()> {
+        let (a, b) = UnixStream::pair().map_err(|e| ShmError::io("socketpair", e))?;
+        let b = FdSocket::from_fd(b.into());
+        let a = FdSocket::from_fd(a.into());
+        let seg = Segment::anonymous(4096)?.freeze()?;
+        let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        let before = open();
+        // A good frame, then one of 1 byte (padded for its fd chunk) that
+        // announces one fd and carries 200.
+        a.send(b"good", &[seg.fd()?])?;
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&MAGIC.to_le_bytes());
+        frame.extend_from_slice(&1u32.to_le_bytes());
+        frame.extend_from_slice(&1u64.to_le_bytes());
+        frame.push(9);
+        frame.resize(HEADER_LEN + 1 + pad_len(1, 1), 0);
+        let fds: Vec<BorrowedFd<'_>> = (0..200).map(|_| seg.fd()).collect::<Result<_>>()?;
+        sendmsg(a.as_fd(), &[IoSlice::new(&frame)], &fds)
+            .map_err(|e| ShmError::io("sendmsg", e))?;
+        let m = b.recv()?;
+        assert_eq!((&m.bytes[..], m.fds.len()), (&b"good"[..], 1));
+        drop(m);
+        let r = b.recv();
+        assert!(matches!(r, Err(ShmError::Frame { .. })), "{r:?}");
+        assert_eq!(open(), before, "the surplus fds were closed");
+        // A broken stream stays broken.
+        a.send(b"next", &[])?;
+        assert!(matches!(b.recv(), Err(ShmError::Frame { .. })));
         Ok(())
     }
 
