@@ -191,7 +191,14 @@ impl<R> Shared<R> {
             // them while settling) run too, before the value is stored.
             callbacks = std::mem::take(&mut s.callbacks);
             if callbacks.is_empty() {
+                // A future with callbacks (a `wait` or `as_completed`
+                // watching it, say) may never be waited on itself: it lets
+                // go of its worker's channel now. This path already runs
+                // boxed callbacks; the plain one leaves the drop to the
+                // waiter (see `Shared::wait`).
+                let assigned = s.assigned.take();
                 self.settle(s, value);
+                drop(assigned);
                 return true;
             }
         }
@@ -299,16 +306,22 @@ impl<R> Shared<R> {
         }
         s.waiters -= 1;
         let settled = s.settled();
-        // Seen decided, the future needs its worker no more: a kept future
-        // must not keep a gone worker's channel (socket, control memfd,
-        // mapping) alive. Let go here, on the waiting thread, not on the
-        // pool thread that completes it, where the drop would bounce the
-        // channel's refcount against the submitting thread's clones
-        // (tiny.throughput -7 to -12%, medians of 6 alternating runs).
-        let assigned = if settled { s.assigned.take() } else { None };
+        Shared::let_go(s);
+        settled
+    }
+
+    /// Once the future is settled, drops its hold on its worker's channel.
+    ///
+    /// Seen decided, the future needs its worker no more: a kept future
+    /// must not keep a gone worker's channel (socket, control memfd,
+    /// mapping) alive. Callers let go on the waiting thread, not on the pool
+    /// thread that completes a plain future, where the drop would bounce the
+    /// channel's refcount against the submitting thread's clones
+    /// (tiny.throughput -7 to -12%, medians of 6 alternating runs).
+    fn let_go(mut s: MutexGuard<'_, Slot<R>>) {
+        let assigned = if s.settled() { s.assigned.take() } else { None };
         drop(s);
         drop(assigned);
-        settled
     }
 }
 
@@ -485,7 +498,11 @@ impl<R> Future<R> {
 
     /// Whether the future has a final outcome (value, error or cancelled).
     pub fn done(&self) -> bool {
-        self.shared.done.load(Ordering::Acquire)
+        let done = self.shared.done.load(Ordering::Acquire);
+        if done {
+            Shared::let_go(self.shared.lock());
+        }
+        done
     }
 
     /// Whether the future is done with an error other than cancellation

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use npshmex_pool::{
     as_completed, as_completed_keyed, as_completed_timeout, wait, wait_keyed, CancelFutures,
-    MapOptions, PoolError, ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod,
+    Future, MapOptions, PoolError, ProcessPoolExecutor, ReturnWhen, ShutdownOptions, StartMethod,
     TaskError, Wait,
 };
 use npshmex_testkit::LeakCheck;
@@ -76,23 +76,51 @@ fn kept_futures_do_not_keep_their_workers_channels() {
             p.submit(square, 1).expect("submit").result().expect("ran"),
             1
         );
-        let before = npshmex_testkit::open_fds();
-        let kept: Vec<_> = (0..30)
-            .map(|i| {
-                let mut f = p.submit(square, i).expect("submit");
-                let r = f.result_timeout(Duration::from_secs(60)).expect("ran");
-                assert_eq!(r, i * i);
+        // Every way a caller learns that a future is decided, then keeps it.
+        type Decide = fn(Future<u64>) -> Future<u64>;
+        let ways: [(&str, Decide); 4] = [
+            ("result_timeout", |mut f| {
+                f.result_timeout(Duration::from_secs(60)).expect("ran");
                 f
-            })
-            .collect();
-        let now = npshmex_testkit::open_fds();
-        // One worker (and its replacement starting) at a time: a few fds.
-        assert!(
-            now <= before + 8,
-            "30 finished futures hold {} fds more than one did",
-            now.saturating_sub(before)
-        );
-        drop(kept);
+            }),
+            ("wait", |f| {
+                let mut r = wait(vec![f], None, ReturnWhen::AllCompleted);
+                r.done.pop().expect("done")
+            }),
+            ("as_completed", |f| {
+                let mut it = as_completed(vec![f]);
+                it.next().expect("one").expect("no timeout")
+            }),
+            ("done", |f| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !f.done() {
+                    assert!(Instant::now() < deadline, "the task did not finish");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                f
+            }),
+        ];
+        for (how, decide) in ways {
+            let before = npshmex_testkit::open_fds();
+            let kept: Vec<_> = (0..12)
+                .map(|i| decide(p.submit(square, i).expect("submit")))
+                .collect();
+            let now = npshmex_testkit::open_fds();
+            // One worker (and its replacement starting) at a time: a few fds.
+            assert!(
+                now <= before + 8,
+                "12 futures seen finished by {how} hold {} fds more than one did",
+                now.saturating_sub(before)
+            );
+            // The value is still there (result_timeout took it already).
+            for (i, f) in kept.into_iter().enumerate() {
+                let r = f.result();
+                assert!(
+                    r.as_ref().ok() == Some(&((i * i) as u64)) || how == "result_timeout",
+                    "{how}: {r:?}"
+                );
+            }
+        }
     }
     leaks.finish();
 }
