@@ -53,6 +53,13 @@ impl Default for PoolBuilder {
 }
 
 impl PoolBuilder {
+    /// The settings as they stand (for tests that build a pool's state by
+    /// hand).
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Number of worker processes (default: the number of CPUs).
     pub fn max_workers(mut self, n: usize) -> Self {
         self.cfg.max_workers = n;

@@ -227,6 +227,14 @@ fn process(inner: &Inner, index: usize, conn: &Arc<Channel>, msg: Message) -> Op
             return None;
         }
         ToParent::Ready(Some(message)) => {
+            // An initializer runs once, before the first task: a report
+            // from a worker that said it was ready is a broken protocol,
+            // which ends that worker, not the pool.
+            if inner.lock().slots[index].ready {
+                return Some(End::Transport(frame_error(
+                    "an initializer failure from a worker that was ready",
+                )));
+            }
             let lost = inner
                 .lock()
                 .break_pool(inner, format!("a worker initializer failed: {message}"));
@@ -302,4 +310,57 @@ fn process(inner: &Inner, index: usize, conn: &Arc<Channel>, msg: Message) -> Op
         )));
     }
     retire.then_some(End::Retired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Inbox, SlotState, State};
+    use npshmex_shm::FdSocket;
+    use std::sync::atomic::AtomicU64;
+
+    /// A pool state with one slot whose worker end is returned.
+    fn one_slot(ready: bool) -> (Arc<Inner>, Arc<Channel>, Channel) {
+        let (a, b) = FdSocket::pair().expect("socketpair");
+        let parent = Arc::new(Channel::parent(a).expect("control region"));
+        let region = parent.region_fd().try_clone_to_owned().expect("dup");
+        let worker = Channel::worker(b, region).expect("map the region");
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            cfg: crate::PoolBuilder::default().config().clone(),
+            exe: wire::ExeId::current().expect("exe"),
+            state: Mutex::new(State {
+                slots: vec![SlotState::default()],
+                ..State::default()
+            }),
+            inbox: Inbox::default(),
+            last_id: AtomicU64::new(0),
+        });
+        {
+            let mut st = inner.lock();
+            st.slots[0].conn = Some(parent.clone());
+            st.slots[0].ready = ready;
+        }
+        (inner, parent, worker)
+    }
+
+    fn send(worker: &Channel, head: &ToParent) {
+        let frame = wire::encode_frame(head, 0).expect("encode");
+        worker.send(&[&frame], &[]).expect("send");
+    }
+
+    #[test]
+    fn an_initializer_failure_breaks_the_pool_only_before_ready() {
+        let failed = ToParent::Ready(Some("refused".into()));
+        // Before the worker is ready: the initializer failed, as in Python.
+        let (inner, parent, worker) = one_slot(false);
+        send(&worker, &failed);
+        assert!(matches!(drain(&inner, 0, &parent), Err(End::InitFailed)));
+        assert!(inner.lock().broken.is_some());
+        // After: a broken protocol, which ends that worker alone.
+        let (inner, parent, worker) = one_slot(true);
+        send(&worker, &failed);
+        assert!(matches!(drain(&inner, 0, &parent), Err(End::Transport(_))));
+        assert!(inner.lock().broken.is_none());
+    }
 }
