@@ -350,13 +350,10 @@ impl Slot {
     /// A copy of the whole segment in a new memfd of this process (never a
     /// reused or recycled one).
     fn copy_to_fresh(&self) -> Result<Slot> {
-        let src = self.segment().as_slice();
-        let seg = Segment::anonymous(src.len())?;
-        seg.seal(Seals::SIZE)?;
+        let seg = self.segment().sized_copy()?;
         let key = seg.file_key()?;
-        let mut copy = Slot::own(seg, key, 0);
-        copy.prefix_mut(src.len())?.copy_from_slice(src);
-        Ok(copy)
+        let written = seg.len();
+        Ok(Slot::own(seg, key, written))
     }
 
     /// A copy of the first `len` bytes in a new writable segment of this

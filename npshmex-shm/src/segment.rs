@@ -359,14 +359,23 @@ impl Segment {
     /// For a segment on loan, those of [`Segment::anonymous`] (the copy).
     pub fn into_fd(self) -> Result<OwnedFd> {
         if self.basis == Basis::Loaned {
-            let mut copy = Segment::anonymous(self.len)?;
-            copy.as_mut_slice()?.copy_from_slice(self.as_slice());
-            copy.seal(Seals::SIZE)?;
-            return copy.into_fd();
+            return self.sized_copy()?.into_fd();
         }
         let Segment { map, fd, .. } = self;
         drop(map);
         Ok(fd)
+    }
+
+    /// A copy of the whole segment in a new memfd of this process, sealed
+    /// against resizing ([`Seals::SIZE`]) and owned exclusively.
+    ///
+    /// # Errors
+    /// As [`Segment::anonymous`] and [`Segment::seal`].
+    pub(crate) fn sized_copy(&self) -> Result<Segment> {
+        let mut copy = Segment::anonymous(self.len)?;
+        copy.as_mut_slice()?.copy_from_slice(self.as_slice());
+        copy.seal(Seals::SIZE)?;
+        Ok(copy)
     }
 
     /// Unmaps the segment, seals it against resizing and writing
