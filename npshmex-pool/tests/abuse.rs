@@ -736,18 +736,30 @@ fn durations_past_the_end_of_time_mean_no_limit() {
     leaks.finish();
 }
 
-/// The first worker's initializer succeeds; any later one fails after a
-/// while (markers in a directory named after the parent's pid).
-fn second_initializer_fails() {
-    // SAFETY: getppid has no preconditions.
-    #[allow(unsafe_code)]
-    let ppid = unsafe { libc::getppid() };
-    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{ppid}"));
-    let first = std::fs::OpenOptions::new()
+/// The marker directory of test `tag` run by the process `pid`: workers
+/// leave markers there for the test to read.
+fn marker_dir(tag: &str, pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("npshmex-abuse-{tag}-{pid}"))
+}
+
+/// In a worker: the marker directory of test `tag`, run by its parent.
+fn parents_marker_dir(tag: &str) -> std::path::PathBuf {
+    marker_dir(tag, std::os::unix::process::parent_id())
+}
+
+/// In a worker: whether it is the first of its pool to ask, for test `tag`.
+fn first_worker(tag: &str) -> bool {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(dir.join("first"));
-    if first.is_ok() {
+        .open(parents_marker_dir(tag).join("first"))
+        .is_ok()
+}
+
+/// The first worker's initializer succeeds; any later one fails after a
+/// while.
+fn second_initializer_fails() {
+    if first_worker("init") {
         return;
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -757,18 +769,14 @@ fn second_initializer_fails() {
 /// Sleeps 20 s, then leaves a marker saying it was not killed.
 fn sleep_then_mark(_: u64) -> u64 {
     std::thread::sleep(Duration::from_secs(20));
-    // SAFETY: getppid has no preconditions.
-    #[allow(unsafe_code)]
-    let ppid = unsafe { libc::getppid() };
-    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{ppid}"));
-    let _ = std::fs::write(dir.join("survived"), b"");
+    let _ = std::fs::write(parents_marker_dir("init").join("survived"), b"");
     0
 }
 
 #[test]
 fn a_broken_pool_kills_workers_still_running_tasks() {
     let leaks = LeakCheck::start();
-    let dir = std::env::temp_dir().join(format!("npshmex-abuse-init-{}", std::process::id()));
+    let dir = marker_dir("init", std::process::id());
     std::fs::create_dir_all(&dir).expect("marker dir");
     {
         let p = ProcessPoolExecutor::builder()
@@ -857,18 +865,9 @@ fn a_hung_initializer_fails_its_tasks_after_initializer_timeout() {
     leaks.finish();
 }
 
-/// The first worker's initializer hangs; later ones return at once
-/// (markers in a directory named after the parent's pid).
+/// The first worker's initializer hangs; later ones return at once.
 fn first_initializer_hangs() {
-    // SAFETY: getppid has no preconditions.
-    #[allow(unsafe_code)]
-    let ppid = unsafe { libc::getppid() };
-    let dir = std::env::temp_dir().join(format!("npshmex-abuse-hang-{ppid}"));
-    let first = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dir.join("first"));
-    if first.is_ok() {
+    if first_worker("hang") {
         hung_initializer();
     }
 }
@@ -876,7 +875,7 @@ fn first_initializer_hangs() {
 #[test]
 fn a_worker_whose_initializer_hangs_once_is_replaced() {
     let leaks = LeakCheck::start();
-    let dir = std::env::temp_dir().join(format!("npshmex-abuse-hang-{}", std::process::id()));
+    let dir = marker_dir("hang", std::process::id());
     std::fs::create_dir_all(&dir).expect("marker dir");
     {
         let p = ProcessPoolExecutor::builder()
