@@ -170,6 +170,7 @@ impl From<PoolError> for StartFailure {
 /// control region.
 pub(crate) fn start(cfg: &Config, exe: &ExeId) -> Result<(WorkerProc, Channel), StartFailure> {
     let (parent, child) = FdSocket::pair().map_err(transport("creating a worker socket"))?;
+    let parent = parent.with_max_frame_len(wire::MAX_SOCKET_FRAME);
     let token = random_token();
     let ppid = std::process::id() as i32;
     // Named segments tasks create belong to this program (or whoever it

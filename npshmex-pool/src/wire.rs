@@ -201,6 +201,13 @@ enum PacketBody {
 /// Most bytes a [`PacketBody::Small`] holds.
 const SMALL_MAX: usize = 38;
 
+/// Longest frame either side accepts on a worker's socket. It carries the
+/// handshake (a hello or the settings: an executable's identity and a few
+/// numbers) and the fds of ring entries (with no bytes); everything else
+/// goes through the ring. A peer's header cannot make the other side
+/// buffer more.
+pub(crate) const MAX_SOCKET_FRAME: u64 = 64 << 10;
+
 /// Up to [`SMALL_MAX`] bytes without a heap buffer.
 ///
 /// A task's packet is made on the submitting thread and dropped on the

@@ -115,6 +115,7 @@ fn become_worker(ppid: i32, owner: u32) {
 
 /// Handshake, initializer, task loop. Returns the exit code.
 fn serve(sock: FdSocket, token: u64) -> i32 {
+    let sock = sock.with_max_frame_len(wire::MAX_SOCKET_FRAME);
     let exe = match ExeId::current() {
         Ok(e) => e,
         Err(e) => {

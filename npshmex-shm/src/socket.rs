@@ -102,6 +102,8 @@ struct RecvState {
     fds: VecDeque<OwnedFd>,
     eof: bool,
     broken: Option<String>,
+    /// Longest payload accepted ([`FdSocket::with_max_frame_len`]).
+    max_len: u64,
 }
 
 struct Pending {
@@ -161,8 +163,19 @@ impl FdSocket {
                 fds: VecDeque::new(),
                 eof: false,
                 broken: None,
+                max_len: MAX_FRAME_LEN,
             }),
         }
+    }
+
+    /// Refuses received frames whose payload is longer than `len` bytes
+    /// (at most [`MAX_FRAME_LEN`]), before anything is allocated for them:
+    /// for a protocol whose frames are known to be small, so that a peer's
+    /// header cannot make this side buffer up to 1 GiB.
+    #[must_use]
+    pub fn with_max_frame_len(self, len: u64) -> FdSocket {
+        lock(&self.recv).max_len = len.min(MAX_FRAME_LEN);
+        self
     }
 
     /// The socket's fd; any received but unconsumed data and fds are dropped.
@@ -460,9 +473,10 @@ impl RecvState {
         if magic != MAGIC {
             return Err(ShmError::frame(format!("bad magic {magic:#010x}")));
         }
-        if len > MAX_FRAME_LEN {
+        if len > self.max_len {
             return Err(ShmError::frame(format!(
-                "frame of {len} bytes exceeds {MAX_FRAME_LEN}"
+                "frame of {len} bytes exceeds {}",
+                self.max_len
             )));
         }
         if nfds > MAX_FRAME_FDS {
@@ -768,6 +782,27 @@ mod tests {
             assert_eq!(m.bytes, [7u8; 512]);
             assert_eq!(m.fds.len(), 2);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_frame_past_the_receivers_limit_is_refused_unread() -> Result<()> {
+        let (a, b) = FdSocket::pair()?;
+        let b = b.with_max_frame_len(1024);
+        a.send(&[5u8; 1024], &[])?;
+        assert_eq!(b.recv()?.bytes.len(), 1024);
+        // Only the header is sent: the limit refuses it from that alone.
+        let mut header = Vec::new();
+        header.extend_from_slice(&MAGIC.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        sendmsg(a.as_fd(), &[IoSlice::new(&header)], &[])
+            .map_err(|e| ShmError::io("sendmsg", e))?;
+        let r = b.recv();
+        assert!(
+            matches!(&r, Err(ShmError::Frame { reason }) if reason.contains("1024")),
+            "{r:?}"
+        );
         Ok(())
     }
 
