@@ -351,7 +351,13 @@ impl<'a> Walk<'a> {
                 && self.typed(8)?
                 && self.typed(8)?
                 && self.array(f.data_type(), depth + 1)?),
-            DataType::FixedSizeList(f, _) => {
+            DataType::FixedSizeList(f, size) => {
+                // arrow-data multiplies the two and panics on overflow.
+                let size = usize::try_from(*size)
+                    .map_err(|_| malformed("FixedSizeList with a negative size"))?;
+                if len.checked_mul(size).is_none_or(|n| n > i64::MAX as usize) {
+                    return Err(malformed("FixedSizeList length times size overflows"));
+                }
                 Ok(self.validity(len, nulls)? && self.array(f.data_type(), depth + 1)?)
             }
             DataType::Utf8 | DataType::Binary => {
@@ -365,7 +371,9 @@ impl<'a> Walk<'a> {
                     return Ok(false);
                 };
                 // non-negative and bounded by the buffer count: checked with the message
-                Ok(self.validity(len, nulls)? && self.skip(1 + count as usize))
+                // The views: arrow reinterprets them as u128 and panics on a
+                // length that is not a multiple of 16.
+                Ok(self.validity(len, nulls)? && self.typed(16)? && self.skip(count as usize))
             }
             DataType::Dictionary(key, _) => {
                 Ok(self.validity(len, nulls)? && self.typed(key.primitive_width().unwrap_or(1))?)

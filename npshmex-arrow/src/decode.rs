@@ -172,6 +172,36 @@ pub(crate) fn block_range(block: &Block, footer_start: usize) -> Result<(usize, 
     Ok((offset, meta, body))
 }
 
+/// Checks every block the footer lists (dictionaries and record batches)
+/// with [`block_range`], and that no two of them share a byte.
+///
+/// A writer lays each message out once. A footer that lists one message
+/// many times, or blocks that overlap, would have each listing decoded
+/// again: 24 bytes of footer per listing buying the work and memory of a
+/// whole message (a misaligned buffer copied, a delta dictionary grown, a
+/// compressed message planned and inflated), so a small file could ask for
+/// any amount of both.
+pub(crate) fn check_blocks(footer: &arrow_ipc::Footer<'_>, footer_start: usize) -> Result<()> {
+    let mut ranges = Vec::new();
+    for list in [footer.dictionaries(), footer.recordBatches()]
+        .into_iter()
+        .flatten()
+    {
+        for block in list {
+            let (offset, meta, body) = block_range(block, footer_start)?;
+            // No overflow: block_range checked offset + meta + body.
+            ranges.push((offset, offset + meta + body));
+        }
+    }
+    ranges.sort_unstable();
+    if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Err(malformed(
+            "the footer lists a message twice, or two that overlap",
+        ));
+    }
+    Ok(())
+}
+
 /// The flatbuffer of the encapsulated message that starts `meta` (its
 /// length prefix, with or without the continuation marker, stripped).
 pub(crate) fn framed(meta: &[u8]) -> Result<&[u8]> {
@@ -240,6 +270,7 @@ pub(crate) fn batch_of<'a>(
 fn decode_checked(file: &Buffer) -> Result<Decoded> {
     let bytes = file.as_slice();
     let (footer, footer_start) = footer(bytes)?;
+    check_blocks(&footer, footer_start)?;
     let fb_schema = footer.schema().ok_or(malformed("footer has no schema"))?;
     if !fb_schema.endianness().equals_to_target_endianness() {
         return Err(malformed(

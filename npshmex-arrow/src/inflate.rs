@@ -38,7 +38,7 @@
 //! ratio bound already caps what a small file can ask for.
 
 use crate::compression::{self, IpcCompression, Prefix, PREFIX_LEN};
-use crate::decode::{batch_of, block_range, footer, framed, message};
+use crate::decode::{batch_of, block_range, check_blocks, footer, framed, message};
 use crate::encode::{pad, Cursor, CONTINUATION, HEADER_LEN, MAGIC};
 use crate::error::{ArrowShmError, Result};
 use arrow_ipc::{
@@ -61,6 +61,9 @@ pub(crate) fn is_compressed(bytes: &[u8]) -> bool {
     let Ok((footer, footer_start)) = footer(bytes) else {
         return false;
     };
+    if check_blocks(&footer, footer_start).is_err() {
+        return false;
+    }
     let compressed = |block: &Block| -> Result<bool> {
         let (offset, meta, _) = block_range(block, footer_start)?;
         let message = message(&bytes[offset..offset + meta])?;
@@ -85,6 +88,7 @@ pub(crate) fn is_compressed(bytes: &[u8]) -> bool {
 /// be created.
 pub(crate) fn inflate(bytes: &[u8]) -> Result<Segment> {
     let (footer, footer_start) = footer(bytes)?;
+    check_blocks(&footer, footer_start)?;
     let schema = schema_message(bytes, footer_start)?;
     let dictionaries = footer.dictionaries().into_iter().flatten();
     let records = footer

@@ -73,3 +73,6 @@ pub use via_shm::Shm;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile_tests;
