@@ -235,7 +235,7 @@ pub(crate) fn start(
     let mut lp = run::Loop::new(engine.clone(), comm);
     let handle = std::thread::Builder::new()
         .name("npshmex-mpi-engine".into())
-        .spawn(move || lp.run())
+        .spawn(move || lp.run_guarded())
         .map_err(MpiError::Thread)?;
     *engine.thread_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.thread().id());
     *engine.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);

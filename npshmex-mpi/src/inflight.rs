@@ -308,6 +308,55 @@ impl Outgoing {
     }
 }
 
+/// Announced values from this size on are checked against the memory
+/// available (reading `/proc/meminfo` costs more than smaller ones could).
+const CHECKED_FROM: u64 = 64 << 20;
+
+/// Refuses a value whose announced bytes (its body and segments) exceed
+/// the memory this machine has available: a peer's frame of a few bytes
+/// must not make this process reserve what it cannot back.
+fn check_fits(peer: i32, payload: &Payload) -> Result<(), MpiError> {
+    let body = match payload.body {
+        Body::Inline(_) => 0,
+        Body::Raw(n) => n,
+    };
+    let total = payload
+        .items
+        .iter()
+        .try_fold(body, |sum, &len| sum.checked_add(len))
+        .unwrap_or(u64::MAX);
+    if total < CHECKED_FROM {
+        return Ok(());
+    }
+    match npshmex_shm::procfs::MemInfo::read() {
+        Some(m) if total > m.available.saturating_add(m.swap_free) => Err(MpiError::Size {
+            rank: peer,
+            len: total,
+            reason: "more than the memory available",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `n` zero bytes, or `None` without the memory. Allocated zeroed
+/// (`calloc`): large buffers are fresh pages, left untouched until the
+/// bytes arrive, so an announcement alone commits no memory.
+fn zeroed(n: usize) -> Option<Vec<u8>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(n).ok()?;
+    // SAFETY: `layout` has a non-zero size (n > 0).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` comes from the global allocator with `layout` (n bytes,
+    // alignment 1, as a Vec<u8> of capacity n has), and all n bytes are
+    // initialised (zeroed).
+    Some(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
 /// A value being received: the buffers its raw messages land in.
 #[derive(Debug)]
 pub(crate) struct Incoming {
@@ -337,18 +386,17 @@ impl Incoming {
         inline: &[u8],
     ) -> Result<Incoming, MpiError> {
         payload.check_inline(peer, inline)?;
+        check_fits(peer, payload)?;
         let mut flight = InFlight::new(peer);
         let inline = match payload.body {
             Body::Inline(_) => Some(inline.to_vec()),
             Body::Raw(n) => {
                 let n = frame::to_len(peer, n)?;
-                let mut v = Vec::new();
-                v.try_reserve_exact(n).map_err(|_| MpiError::Size {
+                let v = zeroed(n).ok_or(MpiError::Size {
                     rank: peer,
                     len: n as u64,
                     reason: "no memory for the value's bytes",
                 })?;
-                v.resize(n, 0);
                 flight.receive(comm, Buf::Bytes(v), n)?;
                 None
             }

@@ -69,16 +69,50 @@
 //!   (non-blocking requests, polled), the start-up handshake has a
 //!   deadline, and shutdown waits only for tasks whose caller still waits.
 //! - Bad frames are typed errors ([`MpiError::BadFrame`]); a rank whose
-//!   stream is out of step gets no further task.
+//!   stream is out of step gets no further task. That includes a result
+//!   for a task the worker was not running, or a second one for the same
+//!   task: the task it runs fails with a typed error.
+//! - With a `task_timeout`, the limit covers the result's transfer too
+//!   (from its frame): announced bytes that never come fail the task.
+//! - A result's announced size is checked against the memory available
+//!   (from 64 MiB) before anything is allocated, and its buffer is only
+//!   backed as its bytes arrive.
+//!
+//! # Trust
+//! Rank 0 does not trust the workers' frames: what they announce is
+//! checked, and no view over memory a worker can still write is handed
+//! out. The workers do trust rank 0 on one point: it names the function a
+//! task runs (as offsets in the executable, after every rank proved it
+//! runs the same build), as the parent of the local pool does.
 //!
 //! Communicators use `MPI_ERRORS_RETURN`, so MPI failures are typed errors
 //! ([`MpiError::Call`]) instead of an abort.
 #![deny(unsafe_code)]
 
+/// `eprintln!` that cannot panic: a closed stderr (the launcher that
+/// collected it is gone) must not end the engine or watchdog thread.
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `now + d`, or a time past any wait for a `d` too long to add (a
+/// setting of `Duration::MAX` means "no limit", not a panic).
+pub(crate) fn after(now: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(1 << 32)))
+        .unwrap_or(now)
+}
+
 mod engine;
 mod error;
 mod executor;
 mod frame;
+#[cfg(feature = "hostile-peer")]
+#[doc(hidden)]
+pub mod hostile;
 mod inflight;
 mod raw;
 mod session;

@@ -235,7 +235,7 @@ fn handshake(
     opts: &InitOptions,
 ) -> Result<Vec<WorkerInfo>, MpiError> {
     let waited = opts.handshake_timeout;
-    let deadline = Instant::now() + waited;
+    let deadline = crate::after(Instant::now(), waited);
     let mut hellos: Vec<Option<WorkerInfo>> = vec![None; usize::try_from(size).unwrap_or(0)];
     let mut problem = None;
     let mut heard = 0;

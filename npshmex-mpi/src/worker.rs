@@ -115,12 +115,12 @@ pub(crate) fn start(
             // Refused (another rank runs another build): leave with the
             // others. Exit 0: rank 0 reports the typed error, and a
             // non-zero status would make the launcher kill it first.
-            eprintln!("npshmex-mpi: rank {rank} leaves: the ranks do not all run the same build");
+            warn!("npshmex-mpi: rank {rank} leaves: the ranks do not all run the same build");
             drop(universe);
             std::process::exit(0)
         }
         Err(e) => {
-            eprintln!("npshmex-mpi: rank {rank} could not start as a worker: {e}");
+            warn!("npshmex-mpi: rank {rank} could not start as a worker: {e}");
             drop(universe);
             std::process::exit(0)
         }
@@ -136,7 +136,7 @@ struct Settings {
 
 fn hello(comm: &Comm, build: BuildId, opts: &InitOptions) -> Result<Option<Settings>, MpiError> {
     let waited = opts.handshake_timeout;
-    let deadline = Instant::now() + waited;
+    let deadline = crate::after(Instant::now(), waited);
     let head = ToCaller::Hello {
         build,
         pid: std::process::id(),
@@ -163,6 +163,8 @@ fn hello(comm: &Comm, build: BuildId, opts: &InitOptions) -> Result<Option<Setti
 
 fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
     backend::become_worker();
+    // Before the watchdog starts: from then on MPI is called under the lock.
+    let me = comm.rank().unwrap_or(-1);
     let shared = Arc::new(Shared {
         mpi: Mutex::new(Link {
             comm,
@@ -185,12 +187,11 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
             .name("npshmex-mpi-watchdog".into())
             .spawn(move || watchdog(&watched));
         if let Err(e) = started {
-            eprintln!("npshmex-mpi: worker cannot start its watchdog ({e}); leaving");
+            warn!("npshmex-mpi: worker cannot start its watchdog ({e}); leaving");
             let mut link = shared.lock();
             shared.leave(&mut link, true);
         }
     }
-    let me = comm.rank().unwrap_or(-1);
     let mut last_task = Instant::now();
     let mut backoff = Duration::from_micros(20);
     loop {
@@ -210,7 +211,7 @@ fn serve(universe: mpi::environment::Universe, comm: Comm, s: Settings) -> ! {
                 continue;
             }
             Err(e) => {
-                eprintln!("npshmex-mpi: worker rank {me}: MPI failed ({e}); leaving");
+                warn!("npshmex-mpi: worker rank {me}: MPI failed ({e}); leaving");
                 let mut link = shared.lock();
                 shared.leave(&mut link, false);
             }
@@ -260,12 +261,12 @@ fn receive_frame(shared: &Shared, m: Matched) -> Result<Vec<u8>, MpiError> {
 /// Polls `poll` (under the lock) until it says done.
 fn drive_with(
     shared: &Shared,
-    mut poll: impl FnMut(&Link) -> Result<bool, MpiError>,
+    mut poll: impl FnMut(&mut Link) -> Result<bool, MpiError>,
 ) -> Result<(), MpiError> {
     loop {
         let done = {
-            let link = shared.lock();
-            poll(&link)?
+            let mut link = shared.lock();
+            poll(&mut link)?
         };
         if done {
             return Ok(());
@@ -278,6 +279,41 @@ fn drive_with(
 
 fn drive(shared: &Shared, flight: &mut InFlight) -> Result<(), MpiError> {
     drive_with(shared, |_| flight.poll())
+}
+
+/// Drives the sends of a task's outcome to the end.
+///
+/// Rank 0 sends this worker nothing while they are under way (the next
+/// task comes only once the whole result is in), except a `Shutdown` after
+/// it refused the result (too large, say) and will never receive its
+/// bytes: this worker would spin here for good and never read it (its
+/// watchdog reads frames only while a task runs). So a frame that comes
+/// now is read here: `Shutdown` is obeyed, anything else is out of step.
+fn drive_reply(shared: &Shared, flight: &mut InFlight) -> Result<(), MpiError> {
+    drive_with(shared, |link| {
+        if flight.poll()? {
+            return Ok(true);
+        }
+        let Some(m) = link.comm.probe(0, Tag::Frame)? else {
+            return Ok(false);
+        };
+        shared.heard();
+        let mut f = InFlight::new(0);
+        f.receive_matched(m, Vec::new())?;
+        let got = wait_briefly(&mut f)
+            .then(|| f.into_frame())
+            .flatten()
+            .unwrap_or_default();
+        if let Ok((ToWorker::Shutdown { finalize }, _)) = frame::decode::<ToWorker>(0, &got) {
+            link.beats.clear();
+            shared.leave(link, finalize);
+        }
+        Err(MpiError::BadFrame {
+            rank: 0,
+            reason: "a frame from rank 0 while this worker sent a result",
+            source: None,
+        })
+    })
 }
 
 /// Runs one task: receives its argument, calls it, sends the outcome.
@@ -356,7 +392,7 @@ fn reply(
                 None => flight.send(&link.comm, Tag::Frame, Buf::Bytes(bytes))?,
             }
         }
-        drive(shared, &mut flight)
+        drive_reply(shared, &mut flight)
     });
     if let Err(e) = sent {
         out_of_step(shared, me, &e.to_string());
@@ -366,7 +402,7 @@ fn reply(
 /// Tells rank 0 this worker cannot follow its stream any more; from then
 /// on only `Shutdown` is honoured (rank 0 sends nothing else to it).
 fn out_of_step(shared: &Shared, me: i32, reason: &str) {
-    eprintln!("npshmex-mpi: worker rank {me} is out of step with rank 0: {reason}");
+    warn!("npshmex-mpi: worker rank {me} is out of step with rank 0: {reason}");
     let head = ToCaller::Confused {
         reason: reason.to_string(),
     };
@@ -394,7 +430,7 @@ fn watchdog(shared: &Shared) {
     loop {
         std::thread::sleep(tick);
         if parent_pid() != shared.ppid {
-            eprintln!(
+            warn!(
                 "npshmex-mpi: worker {}: the MPI launcher is gone; exiting",
                 std::process::id()
             );
@@ -405,7 +441,7 @@ fn watchdog(shared: &Shared) {
         }
         let mut link = shared.lock_watchdog();
         if let Err(e) = beat(shared, &mut link) {
-            eprintln!(
+            warn!(
                 "npshmex-mpi: worker {}: heartbeat failed: {e}",
                 std::process::id()
             );
@@ -431,7 +467,7 @@ fn watchdog(shared: &Shared) {
         }
         drop(link);
         if shared.silent_for() > shared.silence {
-            eprintln!(
+            warn!(
                 "npshmex-mpi: worker {}: nothing from rank 0 for {:?}; it is gone, exiting",
                 std::process::id(),
                 shared.silence

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use ndarray::Array1;
+use npshmex_mpi::hostile::Misbehaviour;
 use npshmex_mpi::{InitOptions, Mpi, MpiError, MpiPoolExecutor};
 use npshmex_ndarray::{Shm, ShmArg, ShmArray1};
 use npshmex_pool::{
@@ -256,6 +257,19 @@ fn timeout(mpi: &Mpi) -> Result<()> {
     Ok(())
 }
 
+/// Tasks run, and the executor and MPI end, with `Duration::MAX` for the
+/// heartbeat and the handshake timeout.
+fn unbounded_settings(mpi: &Mpi) -> Result<()> {
+    let pool = MpiPoolExecutor::new(mpi)?;
+    for i in 0..20 {
+        ensure!(pool.submit(square, i)?.result()? == i * i);
+    }
+    // Long enough for the engine to park between tasks.
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(pool.submit(square, 9)?.result()? == 81);
+    Ok(())
+}
+
 fn big(mpi: &Mpi) -> Result<()> {
     let pool = MpiPoolExecutor::new(mpi)?;
     // Past 2 GiB: three MPI messages each way.
@@ -302,8 +316,83 @@ fn serve_until_killed(mpi: &Mpi) -> Result<()> {
     Err(anyhow!("rank 0 was not killed"))
 }
 
+/// The misbehaviour of the worker ranks of a `hostile_*` case.
+fn misbehaviour(case: &str) -> Option<Misbehaviour> {
+    Some(match case {
+        "hostile_wrong_id" => Misbehaviour::WrongId,
+        "hostile_twice" => Misbehaviour::Twice,
+        "hostile_missing_bytes" => Misbehaviour::MissingBytes(1 << 20),
+        // Within the memory of any machine that runs this: accepted, and
+        // its buffer must cost nothing until bytes arrive.
+        "hostile_missing_gib" => Misbehaviour::MissingBytes(1 << 30),
+        // 64 TiB: more than any machine that runs this has.
+        "hostile_missing_tib" => Misbehaviour::MissingBytes(1 << 46),
+        _ => return None,
+    })
+}
+
+/// Whether this process is rank 0 of its job (read from the launcher's
+/// environment: the hostile ranks decide before MPI is up).
+fn launched_as_rank_0() -> bool {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok())
+        .is_some_and(|r| r == "0")
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Rank 0 against worker ranks that break the protocol (see
+/// `npshmex_mpi::hostile`): the task fails with a typed error within its
+/// timeout, announced bytes commit no memory, and shutdown ends.
+fn hostile(mpi: &Mpi, case: &str) -> Result<()> {
+    let limit = Duration::from_secs(2);
+    let pool = MpiPoolExecutor::builder().task_timeout(limit).build(mpi)?;
+    let before = rss_kib();
+    let t = Instant::now();
+    let r = pool
+        .submit(square, 3)?
+        .result_timeout(Duration::from_secs(120));
+    let grew = rss_kib().saturating_sub(before);
+    let typed = match case {
+        "hostile_wrong_id" | "hostile_twice" | "hostile_missing_tib" => {
+            matches!(r, Err(TaskError::Transport { .. }))
+        }
+        _ => matches!(r, Err(TaskError::TimedOut { .. })),
+    };
+    ensure!(typed, "the task gave {r:?} after {:?}", t.elapsed());
+    ensure!(
+        grew < 256 << 10,
+        "an announcement alone grew rank 0 by {} MiB",
+        grew >> 10
+    );
+    let t = Instant::now();
+    drop(pool);
+    ensure!(
+        t.elapsed() < Duration::from_secs(30),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
 /// A rank's whole life in a case.
 fn rank_main(case: &str) -> i32 {
+    if let Some(how) = misbehaviour(case) {
+        if !launched_as_rank_0() {
+            npshmex_mpi::hostile::serve(how);
+        }
+    }
     if case == "build_mismatch" {
         return match npshmex_mpi::init() {
             Err(MpiError::BuildMismatch { rank, ours, theirs }) => {
@@ -327,6 +416,12 @@ fn rank_main(case: &str) -> i32 {
             silence: Duration::from_secs(3),
             ..InitOptions::default()
         },
+        // "No limit" settings must mean that, not an overflow.
+        "unbounded_settings" => InitOptions {
+            heartbeat: Duration::MAX,
+            handshake_timeout: Duration::MAX,
+            ..InitOptions::default()
+        },
         _ => InitOptions::default(),
     };
     let mpi = match npshmex_mpi::init_with(opts) {
@@ -343,6 +438,8 @@ fn rank_main(case: &str) -> i32 {
         "worker_dies" => worker_dies(&mpi),
         "serve_until_killed" => serve_until_killed(&mpi),
         "two_hosts" => support::two_hosts_rank0(&mpi),
+        "unbounded_settings" => unbounded_settings(&mpi),
+        c if misbehaviour(c).is_some() => hostile(&mpi, c),
         other => Err(anyhow!("no case {other}")),
     };
     drop(mpi);
@@ -451,5 +548,18 @@ fn main() {
         Box::new(both_executors),
     ));
     cases.push(("two_hosts::seed".into(), Box::new(support::two_hosts)));
+    for case in [
+        "hostile_wrong_id",
+        "hostile_twice",
+        "hostile_missing_bytes",
+        "hostile_missing_gib",
+        "hostile_missing_tib",
+        "unbounded_settings",
+    ] {
+        cases.push((
+            format!("default::{case}"),
+            Box::new(move || plain(case, Transport::Default)),
+        ));
+    }
     std::process::exit(support::harness(cases));
 }

@@ -115,7 +115,19 @@ impl Loop {
         self.w.get_mut(i)
     }
 
-    pub(super) fn run(&mut self) {
+    /// [`Loop::run`]; should it panic, every task fails and the engine
+    /// ends, so that no future, shutdown or drop waits for a thread that
+    /// is gone.
+    pub(super) fn run_guarded(&mut self) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        if run.is_err() {
+            self.break_all();
+            self.engine
+                .finish(false, Some("the MPI engine thread panicked".into()));
+        }
+    }
+
+    fn run(&mut self) {
         let spin = self.engine.opts.spin;
         let mut last_progress = Instant::now();
         let mut backoff = Duration::from_micros(20);
@@ -159,12 +171,15 @@ impl Loop {
     }
 
     /// Whether bytes are moving (a frame, a task's data or a result's).
+    /// Sends to a worker out of step may never complete: they are polled,
+    /// but not worth a spinning engine.
     fn transferring(&self) -> bool {
         !self.frames.is_empty()
-            || self
-                .w
-                .iter()
-                .any(|w| !w.dead && (w.incoming.is_some() || !w.sends.is_empty()))
+            || self.w.iter().any(|w| {
+                !w.dead
+                    && w.retired != Some(Retired::OutOfStep)
+                    && (w.incoming.is_some() || !w.sends.is_empty())
+            })
     }
 
     /// Whether anything is out that MPI must be polled for.
@@ -178,7 +193,7 @@ impl Loop {
     /// Sleeps until a job comes, or the next heartbeat is due.
     fn park(&mut self) {
         let beat = self.engine.opts.heartbeat;
-        let until = self.last_beat + beat;
+        let until = crate::after(self.last_beat, beat);
         let mut c = self.engine.lock();
         if !c.queue.is_empty() || c.closing {
             return;
@@ -350,6 +365,10 @@ impl Loop {
     fn on_frame(&mut self, peer: i32, bytes: &[u8]) {
         let comm = self.comm;
         let Some(w) = self.worker(peer) else { return };
+        if w.dead {
+            // Its task already failed and its transfers are buried.
+            return;
+        }
         w.last_heard = Instant::now();
         let (head, inline) = match frame::decode::<ToCaller>(peer, bytes) {
             Ok(x) => x,
@@ -361,10 +380,28 @@ impl Loop {
         };
         match head {
             ToCaller::Done { id, outcome } => {
-                let completer = match &mut w.current {
-                    Some(c) if c.id == id => c.completer.take(),
-                    _ => None,
-                };
+                // A worker answers the task it runs, once: a result for
+                // another id (never sent, or answered already) or a second
+                // one while the first is still coming in means its stream
+                // is out of step. The task it runs fails; it is not
+                // replaced by the stray id, which would leave its future
+                // waiting forever.
+                let expected =
+                    w.incoming.is_none() && w.current.as_ref().is_some_and(|c| c.id == id);
+                if !expected {
+                    w.fail(transport(
+                        "reading a worker rank's frame",
+                        MpiError::BadFrame {
+                            rank: peer,
+                            reason: "a result for a task the worker was not running",
+                            source: None,
+                        },
+                    ));
+                    w.incoming = None;
+                    w.retired = Some(Retired::OutOfStep);
+                    return;
+                }
+                let completer = w.current.as_mut().and_then(|c| c.completer.take());
                 match outcome {
                     Ok(payload) => match Incoming::post(&comm, peer, &payload, inline) {
                         Ok(inc) => {
@@ -401,7 +438,7 @@ impl Loop {
                     reason: "the worker could not read a frame of rank 0",
                     source: None,
                 };
-                eprintln!("npshmex-mpi: worker rank {peer} is out of step: {reason}");
+                warn!("npshmex-mpi: worker rank {peer} is out of step: {reason}");
                 w.fail(transport("talking to a worker rank", e));
                 w.retired = Some(Retired::OutOfStep);
             }
@@ -423,9 +460,28 @@ impl Loop {
                         continue;
                     };
                     let completer = w.current.take().and_then(|c| c.completer);
-                    if let Ok(got) = inc.finish() {
-                        if let Some(c) = completer {
-                            c.finish(&got.bytes, got.items);
+                    match inc.finish() {
+                        Ok(got) => {
+                            if let Some(c) = completer {
+                                c.finish(&got.bytes, got.items);
+                            }
+                        }
+                        Err(_) => {
+                            // poll() said every receive completed, so this
+                            // cannot happen; should it, the task fails
+                            // rather than waiting forever.
+                            if let Some(c) = completer {
+                                c.fail(transport(
+                                    "receiving a task's result",
+                                    MpiError::Size {
+                                        rank: w.rank,
+                                        len: 0,
+                                        reason: "a receive did not complete",
+                                    },
+                                ));
+                            }
+                            w.retired = Some(Retired::OutOfStep);
+                            continue;
                         }
                     }
                     if w.retired == Some(Retired::TimedOut) {
@@ -491,18 +547,28 @@ impl Loop {
                 continue;
             }
             if let (Some(limit), Some(cur)) = (limit, w.current.as_mut()) {
-                if w.incoming.is_none()
-                    && cur.completer.is_some()
-                    && now.duration_since(cur.started) > limit
-                {
+                // The limit covers the result's transfer too (measured from
+                // its frame): announced bytes that never come must not keep
+                // the future, or shutdown, waiting.
+                // A late result's transfer (its task already timed out) is
+                // bounded the same way.
+                let late = cur.completer.is_none();
+                if (!late || w.incoming.is_some()) && now.duration_since(cur.started) > limit {
                     if let Some(c) = cur.completer.take() {
                         c.fail(TaskError::TimedOut { limit });
                     }
-                    w.retired = Some(Retired::TimedOut);
+                    w.retired = Some(if w.incoming.is_some() {
+                        // Where its stream stands is unknown now: the
+                        // receives stay posted, their buffers buried.
+                        w.incoming = None;
+                        Retired::OutOfStep
+                    } else {
+                        Retired::TimedOut
+                    });
                 }
             }
             if now.duration_since(w.last_heard) > silence {
-                eprintln!(
+                warn!(
                     "npshmex-mpi: worker rank {} (pid {}) silent for {:?}: taken for dead",
                     w.rank, w.pid, silence
                 );
@@ -536,6 +602,10 @@ impl Loop {
             return false;
         }
         drop(c);
+        // A result still coming in is waited for even without a caller (a
+        // late one, its task timed out): its transfer is bounded by the
+        // task timeout (check_time), and a worker still sending it could
+        // not read the shutdown.
         self.w.iter().all(|w| {
             w.dead
                 || w.current.as_ref().is_none_or(|c| c.completer.is_none()) && w.incoming.is_none()
