@@ -356,7 +356,13 @@ fn run_callback<R>(value: &Result<R, TaskError>, cb: Callback<R>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(arg)));
     IN_CALLBACK.with(|c| c.set(c.get().saturating_sub(1)));
     if outcome.is_err() {
-        eprintln!("npshmex-pool: a done callback panicked; ignored");
+        // Not eprintln!, which panics on a closed stderr: this is a pool
+        // thread.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "npshmex-pool: a done callback panicked; ignored"
+        );
     }
 }
 

@@ -271,13 +271,18 @@ pub(crate) mod panic_hook {
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
                 let message = super::panic_message(info.payload());
-                eprintln!(
+                // Not eprintln!: it panics when stderr is closed, and a
+                // panic inside the hook aborts the worker.
+                use std::io::Write as _;
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(
+                    err,
                     "npshmex worker {}: a task panicked at {}:\n{message}",
                     std::process::id(),
                     location.as_deref().unwrap_or("<unknown>")
                 );
                 if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
-                    eprintln!("{}", std::backtrace::Backtrace::force_capture());
+                    let _ = writeln!(err, "{}", std::backtrace::Backtrace::force_capture());
                 }
                 let _ = LAST.try_with(|l| *l.borrow_mut() = location);
             }));

@@ -1,10 +1,11 @@
 //! The pool's process-level OS operations: adopting the inherited socket,
-//! keeping it (and nothing else) open across `exec`, `fork`, and `_exit`.
+//! keeping it (and nothing else) open across `exec`, `fork`, `SIGPIPE` and
+//! `_exit`.
 //!
-//! System calls go through rustix. Three stay raw `libc`, where rustix has
+//! System calls go through rustix. Four stay raw `libc`, where rustix has
 //! no wrapper in its stable API: `close_range` (no wrapper at all), `fork`
-//! (only in rustix's experimental `runtime` module, for libc replacements)
-//! and `_exit` (likewise). Function addresses (the other unsafe part) live
+//! (only in rustix's experimental `runtime` module, for libc replacements),
+//! `signal` and `_exit` (likewise). Function addresses (the other unsafe part) live
 //! in `remote_fn`.
 #![allow(unsafe_code)]
 
@@ -137,6 +138,20 @@ fn close_fds_except(keep: RawFd) {
         close_range(3, keep - 1, 0);
     }
     close_range(keep.saturating_add(1).max(3), u32::MAX, 0);
+}
+
+/// Ignores `SIGPIPE`, as Rust's `main` does: a write to a closed pipe (a
+/// worker's stderr whose reader is gone) is then an `EPIPE` error, not the
+/// end of the process. A worker needs it said: `init` may run before
+/// `main` (from a constructor) and the parent's `Command` resets the
+/// signal for the child.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no
+    // handler, so nothing can run in signal context; it races with no other
+    // thread's use of SIGPIPE (the worker has started none that uses it).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
 }
 
 /// Ends the process at once, without running `atexit` handlers or flushing

@@ -107,6 +107,7 @@ fn become_worker(ppid: i32, owner: u32) {
         std::process::exit(103);
     }
     crate::remote_fn::panic_hook::install();
+    crate::sys::ignore_sigpipe();
     // Keys a task puts belong to the program the pool serves, not to this
     // worker, which may be recycled at any moment. If the owner is already
     // gone, so is our parent, and PR_SET_PDEATHSIG ends us.

@@ -27,6 +27,44 @@ fn role() {
     if let Ok(r) = std::env::var(ROLE) {
         std::process::exit(busy_parent(&r));
     }
+    if std::env::var_os(CLOSED_STDERR_ROLE).is_some() {
+        std::process::exit(panics_with_stderr_closed());
+    }
+}
+
+/// Role of this binary run again by `panics_are_reported_with_stderr_closed`.
+const CLOSED_STDERR_ROLE: &str = "NPSHMEX_POOL_ABUSE_CLOSED_STDERR";
+
+fn panic_always(_: u64) -> u64 {
+    panic!("on purpose");
+}
+
+/// With stderr closed: a task that panics and a done callback that panics
+/// (both reported on stderr) must still come out as they should. Exit 0
+/// when they do.
+fn panics_with_stderr_closed() -> i32 {
+    // This role runs from a constructor, before Rust's runtime sets SIGPIPE
+    // to ignored as it does for every `main`: do what it would.
+    // SAFETY: SIG_IGN installs no handler; no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let Ok(p) = ProcessPoolExecutor::builder().max_workers(1).build() else {
+        return 2;
+    };
+    let Ok(f) = p.submit(panic_always, 1) else {
+        return 3;
+    };
+    f.add_done_callback(|_| panic!("callback on purpose"));
+    if !matches!(f.result(), Err(TaskError::Panicked(_))) {
+        return 4;
+    }
+    // The pool (its slot thread ran the callback) goes on.
+    match p.submit(plus_one, 1).map(|f| f.result()) {
+        Ok(Ok(2)) => 0,
+        _ => 5,
+    }
 }
 
 /// A parent that keeps its pool busy with fd-carrying, memfd-sized tasks
@@ -893,4 +931,36 @@ fn a_worker_whose_initializer_hangs_once_is_replaced() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     leaks.finish();
+}
+
+#[test]
+fn panics_are_reported_with_stderr_closed() {
+    // `eprintln!` panics on a closed stderr: in the worker's panic hook
+    // that aborted the worker (WorkerDied instead of Panicked), and on the
+    // slot thread that runs a panicking callback it ended the thread.
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = Command::new(exe)
+        .env(CLOSED_STDERR_ROLE, "1")
+        .arg("--exact")
+        .arg("no_such_test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Close the only read end: every write to stderr now fails (EPIPE).
+    drop(child.stderr.take());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
