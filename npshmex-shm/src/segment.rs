@@ -159,6 +159,13 @@ impl Segment {
     /// whose writes stay in this process). Its size comes from `fstat` and
     /// must be at least `min_len`.
     ///
+    /// A sparse file (a peer sized it and wrote little or nothing) has its
+    /// holes allocated here, before it is mapped, when they fit in the
+    /// memory available ([`ShmError::NoSpace`] when they do not): reading a
+    /// hole of a shared-memory file allocates a page all the same, charged
+    /// to the reader, so a peer that paid for a few bytes could otherwise
+    /// make this process back any size it declared.
+    ///
     /// ```
     /// use npshmex_shm::{Access, Segment, ShmError};
     /// let mut seg = Segment::anonymous(4096)?;
@@ -175,7 +182,8 @@ impl Segment {
     /// [`ShmError::NotSealed`] when a seal is missing, [`ShmError::NotExclusive`]
     /// for [`Access::ReadWrite`] (a shared writable mapping of a file others
     /// hold cannot be safe: see [`Segment::from_fd_unchecked`]),
-    /// [`ShmError::TooSmall`], [`ShmError::NotRegular`], [`ShmError::Io`].
+    /// [`ShmError::TooSmall`], [`ShmError::NotRegular`], [`ShmError::NoSpace`],
+    /// [`ShmError::Io`].
     pub fn from_fd_sealed(fd: OwnedFd, access: Access, min_len: u64) -> Result<Segment> {
         if access == Access::ReadWrite {
             return Err(ShmError::NotExclusive {
@@ -183,7 +191,8 @@ impl Segment {
             });
         }
         require_seals(fd.as_fd(), Seals::SHRINK | Seals::WRITE)?;
-        let len = checked_len(fd.as_fd(), min_len)?;
+        let (len, allocated) = checked_stat(fd.as_fd(), min_len)?;
+        back_holes(fd.as_fd(), len as u64, allocated)?;
         Segment::map(fd, len, access, Basis::Sealed)
     }
 
@@ -556,6 +565,11 @@ pub(crate) fn require_seals(fd: BorrowedFd<'_>, required: Seals) -> Result<()> {
 
 /// The `fstat` size of a regular file, as a mappable length of at least `min_len`.
 fn checked_len(fd: BorrowedFd<'_>, min_len: u64) -> Result<usize> {
+    checked_stat(fd, min_len).map(|(len, _)| len)
+}
+
+/// As [`checked_len`], with the bytes the file has allocated (`st_blocks`).
+fn checked_stat(fd: BorrowedFd<'_>, min_len: u64) -> Result<(usize, u64)> {
     let st = rustix::fs::fstat(fd).map_err(|e| ShmError::io("fstat", e.into()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(ShmError::NotRegular {
@@ -569,7 +583,41 @@ fn checked_len(fd: BorrowedFd<'_>, min_len: u64) -> Result<usize> {
             actual: size,
         });
     }
-    to_len(size)
+    let allocated = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+    Ok((to_len(size)?, allocated))
+}
+
+/// Allocates the holes of a received file of `len` bytes that has
+/// `allocated` bytes backed, or refuses it (`NoSpace`) when the missing part
+/// exceeds the memory available. `fallocate` changes no byte, so the write
+/// seal allows it. Where it cannot be done (an fd opened read-only, a
+/// filesystem without it), the file is taken as it is: the bound on the
+/// missing part was checked already.
+fn back_holes(fd: BorrowedFd<'_>, len: u64, allocated: u64) -> Result<()> {
+    if allocated >= len {
+        return Ok(());
+    }
+    let missing = len - allocated;
+    let available = memory_available();
+    if available.is_some_and(|a| missing > a) {
+        return Err(ShmError::NoSpace {
+            requested: missing,
+            available: available.unwrap_or(0),
+        });
+    }
+    let allocated = loop {
+        match rustix::fs::fallocate(fd, FallocateFlags::KEEP_SIZE, 0, len) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    match allocated {
+        Err(Errno::NOSPC | Errno::NOMEM) => Err(ShmError::NoSpace {
+            requested: missing,
+            available: memory_available().unwrap_or(0),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A copy of the whole file of `fd` (its `fstat` size) in a new anonymous
@@ -662,6 +710,59 @@ pub(crate) fn to_len(size: u64) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sealed memfd of `len` bytes of which only `head` was written (the
+    /// rest a hole, as a peer that never wrote it leaves it), and a second
+    /// fd of it.
+    fn sparse_sealed(len: u64, head: &[u8]) -> Result<(OwnedFd, OwnedFd)> {
+        let fd = rustix::fs::memfd_create(
+            "npshmex-test-sparse",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(|e| ShmError::io("memfd_create", e.into()))?;
+        rustix::fs::ftruncate(&fd, len).map_err(|e| ShmError::io("ftruncate", e.into()))?;
+        let mut done = 0;
+        while done < head.len() {
+            done += rustix::io::pwrite(&fd, &head[done..], done as u64)
+                .map_err(|e| ShmError::io("pwrite", e.into()))?;
+        }
+        add_seals(fd.as_fd(), Seals::SIZE | Seals::WRITE)?;
+        let other = fd.try_clone().map_err(|e| ShmError::io("dup", e))?;
+        Ok((fd, other))
+    }
+
+    fn allocated(fd: &OwnedFd) -> u64 {
+        rustix::fs::fstat(fd).map_or(0, |st| st.st_blocks as u64 * 512)
+    }
+
+    #[test]
+    fn a_sparse_received_file_is_backed_before_it_is_mapped() -> Result<()> {
+        let len = 16 << 20;
+        let (fd, peer) = sparse_sealed(len, &[7; 4096])?;
+        assert!(allocated(&peer) < len);
+        let seg = Segment::from_fd_sealed(fd, Access::ReadOnly, 0)?;
+        // Allocated up front, where the bound was checked: reading the
+        // holes costs nothing more from here on.
+        assert!(allocated(&peer) >= len);
+        let bytes = seg.as_slice();
+        assert_eq!((bytes[0], bytes[4095], bytes[4096]), (7, 7, 0));
+        assert!(bytes[len as usize - 8..].iter().all(|&b| b == 0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_sparse_received_file_larger_than_memory_is_refused() -> Result<()> {
+        // 64 TiB declared, 8 bytes written: more than any machine running
+        // this has to back it with.
+        let (fd, peer) = sparse_sealed(64 << 40, &[1; 8])?;
+        for access in [Access::ReadOnly, Access::CopyOnWrite] {
+            let fd = fd.try_clone().map_err(|e| ShmError::io("dup", e))?;
+            let r = Segment::from_fd_sealed(fd, access, 0);
+            assert!(matches!(r, Err(ShmError::NoSpace { .. })), "{r:?}");
+        }
+        assert!(allocated(&peer) < 1 << 20, "nothing was allocated");
+        Ok(())
+    }
 
     #[test]
     fn anonymous_read_write() -> Result<()> {
