@@ -72,7 +72,8 @@ pub(super) struct Loop {
     comm: Comm,
     w: Vec<Worker>,
     next_id: u64,
-    /// Frames being received.
+    /// Frames being received, in the order they were matched (MPI keeps
+    /// one sender's messages in order; so is each handled).
     frames: Vec<InFlight>,
     beats: Vec<InFlight>,
     last_beat: Instant,
@@ -340,7 +341,7 @@ impl Loop {
             let done = match self.frames[i].poll() {
                 Ok(d) => d,
                 Err(e) => {
-                    let f = self.frames.swap_remove(i);
+                    let f = self.frames.remove(i);
                     if let Some(w) = self.worker(f.peer()) {
                         w.fail(transport("receiving a result frame", e));
                         w.retired = Some(Retired::OutOfStep);
@@ -354,7 +355,7 @@ impl Loop {
                 continue;
             }
             progress = true;
-            let f = self.frames.swap_remove(i);
+            let f = self.frames.remove(i);
             let peer = f.peer();
             let bytes = f.into_frame().unwrap_or_default();
             self.on_frame(peer, &bytes);
