@@ -329,7 +329,7 @@ fn check_fits(peer: i32, payload: &Payload) -> Result<(), MpiError> {
         return Ok(());
     }
     match npshmex_shm::procfs::MemInfo::read() {
-        Some(m) if total > m.available.saturating_add(m.swap_free) => Err(MpiError::Size {
+        Some(m) if total > m.allocatable() => Err(MpiError::Size {
             rank: peer,
             len: total,
             reason: "more than the memory available",

@@ -109,6 +109,12 @@ impl MemInfo {
         MemInfo::parse(&std::fs::read_to_string("/proc/meminfo").ok()?)
     }
 
+    /// What can be allocated at all: `MemAvailable + SwapFree`, the bound
+    /// the checks that refuse an allocation before making it use.
+    pub fn allocatable(&self) -> u64 {
+        self.available.saturating_add(self.swap_free)
+    }
+
     /// Parses the text of `/proc/meminfo` (`Key:   value kB` lines).
     pub fn parse(text: &str) -> Option<MemInfo> {
         let field = |key: &str| -> Option<u64> {
@@ -136,6 +142,10 @@ mod tests {
                 available: 1_024_000,
                 swap_free: 2048
             })
+        );
+        assert_eq!(
+            MemInfo::parse(text).map(|m| m.allocatable()),
+            Some(1_026_048)
         );
         assert_eq!(
             MemInfo::parse("MemAvailable: 3 kB\n").map(|m| m.swap_free),

@@ -605,13 +605,7 @@ fn back_holes(fd: BorrowedFd<'_>, len: u64, allocated: u64) -> Result<()> {
             available: available.unwrap_or(0),
         });
     }
-    let allocated = loop {
-        match rustix::fs::fallocate(fd, FallocateFlags::KEEP_SIZE, 0, len) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    match allocated {
+    match allocate(fd, len) {
         Err(Errno::NOSPC | Errno::NOMEM) => Err(ShmError::NoSpace {
             requested: missing,
             available: memory_available().unwrap_or(0),
@@ -665,13 +659,7 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, len: u64, kind: Reservation) -> Result
         Errno::FBIG | Errno::INVAL => ShmError::SizeOverflow { len },
         e => ShmError::io("ftruncate", e.into()),
     })?;
-    let allocated = loop {
-        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    allocated.map_err(|e| match e {
+    allocate(fd, len).map_err(|e| match e {
         Errno::FBIG => ShmError::SizeOverflow { len },
         Errno::NOSPC | Errno::NOMEM => ShmError::NoSpace {
             requested: len,
@@ -682,6 +670,17 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, len: u64, kind: Reservation) -> Result
         },
         e => ShmError::io("fallocate", e.into()),
     })
+}
+
+/// Allocates the backing of the first `len` bytes of `fd` (`fallocate`,
+/// retried on `EINTR`).
+fn allocate(fd: BorrowedFd<'_>, len: u64) -> rustix::io::Result<()> {
+    loop {
+        match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+            Err(Errno::INTR) => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Free space (bytes available to unprivileged users) and total size of the
@@ -696,7 +695,7 @@ pub(crate) fn free_space(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 
 /// `MemAvailable + SwapFree` from `/proc/meminfo`, if readable.
 pub(crate) fn memory_available() -> Option<u64> {
-    crate::procfs::MemInfo::read().map(|m| m.available.saturating_add(m.swap_free))
+    crate::procfs::MemInfo::read().map(|m| m.allocatable())
 }
 
 /// A file size as a mappable length.

@@ -735,8 +735,7 @@ mod tests {
         let b = FdSocket::from_fd(b.into());
         let a = FdSocket::from_fd(a.into());
         let seg = Segment::anonymous(4096)?.freeze()?;
-        let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-        let before = open();
+        let before = npshmex_testkit::open_fds();
         // A good frame, then one of 1 byte (padded for its fd chunk) that
         // announces one fd and carries 200.
         a.send(b"good", &[seg.fd()?])?;
@@ -754,7 +753,11 @@ mod tests {
         drop(m);
         let r = b.recv();
         assert!(matches!(r, Err(ShmError::Frame { .. })), "{r:?}");
-        assert_eq!(open(), before, "the surplus fds were closed");
+        assert_eq!(
+            npshmex_testkit::open_fds(),
+            before,
+            "the surplus fds were closed"
+        );
         // A broken stream stays broken.
         a.send(b"next", &[])?;
         assert!(matches!(b.recv(), Err(ShmError::Frame { .. })));
