@@ -308,7 +308,8 @@ impl Cursor<'_> {
     pub(crate) fn put(&mut self, bytes: &[u8]) {
         // The layout computed every length in advance and `write_to` checked
         // the destination size, so this range is in bounds.
-        self.out[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        // Large buffers are copied on several threads (`npshmex_shm::copy`).
+        npshmex_shm::copy::copy(&mut self.out[self.pos..self.pos + bytes.len()], bytes);
         self.pos += bytes.len();
     }
 

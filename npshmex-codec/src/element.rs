@@ -9,6 +9,7 @@
 use crate::dtype::{ByteOrder, ComplexWidth, DType, FloatWidth, IntWidth};
 use crate::error::{CodecError, Result};
 use num_complex::Complex;
+use std::mem::MaybeUninit;
 
 /// A Rust type whose values are exactly the bytes of a numpy dtype in native
 /// byte order.
@@ -274,6 +275,69 @@ pub fn as_bytes<T: Element>(values: &[T]) -> Result<&[u8]> {
     Ok(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), len) })
 }
 
+/// Appends `n` values to `v` whose bytes `write` puts in place: it gets the
+/// `n * size_of::<T>()` bytes of `v`'s spare capacity, uninitialised, and
+/// returns them initialised (as `npshmex_shm::copy::copy_to_uninit` does).
+/// The values are checked as [`cast_slice`] checks them (`bool`) before
+/// they join `v`, so no writer can put an invalid value in it. This is how a
+/// large array is copied into a new `Vec` without zeroing it first (which
+/// would touch every fresh page twice).
+///
+/// ```
+/// use npshmex_codec::extend_with_bytes;
+/// let mut v: Vec<u32> = vec![7];
+/// // A writer that hands back other bytes than the spare capacity it was
+/// // given is refused, and nothing is appended.
+/// let r = extend_with_bytes(&mut v, 2, |_spare| Box::leak(vec![0u8; 8].into_boxed_slice()));
+/// assert!(r.is_err());
+/// assert_eq!(v, [7]);
+/// ```
+///
+/// # Errors
+/// Nothing is appended on error: [`CodecError::Length`] when `write`
+/// returns any other slice than the one it was given, or `T` is zero-sized;
+/// [`CodecError::InvalidBool`] for an invalid value;
+/// [`CodecError::Overflow`] when the bytes would not fit in memory.
+pub fn extend_with_bytes<T: Element>(
+    v: &mut Vec<T>,
+    n: usize,
+    write: impl FnOnce(&mut [MaybeUninit<u8>]) -> &mut [u8],
+) -> Result<()> {
+    let size = std::mem::size_of::<T>();
+    let overflow = CodecError::Overflow {
+        what: "a vector's capacity",
+    };
+    let len = n.checked_mul(size).ok_or(overflow.clone())?;
+    if size == 0 {
+        return Err(CodecError::Length { len, itemsize: 0 });
+    }
+    v.try_reserve(n).map_err(|_| overflow)?;
+    let spare = &mut v.spare_capacity_mut()[..n];
+    // SAFETY: the `n` spare elements are `len` bytes of one allocation,
+    // exclusively borrowed for as long as the byte view; `MaybeUninit<u8>`
+    // may hold any byte (or none) and has alignment 1.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<MaybeUninit<u8>>(), len)
+    };
+    let start = bytes.as_ptr().cast::<u8>();
+    let written = write(bytes);
+    if written.as_ptr() != start || written.len() != len {
+        return Err(CodecError::Length {
+            len: written.len(),
+            itemsize: size,
+        });
+    }
+    // Alignment and dtype hold by construction; this validates the values.
+    check::<T>(&T::dtype(), written)?;
+    // SAFETY: `written` is an initialised `&mut [u8]` over exactly the bytes
+    // of the `n` spare elements (same start, same length), and `check`
+    // found every value valid (the `Element` contract for the rest), so
+    // the first `v.len() + n` elements are initialised values of `T`; the
+    // capacity was reserved above.
+    unsafe { v.set_len(v.len() + n) };
+    Ok(())
+}
+
 /// Copies values into bytes as numpy stores them: every field byte from the
 /// values, every padding byte zero (what `np.zeros` + field assignment
 /// gives). Works for all `Element`s, records with padding included.
@@ -333,6 +397,48 @@ fn value_ranges(dt: &DType, base: usize, out: &mut Vec<(usize, usize)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `src` into `spare` and hands it back initialised.
+    fn write_all<'a>(spare: &'a mut [MaybeUninit<u8>], src: &[u8]) -> &'a mut [u8] {
+        assert_eq!(spare.len(), src.len());
+        for (d, s) in spare.iter_mut().zip(src) {
+            d.write(*s);
+        }
+        // SAFETY: every byte was written just above; same layout as `u8`.
+        unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<u8>]>(spare) as *mut [u8]) }
+    }
+
+    #[test]
+    fn extend_with_bytes_appends_checked_values() {
+        let src = [1.5f64, -2.0, 1e300];
+        let mut v = vec![0.25f64];
+        extend_with_bytes(&mut v, 3, |spare| write_all(spare, as_bytes(&src).unwrap())).unwrap();
+        assert_eq!(v, [0.25, 1.5, -2.0, 1e300]);
+
+        // An invalid bool is refused and nothing is appended.
+        let mut b = vec![true];
+        let r = extend_with_bytes(&mut b, 3, |spare| write_all(spare, &[0, 1, 2]));
+        assert!(matches!(
+            r,
+            Err(CodecError::InvalidBool { index: 2, value: 2 })
+        ));
+        assert_eq!(b, [true]);
+        extend_with_bytes(&mut b, 2, |spare| write_all(spare, &[0, 1])).unwrap();
+        assert_eq!(b, [true, false, true]);
+
+        // A short slice of the right memory is refused too.
+        let r = extend_with_bytes(&mut b, 2, |spare| {
+            let (head, _) = spare.split_at_mut(1);
+            write_all(head, &[1])
+        });
+        assert!(matches!(r, Err(CodecError::Length { len: 1, .. })));
+        assert_eq!(b.len(), 3);
+
+        // Zero-sized elements have no bytes to check: refused.
+        let mut z: Vec<[u8; 0]> = Vec::new();
+        assert!(extend_with_bytes(&mut z, 4, |spare| write_all(spare, &[])).is_err());
+        assert!(z.is_empty());
+    }
 
     #[test]
     fn scalar_dtypes_match_sizes() {

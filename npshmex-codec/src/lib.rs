@@ -37,7 +37,7 @@ mod structured;
 mod swap;
 
 pub use dtype::{ByteOrder, ComplexWidth, DType, DateUnit, FloatWidth, IntWidth, TimeUnit};
-pub use element::{as_bytes, cast_slice, cast_slice_mut, to_bytes, Element};
+pub use element::{as_bytes, cast_slice, cast_slice_mut, extend_with_bytes, to_bytes, Element};
 pub use error::{CodecError, Result};
 pub use header::{NpyHeader, Order, Version, ARRAY_ALIGN, MAGIC};
 pub use literal::MAX_DEPTH;

@@ -15,7 +15,7 @@ use ndarray::{
     Array, ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6,
     IxDyn, Order, ShapeArg, ShapeBuilder, Zip,
 };
-use npshmex_codec::{cast_slice, cast_slice_mut, DType, Element};
+use npshmex_codec::{as_bytes, cast_slice, cast_slice_mut, extend_with_bytes, DType, Element};
 use npshmex_shm::cache::{self, Origin, Slot};
 use npshmex_shm::{Access, Seals, Segment};
 use std::fmt;
@@ -209,6 +209,16 @@ impl<A: Element, D: Dimension> ShmArray<A, D> {
     /// codec's byte encoding (padding zeroed, as numpy stores it).
     pub(crate) fn write_from<S: Data<Elem = A>>(&mut self, src: &ArrayBase<S, D>) -> Result<()> {
         if dense::<A>() {
+            // The same memory order on both sides: one flat copy (on
+            // several threads when large, see `npshmex_shm::copy`).
+            let order = self.layout.order;
+            if let Some(bytes) = memory_order_slice(src, order).and_then(|v| as_bytes(v).ok()) {
+                let dst = self.data_bytes_mut()?;
+                if dst.len() == bytes.len() {
+                    npshmex_shm::copy::copy(dst, bytes);
+                    return Ok(());
+                }
+            }
             self.view_mut()?.assign(src);
             return Ok(());
         }
@@ -546,7 +556,7 @@ where
 /// contiguous in C or Fortran order (a segment's data always is) it is one
 /// copy into a buffer advised for huge pages before its first touch: into
 /// fresh 4 KiB pages the copy costs several times a `memcpy` in page faults.
-pub(crate) fn owned_copy<A: Clone, D: Dimension>(view: ArrayView<'_, A, D>) -> Array<A, D> {
+pub(crate) fn owned_copy<A: Element, D: Dimension>(view: ArrayView<'_, A, D>) -> Array<A, D> {
     let fortran = !view.is_standard_layout() && view.t().is_standard_layout();
     let Some(data) = view.as_slice_memory_order() else {
         return view.to_owned();
@@ -556,12 +566,41 @@ pub(crate) fn owned_copy<A: Clone, D: Dimension>(view: ArrayView<'_, A, D>) -> A
         return view.to_owned();
     }
     let mut buf = npshmex_shm::hugepage::vec_with_capacity(data.len());
-    buf.extend_from_slice(data);
+    // Dense elements are copied as bytes, on several threads when large;
+    // records with padding (no byte view) one by one. Nothing is appended
+    // when the byte copy is refused.
+    let by_bytes = as_bytes(data).is_ok_and(|bytes| {
+        extend_with_bytes(&mut buf, data.len(), |spare| {
+            npshmex_shm::copy::copy_to_uninit(spare, bytes)
+        })
+        .is_ok()
+    });
+    if !by_bytes {
+        buf.extend_from_slice(data);
+    }
     match Array::from_shape_vec(view.raw_dim().set_f(fortran), buf) {
         Ok(a) => a,
         // Unreachable: the buffer holds exactly the view's elements in the
         // memory order of that shape.
         Err(_) => view.to_owned(),
+    }
+}
+
+/// The elements of `src` as one slice in `order`, if they lie in memory
+/// that way (C order: row-major; F order: column-major).
+fn memory_order_slice<A, S, D>(src: &ArrayBase<S, D>, order: MemOrder) -> Option<&[A]>
+where
+    S: Data<Elem = A>,
+    D: Dimension,
+{
+    let in_order = match order {
+        MemOrder::C => src.is_standard_layout(),
+        MemOrder::F => src.t().is_standard_layout(),
+    };
+    if in_order {
+        src.as_slice_memory_order()
+    } else {
+        None
     }
 }
 
@@ -600,7 +639,7 @@ impl<A: Element + fmt::Debug, D: Dimension> fmt::Debug for ShmArray<A, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{arr2, Array, Array2, Array3, Axis, IxDyn, ShapeBuilder, Slice};
+    use ndarray::{arr2, Array, Array1, Array2, Array3, Axis, IxDyn, ShapeBuilder, Slice};
 
     #[test]
     fn zeros_are_zero_and_keep_order() {
@@ -710,6 +749,35 @@ mod tests {
         assert_eq!(owned_copy(strided), strided);
         let empty = Array2::<u8>::zeros((0, 3));
         assert_eq!(owned_copy(empty.view()).shape(), &[0, 3]);
+    }
+
+    #[test]
+    fn copies_split_across_threads_are_exact_in_every_layout() {
+        // Past `npshmex_shm::copy::PARALLEL_FROM`: both the copy in and
+        // the copy out run on several threads where the machine has them.
+        let (rows, cols) = (1300, 2000);
+        assert!(rows * cols * 8 >= npshmex_shm::copy::PARALLEL_FROM);
+        let c: Array2<f64> = Array::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f64);
+        let f: Array2<f64> = Array::from_shape_fn((rows, cols).f(), |(i, j)| (i * cols + j) as f64);
+        let wide: Array2<f64> =
+            Array::from_shape_fn((rows, 2 * cols), |(i, j)| (i * cols + j / 2) as f64);
+        let strided = wide.slice_axis(Axis(1), Slice::new(0, None, 2));
+        let mut reversed = c.clone();
+        reversed.invert_axis(Axis(0));
+        for (name, src) in [
+            ("C", c.view()),
+            ("F", f.view()),
+            ("strided", strided.view()),
+            ("reversed", reversed.view()),
+        ] {
+            let s = ShmArray::from_array(&src).unwrap();
+            assert_eq!(s.view(), src, "{name}: copy in");
+            let out = s.try_to_owned().unwrap();
+            assert_eq!(out, src, "{name}: copy out");
+        }
+        let bools = Array1::from_shape_fn(20 << 20, |i| i % 3 == 0);
+        let s = ShmArray::from_array(&bools).unwrap();
+        assert_eq!(s.try_to_owned().unwrap(), bools);
     }
 
     #[test]

@@ -106,6 +106,7 @@ mod access;
 mod atomic;
 pub mod cache;
 mod carried;
+pub mod copy;
 mod error;
 pub mod hugepage;
 mod mapping;
