@@ -270,6 +270,11 @@ impl ShmBatch {
     pub fn open_named(name: &str) -> Result<ShmBatch> {
         let named = NamedSegment::open(name, Writable::No)
             .map_err(ArrowShmError::shm("open named segment"))?;
+        ShmBatch::copy_named(&named, name)
+    }
+
+    /// A sealed copy of `named`, validated, remembering `name`.
+    fn copy_named(named: &NamedSegment, name: &str) -> Result<ShmBatch> {
         let copy = named
             .to_segment()
             .map_err(ArrowShmError::shm("copy named segment"))?
@@ -313,10 +318,17 @@ impl ShmBatch {
     /// As [`open_named`](Self::open_named); the name is not removed when the
     /// file is invalid.
     pub fn pop(name: &str, keep: Keep) -> Result<ShmBatch> {
-        let batch = ShmBatch::open_named(name)?;
-        if keep == Keep::No {
-            ShmBatch::del(name)?;
+        if keep == Keep::Yes {
+            return ShmBatch::open_named(name);
         }
+        // Taken from its name first, so that of several processes popping
+        // it exactly one gets it; dropped on error, it gets its name back.
+        let taken = NamedSegment::take(name, Writable::No)
+            .map_err(ArrowShmError::shm("take named segment"))?;
+        let batch = ShmBatch::copy_named(taken.segment(), name)?;
+        taken
+            .remove()
+            .map_err(ArrowShmError::shm("remove named segment"))?;
         Ok(batch)
     }
 

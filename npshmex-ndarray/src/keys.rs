@@ -31,7 +31,7 @@ use crate::layout::{order_of, Layout, MemOrder};
 use ndarray::{ArrayBase, Data, Dimension};
 use npshmex_codec::{as_bytes, Element};
 use npshmex_shm::cache::{self, Slot};
-use npshmex_shm::{Access, NamedSegment, Segment, ShmError, Writable};
+use npshmex_shm::{Access, NamedSegment, Segment, ShmError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -195,16 +195,22 @@ where
 /// [`crate::NdarrayError::DimMismatch`], [`crate::NdarrayError::TooSmall`].
 /// The key is left in place on error.
 pub fn shm_pop<A: Element, D: Dimension>(key: &ShmKey, keep: Keep) -> Result<ShmArray<A, D>> {
-    let named = NamedSegment::open(&key.name, Writable::No)?;
-    let size = named.current_len()?;
-    let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
-    let mut slot = cache::alloc(len)?;
-    named.read_at(0, slot.prefix_mut(len)?)?;
-    let array = ShmArray::from_received(slot, len)?;
-    if keep == Keep::No {
-        shm_del(key)?;
-    }
+    let array = npshmex_shm::pop_with(&key.name, keep, |named| {
+        let size = named.current_len()?;
+        let len = usize::try_from(size).map_err(|_| ShmError::SizeOverflow { len: size })?;
+        let mut slot = cache::alloc(len)?;
+        named.read_at(0, slot.prefix_mut(len)?)?;
+        ShmArray::from_received(slot, len)
+    })?;
+    forget_popped(key, keep);
     Ok(array)
+}
+
+/// A key popped with [`Keep::No`] is gone: no longer this process's to remove.
+fn forget_popped(key: &ShmKey, keep: Keep) {
+    if keep == Keep::No {
+        put_here().remove(&key.name);
+    }
 }
 
 /// Maps the array stored under `key` in place, without copying, validated
@@ -226,15 +232,15 @@ pub unsafe fn shm_pop_mapped<A: Element, D: Dimension>(
     key: &ShmKey,
     keep: Keep,
 ) -> Result<ShmArray<A, D>> {
-    let named = NamedSegment::open(&key.name, Writable::No)?;
-    // SAFETY: the caller promises that nobody writes or truncates the file
-    // while the array lives (this function's contract).
-    let seg = unsafe { Segment::from_fd_unchecked(named.try_clone_fd()?, Access::ReadOnly, 0)? };
-    let len = seg.len();
-    let array = ShmArray::from_received(Slot::uncached(seg)?, len)?;
-    if keep == Keep::No {
-        shm_del(key)?;
-    }
+    let array = npshmex_shm::pop_with(&key.name, keep, |named| {
+        // SAFETY: the caller promises that nobody writes or truncates the
+        // file while the array lives (this function's contract).
+        let seg =
+            unsafe { Segment::from_fd_unchecked(named.try_clone_fd()?, Access::ReadOnly, 0)? };
+        let len = seg.len();
+        ShmArray::from_received(Slot::uncached(seg)?, len)
+    })?;
+    forget_popped(key, keep);
     Ok(array)
 }
 

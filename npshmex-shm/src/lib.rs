@@ -124,8 +124,8 @@ pub use carried::{Carried, CarriedBuf, Keep};
 pub use error::{Result, ShmError};
 pub use mapping::without_mappings_in_flight;
 pub use named::{
-    clear, clear_stale, list, owner, remove, set_owner, validate_name, NamedSegment, SegmentInfo,
-    ShmDir, Writable, MAX_NAME_LEN, NAME_PREFIX,
+    clear, clear_stale, list, owner, pop_with, remove, set_owner, validate_name, NamedSegment,
+    SegmentInfo, ShmDir, Taken, Writable, MAX_NAME_LEN, NAME_PREFIX,
 };
 pub use oob::Transfer;
 pub use seals::Seals;

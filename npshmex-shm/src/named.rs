@@ -204,6 +204,76 @@ impl ShmDir {
         })
     }
 
+    /// Takes the segment `name` away from its name, atomically: the file is
+    /// renamed to a fresh unique name of this process (`rename` with
+    /// `RENAME_NOREPLACE`) and opened there. Of several processes taking the
+    /// same name at once exactly one gets the file; the others get
+    /// [`ShmError::NotFound`], and nobody can put another file in its place
+    /// between the open and the removal (which open-then-unlink allowed).
+    /// Read it through [`Taken::segment`], then [`Taken::remove`] it, or let
+    /// the [`Taken`] drop (or call [`Taken::put_back`]) to give it its name
+    /// back. Killed in between, the process leaves the file under its own
+    /// unique name, which [`clear_stale`] reclaims.
+    ///
+    /// ```
+    /// use npshmex_shm::{NamedSegment, Writable};
+    /// let seg = NamedSegment::create_unique(4)?;
+    /// let name = seg.name().to_owned();
+    /// seg.write_at(0, b"data")?;
+    /// let taken = NamedSegment::take(&name, Writable::No)?;
+    /// assert!(NamedSegment::open(&name, Writable::No).is_err(), "the name is gone");
+    /// let mut buf = [0u8; 4];
+    /// taken.segment().read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"data");
+    /// taken.remove()?;
+    /// # Ok::<(), npshmex_shm::ShmError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`ShmDir::open`]; the name is left as it was.
+    pub fn take(&self, name: &str, writable: Writable) -> Result<Taken> {
+        validate_name(name)?;
+        let from = self.path.join(name);
+        let private = loop {
+            let candidate = unique_name()?;
+            let to = self.path.join(&candidate);
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &from,
+                rustix::fs::CWD,
+                &to,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => break candidate,
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(rustix::io::Errno::NOENT) => {
+                    return Err(ShmError::NotFound {
+                        name: name.to_owned(),
+                    })
+                }
+                Err(e) => return Err(ShmError::io("rename named segment", e.into())),
+            }
+        };
+        let mut taken = Taken {
+            seg: None,
+            dir: self.clone(),
+            private,
+            name: name.to_owned(),
+        };
+        // Whatever was under the name (a symlink, a directory) is opened
+        // with the checks of `open`, and put back if refused.
+        match self.open(&taken.private, writable) {
+            Ok(seg) => {
+                taken.seg = Some(seg);
+                Ok(taken)
+            }
+            Err(ShmError::NotRegular { .. }) => Err(ShmError::NotRegular {
+                name: name.to_owned(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every managed segment (name starting with [`NAME_PREFIX`], regular file)
     /// owned by this user, sorted by name.
     ///
@@ -396,6 +466,14 @@ impl NamedSegment {
         ShmDir::dev_shm().open(name, writable)
     }
 
+    /// Takes `/dev/shm/<name>` away from its name; see [`ShmDir::take`].
+    ///
+    /// # Errors
+    /// As [`ShmDir::take`].
+    pub fn take(name: &str, writable: Writable) -> Result<Taken> {
+        ShmDir::dev_shm().take(name, writable)
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
@@ -514,6 +592,127 @@ impl NamedSegment {
 /// As [`ShmDir::list`].
 pub fn list() -> Result<Vec<SegmentInfo>> {
     ShmDir::dev_shm().list()
+}
+
+/// Reads `/dev/shm/<name>` with `read` and, with [`Keep::No`](crate::Keep),
+/// removes it, atomically against other processes popping the same name
+/// ([`ShmDir::take`]): exactly one of them reads it. When `read` fails the
+/// segment keeps its name.
+///
+/// ```
+/// use npshmex_shm::{pop_with, Keep, NamedSegment, ShmError};
+/// let seg = NamedSegment::create_unique(2)?;
+/// seg.write_at(0, b"hi")?;
+/// let name = seg.name().to_owned();
+/// let failed = pop_with(&name, Keep::No, |_| Err::<(), _>(ShmError::NotFound { name: "x".into() }));
+/// assert!(failed.is_err());
+/// let len = pop_with(&name, Keep::No, |s| Ok::<_, ShmError>(s.len()))?;
+/// assert_eq!(len, 2);
+/// assert!(NamedSegment::open(&name, npshmex_shm::Writable::No).is_err());
+/// # Ok::<(), ShmError>(())
+/// ```
+///
+/// # Errors
+/// Those of [`ShmDir::open`] / [`ShmDir::take`], of `read`, and of
+/// [`Taken::remove`].
+pub fn pop_with<T, E: From<ShmError>>(
+    name: &str,
+    keep: crate::Keep,
+    read: impl FnOnce(&NamedSegment) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    match keep {
+        crate::Keep::Yes => read(&NamedSegment::open(name, Writable::No)?),
+        crate::Keep::No => {
+            let taken = NamedSegment::take(name, Writable::No)?;
+            // On error the drop of `taken` gives the name back.
+            let out = read(taken.segment())?;
+            taken.remove()?;
+            Ok(out)
+        }
+    }
+}
+
+/// A named segment taken away from its name ([`ShmDir::take`]): it lives
+/// under a unique name of this process until [`Taken::remove`] removes it
+/// or [`Taken::put_back`] (or the drop) gives it its name back.
+#[derive(Debug)]
+pub struct Taken {
+    /// `None` only while `take` opens it (and on the way out of `Drop`).
+    seg: Option<NamedSegment>,
+    dir: ShmDir,
+    /// Where it is now.
+    private: String,
+    /// The name it was taken from.
+    name: String,
+}
+
+impl Taken {
+    /// The segment (read and write it as any [`NamedSegment`]).
+    pub fn segment(&self) -> &NamedSegment {
+        // Invariant: `seg` is set once `take` returns it.
+        self.seg.as_ref().expect("a taken segment is open")
+    }
+
+    /// The name it was taken from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Removes the file (the segment stays readable through open handles).
+    ///
+    /// # Errors
+    /// [`ShmError::Io`] if the unique name cannot be removed.
+    pub fn remove(mut self) -> Result<()> {
+        self.seg = None;
+        let private = std::mem::take(&mut self.private);
+        self.dir.remove(&private)
+    }
+
+    /// Gives the file its name back. When another file has taken the name
+    /// meanwhile, that one stays and this one is removed:
+    /// [`ShmError::Exists`].
+    ///
+    /// # Errors
+    /// [`ShmError::Exists`] as above, [`ShmError::Io`].
+    pub fn put_back(mut self) -> Result<()> {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        self.seg = None;
+        let private = std::mem::take(&mut self.private);
+        if private.is_empty() {
+            return Ok(());
+        }
+        let renamed = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            self.dir.path.join(&private),
+            rustix::fs::CWD,
+            self.dir.path.join(&self.name),
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        match renamed {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // No name to go back to: nothing may stay behind under ours.
+                let _ = self.dir.remove(&private);
+                Err(match e {
+                    rustix::io::Errno::EXIST => ShmError::Exists {
+                        name: self.name.clone(),
+                    },
+                    e => ShmError::io("rename named segment back", e.into()),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Taken {
+    /// Puts the file back under its name ([`Taken::put_back`]), ignoring
+    /// errors (the file is removed when that fails).
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
 }
 
 /// Removes `/dev/shm/<name>`; see [`ShmDir::remove`].

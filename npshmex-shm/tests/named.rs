@@ -211,3 +211,84 @@ fn no_space_on_a_small_tmpfs() -> TestResult {
     assert_eq!(names, ["half"], "a failed creation left a file behind");
     Ok(())
 }
+
+#[test]
+fn take_is_atomic_and_gives_the_name_back() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = ShmDir::new(tmp.path());
+    let entries = || -> Result<BTreeSet<String>, std::io::Error> {
+        std::fs::read_dir(tmp.path())?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    };
+    std::fs::write(tmp.path().join("data.npy"), b"payload")?;
+
+    // Taken: the name is gone, the bytes are readable, a second taker and
+    // an opener find nothing.
+    let taken = dir.take("data.npy", Writable::No)?;
+    assert_eq!(taken.name(), "data.npy");
+    assert_eq!(taken.segment().to_segment()?.as_slice(), b"payload");
+    assert!(matches!(
+        dir.take("data.npy", Writable::No),
+        Err(ShmError::NotFound { .. })
+    ));
+    assert!(matches!(
+        dir.open("data.npy", Writable::No),
+        Err(ShmError::NotFound { .. })
+    ));
+    // Dropped: back under its name, nothing else left.
+    drop(taken);
+    assert_eq!(entries()?, BTreeSet::from(["data.npy".to_string()]));
+
+    // Put back while another file took the name: that one stays.
+    let taken = dir.take("data.npy", Writable::No)?;
+    std::fs::write(tmp.path().join("data.npy"), b"newer")?;
+    assert!(matches!(taken.put_back(), Err(ShmError::Exists { .. })));
+    assert_eq!(std::fs::read(tmp.path().join("data.npy"))?, b"newer");
+    assert_eq!(entries()?.len(), 1);
+
+    // Removed: nothing left at all.
+    dir.take("data.npy", Writable::Yes)?.remove()?;
+    assert!(entries()?.is_empty());
+
+    // What `open` refuses is refused, and left where it was.
+    symlink("/etc/hostname", tmp.path().join("link"))?;
+    assert!(dir.take("link", Writable::No).is_err());
+    std::fs::create_dir(tmp.path().join("sub"))?;
+    assert!(matches!(
+        dir.take("sub", Writable::No),
+        Err(ShmError::NotRegular { .. })
+    ));
+    assert_eq!(
+        entries()?,
+        BTreeSet::from(["link".to_string(), "sub".to_string()])
+    );
+    assert!(matches!(
+        dir.take("../x", Writable::No),
+        Err(ShmError::InvalidName { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn concurrent_takers_get_the_file_exactly_once() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = ShmDir::new(tmp.path());
+    for round in 0..50 {
+        let name = format!("key-{round}");
+        std::fs::write(tmp.path().join(&name), b"x")?;
+        let winners = std::thread::scope(|s| {
+            let takers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| dir.take(&name, Writable::No).map(|t| t.remove())))
+                .collect();
+            takers
+                .into_iter()
+                .map(|t| t.join())
+                .filter(|r| matches!(r, Ok(Ok(Ok(())))))
+                .count()
+        });
+        assert_eq!(winners, 1, "round {round}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path())?.count(), 0);
+    Ok(())
+}
