@@ -219,8 +219,13 @@ fn where_the_time_goes(s: &mut String, res: &Results) {
         s,
         "- So the levers are: never touch fresh pages twice (allocate results directly in \
          shm), reuse segments whose pages are already faulted (a per-process cache of \
-         sealed-size memfds), `MADV_HUGEPAGE` where the kernel honours it, and no copy \
-         that the receive mode does not require."
+         sealed-size memfds), `MADV_HUGEPAGE` where the kernel honours it, no copy \
+         that the receive mode does not require, and large copies split across CPUs: one \
+         thread cannot keep memory busy, and the faults and zeroing of fresh pages run in \
+         parallel too (copies of {} MiB and more, on {} threads on this machine, \
+         `npshmex_shm::copy`).",
+        npshmex_shm::copy::PARALLEL_FROM >> 20,
+        npshmex_shm::copy::max_threads(),
     );
     let in_copies = |n: &str| match (get(n), get("limit.memcpy")) {
         (Some(v), Some(c)) if c > 0.0 => {
