@@ -295,7 +295,8 @@ pub fn as_bytes<T: Element>(values: &[T]) -> Result<&[u8]> {
 ///
 /// # Errors
 /// Nothing is appended on error: [`CodecError::Length`] when `write`
-/// returns any other slice than the one it was given, or `T` is zero-sized;
+/// returns any other slice than the one it was given (`write` is not called
+/// when `n` is 0), or `T` is zero-sized;
 /// [`CodecError::InvalidBool`] for an invalid value;
 /// [`CodecError::Overflow`] when the bytes would not fit in memory.
 pub fn extend_with_bytes<T: Element>(
@@ -310,6 +311,9 @@ pub fn extend_with_bytes<T: Element>(
     let len = n.checked_mul(size).ok_or(overflow.clone())?;
     if size == 0 {
         return Err(CodecError::Length { len, itemsize: 0 });
+    }
+    if n == 0 {
+        return Ok(());
     }
     v.try_reserve(n).map_err(|_| overflow)?;
     let spare = &mut v.spare_capacity_mut()[..n];

@@ -23,7 +23,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use rustix::fs::OFlags;
 
@@ -205,8 +204,10 @@ impl ShmDir {
     }
 
     /// Takes the segment `name` away from its name, atomically: the file is
-    /// renamed to a fresh unique name of this process (`rename` with
-    /// `RENAME_NOREPLACE`) and opened there. Of several processes taking the
+    /// renamed to a fresh unique name of this very process (`rename` with
+    /// `RENAME_NOREPLACE`; the owner set by [`set_owner`] does not apply)
+    /// and opened there with the checks of [`ShmDir::open`]; an entry that
+    /// is not a regular file is refused and left under its name. Of several processes taking the
     /// same name at once exactly one gets the file; the others get
     /// [`ShmError::NotFound`], and nobody can put another file in its place
     /// between the open and the removal (which open-then-unlink allowed).
@@ -232,18 +233,13 @@ impl ShmDir {
     /// # Errors
     /// As [`ShmDir::open`]; the name is left as it was.
     pub fn take(&self, name: &str, writable: Writable) -> Result<Taken> {
-        validate_name(name)?;
+        // What `open` refuses (a symlink, a directory) is refused before
+        // anything moves.
+        drop(self.open(name, writable)?);
         let from = self.path.join(name);
         let private = loop {
-            let candidate = unique_name()?;
-            let to = self.path.join(&candidate);
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &from,
-                rustix::fs::CWD,
-                &to,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
+            let candidate = private_name()?;
+            match rename_noreplace(&from, &self.path.join(&candidate)) {
                 Ok(()) => break candidate,
                 Err(rustix::io::Errno::EXIST) => continue,
                 Err(rustix::io::Errno::NOENT) => {
@@ -254,23 +250,42 @@ impl ShmDir {
                 Err(e) => return Err(ShmError::io("rename named segment", e.into())),
             }
         };
-        let mut taken = Taken {
-            seg: None,
-            dir: self.clone(),
-            private,
-            name: name.to_owned(),
-        };
-        // Whatever was under the name (a symlink, a directory) is opened
-        // with the checks of `open`, and put back if refused.
-        match self.open(&taken.private, writable) {
-            Ok(seg) => {
-                taken.seg = Some(seg);
-                Ok(taken)
-            }
-            Err(ShmError::NotRegular { .. }) => Err(ShmError::NotRegular {
+        // The name may have changed hands since the look above: whatever
+        // regular file was under it is the one taken (the key's value at
+        // the moment of the rename); anything else goes back.
+        match self.open(&private, writable) {
+            Ok(seg) => Ok(Taken {
+                seg: Some(seg),
+                dir: self.clone(),
+                private,
                 name: name.to_owned(),
             }),
-            Err(e) => Err(e),
+            Err(e) => {
+                let to = self.path.join(&private);
+                if rename_noreplace(&to, &from).is_err() {
+                    // The name was taken again too: an entry that is not a
+                    // segment must not stay under a name of ours (only a
+                    // non-empty directory can).
+                    let _ =
+                        rustix::fs::unlinkat(rustix::fs::CWD, &to, rustix::fs::AtFlags::empty())
+                            .or_else(|_| {
+                                rustix::fs::unlinkat(
+                                    rustix::fs::CWD,
+                                    &to,
+                                    rustix::fs::AtFlags::REMOVEDIR,
+                                )
+                            });
+                }
+                Err(match e {
+                    ShmError::NotRegular { .. } => ShmError::NotRegular {
+                        name: name.to_owned(),
+                    },
+                    ShmError::NotFound { .. } => ShmError::NotFound {
+                        name: name.to_owned(),
+                    },
+                    e => e,
+                })
+            }
         }
     }
 
@@ -665,7 +680,12 @@ impl Taken {
     pub fn remove(mut self) -> Result<()> {
         self.seg = None;
         let private = std::mem::take(&mut self.private);
-        self.dir.remove(&private)
+        match self.dir.remove(&private) {
+            // Removed meanwhile (a `clear` of this process's segments):
+            // gone either way, which is what was asked.
+            Ok(()) | Err(ShmError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the file its name back. When another file has taken the name
@@ -684,12 +704,9 @@ impl Taken {
         if private.is_empty() {
             return Ok(());
         }
-        let renamed = rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            self.dir.path.join(&private),
-            rustix::fs::CWD,
-            self.dir.path.join(&self.name),
-            rustix::fs::RenameFlags::NOREPLACE,
+        let renamed = rename_noreplace(
+            &self.dir.path.join(&private),
+            &self.dir.path.join(&self.name),
         );
         match renamed {
             Ok(()) => Ok(()),
@@ -771,8 +788,36 @@ pub fn owner() -> u32 {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (`EEXIST` then). Where the
+/// filesystem has no `RENAME_NOREPLACE`, a hard link (which fails on an
+/// existing name the same way) and an unlink do it.
+fn rename_noreplace(from: &Path, to: &Path) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    match rustix::fs::renameat_with(CWD, from, CWD, to, rustix::fs::RenameFlags::NOREPLACE) {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            rustix::fs::linkat(CWD, from, CWD, to, AtFlags::empty())?;
+            rustix::fs::unlinkat(CWD, from, AtFlags::empty())
+        }
+        other => other,
+    }
+}
+
 /// A fresh unique name for this process (or its owner, see [`set_owner`]).
 fn unique_name() -> Result<String> {
+    let owner = *OWNER.lock().unwrap_or_else(|p| p.into_inner());
+    let (pid, start) = owner.unwrap_or_else(|| (std::process::id(), own_start_time()));
+    name_for(pid, start)
+}
+
+/// A fresh unique name of this very process, whatever [`set_owner`] says:
+/// for files that must be reclaimed as soon as this process dies (a taken
+/// segment, [`ShmDir::take`]), such as a pool worker that is killed.
+fn private_name() -> Result<String> {
+    name_for(std::process::id(), own_start_time())
+}
+
+/// `npshmex-<pid>-[<start>-]<random>`.
+fn name_for(pid: u32, start: Option<u64>) -> Result<String> {
     let mut random = [0u8; 8];
     let mut filled = 0;
     while filled < random.len() {
@@ -784,22 +829,26 @@ fn unique_name() -> Result<String> {
         }
     }
     let random = u64::from_ne_bytes(random);
-    let owner = *OWNER.lock().unwrap_or_else(|p| p.into_inner());
-    let (pid, start) = owner.unwrap_or_else(|| (std::process::id(), own_start_time()));
     Ok(match start {
         Some(start) => format!("{NAME_PREFIX}{pid}-{start}-{random:016x}"),
         None => format!("{NAME_PREFIX}{pid}-{random:016x}"),
     })
 }
 
-/// This process's start time, read once.
+/// This process's start time, read once per process (a child forked
+/// without `exec` reads its own).
 fn own_start_time() -> Option<u64> {
-    static START: OnceLock<Option<u64>> = OnceLock::new();
-    *START.get_or_init(|| {
-        ProcStat::read(std::process::id())
-            .ok()
-            .map(|s| s.start_time)
-    })
+    static START: std::sync::Mutex<Option<(u32, Option<u64>)>> = std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let mut start = START.lock().unwrap_or_else(|p| p.into_inner());
+    match *start {
+        Some((of, time)) if of == pid => time,
+        _ => {
+            let time = ProcStat::read(pid).ok().map(|s| s.start_time);
+            *start = Some((pid, time));
+            time
+        }
+    }
 }
 
 /// `(pid, start time)` from a name `npshmex-<pid>-[<start>-]<rest>`.
@@ -833,6 +882,21 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taken_files_are_named_after_this_process_whatever_the_owner() {
+        // A pool worker's keys carry its parent's pid; a file it has taken
+        // must be reclaimable as soon as the worker dies.
+        let me = (std::process::id(), own_start_time());
+        let before = *OWNER.lock().unwrap_or_else(|p| p.into_inner());
+        let parent = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get() as u32);
+        set_owner(parent).unwrap();
+        let private = private_name().unwrap();
+        let unique = unique_name().unwrap();
+        *OWNER.lock().unwrap_or_else(|p| p.into_inner()) = before;
+        assert_eq!(parse_owner(&private), (Some(me.0), me.1));
+        assert_eq!(parse_owner(&unique).0, Some(parent));
+    }
 
     #[test]
     fn names() {

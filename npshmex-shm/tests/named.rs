@@ -292,3 +292,63 @@ fn concurrent_takers_get_the_file_exactly_once() -> TestResult {
     assert_eq!(std::fs::read_dir(tmp.path())?.count(), 0);
     Ok(())
 }
+
+#[test]
+fn a_taken_file_removed_meanwhile_still_counts_as_removed() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = ShmDir::new(tmp.path());
+    std::fs::write(tmp.path().join("data.npy"), b"x")?;
+    let taken = dir.take("data.npy", Writable::No)?;
+    // What a concurrent `clear` of this process's segments does.
+    std::fs::remove_file(taken.segment().path())?;
+    taken.remove()?;
+    assert_eq!(std::fs::read_dir(tmp.path())?.count(), 0);
+    Ok(())
+}
+
+#[test]
+fn take_racing_a_name_that_changes_kind_leaves_nothing_behind() -> TestResult {
+    // Another process swaps what is under the name between a file and a
+    // directory while this one takes it: whatever `take` moved that it had
+    // not checked goes back, and nothing stays under a name of ours.
+    let tmp = tempfile::tempdir()?;
+    let dir = ShmDir::new(tmp.path());
+    let path = tmp.path().join("key");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| -> TestResult {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::write(&path, b"file");
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::create_dir(&path);
+                let _ = std::fs::remove_dir(&path);
+            }
+        });
+        // Until the race has been seen both ways (a file taken, a
+        // directory refused) often enough, within a bound.
+        let (mut taken_files, mut refused) = (0, 0);
+        for _ in 0..200_000 {
+            match dir.take("key", Writable::No) {
+                Ok(taken) => {
+                    taken.remove()?;
+                    taken_files += 1;
+                }
+                Err(ShmError::NotRegular { .. }) => refused += 1,
+                Err(_) => {}
+            }
+            if taken_files >= 200 && refused >= 200 {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(taken_files > 0 && refused > 0, "{taken_files} taken, {refused} refused");
+        Ok(())
+    })?;
+    let ours: Vec<String> = std::fs::read_dir(tmp.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("npshmex-"))
+        .collect();
+    assert!(ours.is_empty(), "left behind: {ours:?}");
+    Ok(())
+}
