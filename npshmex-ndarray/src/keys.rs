@@ -233,10 +233,10 @@ pub unsafe fn shm_pop_mapped<A: Element, D: Dimension>(
     keep: Keep,
 ) -> Result<ShmArray<A, D>> {
     let array = npshmex_shm::pop_with(&key.name, keep, |named| {
+        let fd = named.try_clone_fd()?;
         // SAFETY: the caller promises that nobody writes or truncates the
         // file while the array lives (this function's contract).
-        let seg =
-            unsafe { Segment::from_fd_unchecked(named.try_clone_fd()?, Access::ReadOnly, 0)? };
+        let seg = unsafe { Segment::from_fd_unchecked(fd, Access::ReadOnly, 0)? };
         let len = seg.len();
         ShmArray::from_received(Slot::uncached(seg)?, len)
     })?;

@@ -341,7 +341,10 @@ fn take_racing_a_name_that_changes_kind_leaves_nothing_behind() -> TestResult {
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(taken_files > 0 && refused > 0, "{taken_files} taken, {refused} refused");
+        assert!(
+            taken_files > 0 && refused > 0,
+            "{taken_files} taken, {refused} refused"
+        );
         Ok(())
     })?;
     let ours: Vec<String> = std::fs::read_dir(tmp.path())?
