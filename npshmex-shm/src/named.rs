@@ -207,10 +207,11 @@ impl ShmDir {
     /// renamed to a fresh unique name of this very process (`rename` with
     /// `RENAME_NOREPLACE`; the owner set by [`set_owner`] does not apply)
     /// and opened there with the checks of [`ShmDir::open`]; an entry that
-    /// is not a regular file is refused and left under its name. Of several processes taking the
-    /// same name at once exactly one gets the file; the others get
-    /// [`ShmError::NotFound`], and nobody can put another file in its place
-    /// between the open and the removal (which open-then-unlink allowed).
+    /// is not a regular file is refused and left under its name. Of several
+    /// processes taking the same name at once exactly one gets the file; the
+    /// others get [`ShmError::NotFound`], and nobody can put another file in
+    /// its place between the open and the removal (which open-then-unlink
+    /// allowed).
     /// Read it through [`Taken::segment`], then [`Taken::remove`] it, or let
     /// the [`Taken`] drop (or call [`Taken::put_back`]) to give it its name
     /// back. Killed in between, the process leaves the file under its own
@@ -652,7 +653,7 @@ pub fn pop_with<T, E: From<ShmError>>(
 /// or [`Taken::put_back`] (or the drop) gives it its name back.
 #[derive(Debug)]
 pub struct Taken {
-    /// `None` only while `take` opens it (and on the way out of `Drop`).
+    /// `None` only once `remove` or `put_back` let it go.
     seg: Option<NamedSegment>,
     dir: ShmDir,
     /// Where it is now.
