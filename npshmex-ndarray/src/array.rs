@@ -558,13 +558,12 @@ where
 /// fresh 4 KiB pages the copy costs several times a `memcpy` in page faults.
 pub(crate) fn owned_copy<A: Element, D: Dimension>(view: ArrayView<'_, A, D>) -> Array<A, D> {
     let fortran = !view.is_standard_layout() && view.t().is_standard_layout();
-    let Some(data) = view.as_slice_memory_order() else {
+    let order = if fortran { MemOrder::F } else { MemOrder::C };
+    let Some(data) = memory_order_slice(&view, order) else {
+        // Not contiguous, or contiguous in some other axis order: ndarray
+        // keeps its strides.
         return view.to_owned();
     };
-    if !fortran && !view.is_standard_layout() {
-        // Contiguous in some other axis order: ndarray keeps its strides.
-        return view.to_owned();
-    }
     let mut buf = npshmex_shm::hugepage::vec_with_capacity(data.len());
     // Dense elements are copied as bytes, on several threads when large;
     // records with padding (no byte view) one by one. Nothing is appended

@@ -10,9 +10,9 @@
 //!
 //! Only copies of at least [`PARALLEL_FROM`] bytes are split, into chunks of
 //! at least [`CHUNK_MIN`] bytes, so a thread start (~20–50 µs) is always a
-//! small part of the copy. The calling thread copies one chunk itself; a
-//! thread that cannot be started leaves its chunk to the others, so a copy
-//! never fails. At most [`max_threads`] threads copy at once: by default
+//! small part of the copy. The calling thread and its helpers take chunks
+//! from one queue; a helper that cannot be started leaves its share to the
+//! others, so a copy never fails. At most [`max_threads`] threads copy at once: by default
 //! the CPUs this process may use, at most 4 (memory bandwidth is shared);
 //! set `NPSHMEX_COPY_THREADS` (read once per process, inherited by pool
 //! workers) or call [`set_max_threads`]; 1 turns splitting off.
@@ -135,8 +135,8 @@ fn split<D: Send>(dst: &mut [D], src: &[u8], f: impl Fn(&mut [D], &[u8]) + Sync)
     let chunk = src.len().div_ceil(threads);
     let queue = std::sync::Mutex::new(dst.chunks_mut(chunk).zip(src.chunks(chunk)));
     let work = || loop {
-        // A poisoned queue means `f` panicked on another thread; the scope
-        // re-raises that panic, so the chunks left here do not matter.
+        // The lock is held only around `next`, which cannot panic, so it
+        // is never poisoned; were it, the scope would re-raise the panic.
         let Some((d, s)) = queue.lock().ok().and_then(|mut q| q.next()) else {
             return;
         };
